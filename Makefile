@@ -1,0 +1,40 @@
+# p2p — the two commands a new user needs are `make install` and `make run`
+# (or `make test`). Every `p2p run` flag can also be set by environment
+# variable (P2P_HOME, P2P_ROOT, P2P_LISTEN, P2P_DISCOVERY, P2P_PEERS,
+# P2P_SECRET, P2P_SECRET_FILE, P2P_NAME), which `make run` passes through.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PEERS  ?= 5
+ARGS   ?=
+
+.PHONY: install run test fuzz simulate bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/p2p run $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+fuzz: install
+	P2P_FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests -k fuzz
+
+simulate: install
+	$(BIN)/python scripts/simulate.py --peers $(PEERS) $(ARGS)
+
+bench: install
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results sim-results
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,50 @@
+"""Every limit and default of p2p, in one place, each with its reason.
+
+Pure constants: no I/O. Other modules import from here instead of writing
+numbers of their own, so a reader can audit the resource bounds at a glance.
+"""
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# --- network defaults (the Go prototype's ports) ---------------------------
+DEFAULT_TCP_PORT = 9998          # peer channels
+DEFAULT_UDP_PORT = 9999          # discovery announces
+DISCOVERY_INTERVAL = 5.0         # seconds between announces: the prototype's 5 s
+PEER_EXPIRY = 3 * DISCOVERY_INTERVAL + 1  # forget a discovered peer after 3 missed announces
+
+# --- framing ---------------------------------------------------------------
+MAX_FRAME = 16 * MiB             # largest frame accepted; checked before allocation
+RECV_CHUNK = 256 * KiB           # socket read size: few syscalls, bounded buffer
+
+# --- content blocks --------------------------------------------------------
+MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
+MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
+BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
+
+# --- per-peer bounds -------------------------------------------------------
+MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME)
+MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one peer
+MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
+MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
+MAX_PENDING_EVENTS = 100_000     # events held while waiting for their causal parents
+SEND_QUEUE_FRAMES = 4096         # frames queued for one peer before it is resynced
+
+# --- timeouts --------------------------------------------------------------
+HANDSHAKE_TIMEOUT = 10.0         # a connection must authenticate within this
+PING_INTERVAL = 10.0             # keepalive when a channel is otherwise quiet
+IDLE_TIMEOUT = 35.0              # no frame at all for this long: drop the channel
+RECONNECT_MIN = 0.5              # first reconnect delay; doubles per failure
+RECONNECT_MAX = 30.0             # reconnect delay cap
+
+# --- connections -----------------------------------------------------------
+MAX_CONNECTIONS = 256            # total inbound connections (authenticated or not)
+MAX_CONNECTIONS_PER_ADDRESS = 8  # inbound connections from one IP address
+
+# --- local changes ---------------------------------------------------------
+COALESCE_DELAY = 0.05            # quiet time before a changed path is scanned
+COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at least this often
+
+# --- history ---------------------------------------------------------------
+FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often
+SNAPSHOT_EVERY = 50_000          # events appended between index snapshots
