@@ -1,0 +1,116 @@
+"""The ``p2p`` command: argument parsing and dispatch to the sub-commands.
+
+Every ``run`` flag has an environment variable (``P2P_HOME``, ``P2P_ROOT``,
+``P2P_LISTEN``, ``P2P_DISCOVERY``, ``P2P_PEERS``, ``P2P_SECRET``,
+``P2P_SECRET_FILE``, ``P2P_NAME``); flags win over the environment. The
+sub-command modules are imported lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import socket
+import sys
+from pathlib import Path
+
+from p2p import __version__, limits
+from p2p.config import env
+
+
+def _home(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", default=env("P2P_HOME", "."),
+                   help="directory holding events.jsonl and .p2p/ (env P2P_HOME, default .)")
+
+
+def _logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", default=env("P2P_LOG_LEVEL", "info"),
+                   choices=["debug", "info", "warning", "error"], help="log verbosity (env P2P_LOG_LEVEL)")
+    p.add_argument("--log-json", action="store_true", default=env("P2P_LOG_JSON") == "1",
+                   help="structured logs: one JSON object per line on stderr (env P2P_LOG_JSON=1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p2p",
+        description="Peer-to-peer file synchroniser for local networks, with a replayable history.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2p {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="sync the shared folder with the peers on the network",
+                         description="Watch the shared folder, find peers and keep every folder identical.")
+    _home(run)
+    run.add_argument("--root", default=env("P2P_ROOT"),
+                     help="the synced folder (env P2P_ROOT, default HOME/shared)")
+    run.add_argument("--listen", default=env("P2P_LISTEN", f"0.0.0.0:{limits.DEFAULT_TCP_PORT}"),
+                     help=f"TCP address for peer channels (env P2P_LISTEN, default 0.0.0.0:{limits.DEFAULT_TCP_PORT})")
+    run.add_argument("--discovery", default=env("P2P_DISCOVERY", "lan"),
+                     help="'lan' (broadcast on every interface, UDP %d), ADDR:PORT such as "
+                          "127.255.255.255:%d for loopback, or 'off' (env P2P_DISCOVERY)"
+                          % (limits.DEFAULT_UDP_PORT, limits.DEFAULT_UDP_PORT))
+    run.add_argument("--peer", action="append", default=[env("P2P_PEERS")] if env("P2P_PEERS") else [],
+                     metavar="HOST:PORT", help="a static peer; repeatable (env P2P_PEERS, comma separated)")
+    run.add_argument("--secret-file", default=env("P2P_SECRET_FILE"),
+                     help="file holding the cluster secret; only peers that know it get in "
+                          "(env P2P_SECRET_FILE, or the secret itself in P2P_SECRET)")
+    run.add_argument("--name", default=env("P2P_NAME", socket.gethostname()),
+                     help="a human name for this peer (env P2P_NAME, default the host name)")
+    run.add_argument("--keep-bytes", type=int, default=env("P2P_KEEP_BYTES"),
+                     help="bound the block store (old versions) to this many bytes (env P2P_KEEP_BYTES)")
+    run.add_argument("--keep-days", type=float, default=env("P2P_KEEP_DAYS"),
+                     help="prune old versions' blocks older than this (env P2P_KEEP_DAYS)")
+    _logging(run)
+
+    status = sub.add_parser("status", help="peers, transfers and the folder of the running peer")
+    _home(status)
+    status.add_argument("--watch", action="store_true", help="refresh the view every second")
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    log = sub.add_parser("log", help="the history, newest first (like git log)")
+    _home(log)
+    log.add_argument("path", nargs="?", help="only events of this file or directory")
+    log.add_argument("--json", action="store_true", help="one canonical JSON event per line")
+    log.add_argument("--limit", "-n", type=int, help="at most N events")
+
+    restore = sub.add_parser("restore", help="rebuild the folder (or one path) as it was at a moment")
+    _home(restore)
+    restore.add_argument("path", nargs="?", help="bring only this file or directory back, in place")
+    restore.add_argument("--at", required=True, help="an ISO-8601 time or an event id")
+    restore.add_argument("--to", help="rebuild the whole folder into this (empty or new) directory")
+    restore.add_argument("--root", default=env("P2P_ROOT"), help="the synced folder (default HOME/shared)")
+
+    ls = sub.add_parser("ls", help="list a connected peer's folder, as its events say, without syncing")
+    _home(ls)
+    ls.add_argument("peer", help="device id (or a unique prefix) or name of a connected peer")
+    ls.add_argument("path", nargs="?", default="", help="a directory inside the folder")
+
+    ident = sub.add_parser("id", help="print this peer's device id")
+    _home(ident)
+    return parser
+
+
+COMMANDS = {
+    "run": "p2p.commands.run",
+    "status": "p2p.commands.status",
+    "log": "p2p.commands.log",
+    "restore": "p2p.commands.restore",
+    "ls": "p2p.commands.ls",
+    "id": "p2p.commands.id",
+}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.home = str(Path(args.home).expanduser())
+    if getattr(args, "root", None) is None and hasattr(args, "root"):
+        args.root = str(Path(args.home) / "shared")
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        return module.run(args) or 0
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `p2p log | head`
+        sys.stderr.close()
+        return 0

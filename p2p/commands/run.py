@@ -1,0 +1,57 @@
+"""`p2p run`: start a peer and sync until SIGINT or SIGTERM (then exit 0)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import gevent
+
+from p2p.config import Config, parse_address, parse_discovery, parse_peers
+from p2p.logs import setup_logging
+
+
+def config_from_args(args) -> Config:
+    return Config(
+        home=Path(args.home).resolve(),
+        root=Path(args.root).resolve(),
+        listen=parse_address(args.listen),
+        discovery=parse_discovery(args.discovery),
+        peers=parse_peers(args.peer),
+        secret_file=args.secret_file,
+        secret_env=None if args.secret_file else _env_secret(),
+        name=args.name,
+        keep_bytes=int(args.keep_bytes) if args.keep_bytes else None,
+        keep_days=float(args.keep_days) if args.keep_days else None,
+    )
+
+
+def _env_secret():
+    import os
+
+    return os.environ.get("P2P_SECRET") or None
+
+
+def run(args) -> int:
+    setup_logging(args.log_level, args.log_json)
+    from p2p.net.node import Node  # imports gevent-using modules only when running
+
+    try:
+        config = config_from_args(args)
+        node = Node(config, out=lambda line: print(line, flush=True))
+    except (ValueError, OSError) as exc:
+        print(f"p2p run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        node.start()
+    except OSError as exc:
+        print(f"p2p run: cannot start: {exc}", file=sys.stderr)
+        node.stop()
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
+    node.serve_forever()
+    logging.getLogger("p2p").info("stopped")
+    return 0

@@ -1,0 +1,83 @@
+"""The settings of a running peer, from command-line flags and environment.
+
+Pure: parses strings into a frozen ``Config``; reads no files and opens no
+sockets (the secret file is read by ``p2p.security.membership``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Tuple
+
+from p2p import limits
+
+Address = Tuple[str, int]
+
+LAN = "lan"  # discovery by broadcast on every interface (the product default)
+
+
+@dataclass(frozen=True)
+class Config:
+    home: Path
+    root: Path
+    listen: Address
+    discovery: Optional[object]  # LAN, an (addr, port) tuple, or None for off
+    peers: Tuple[Address, ...] = ()
+    secret_file: Optional[str] = None
+    secret_env: Optional[str] = None
+    name: str = field(default_factory=socket.gethostname)
+    keep_bytes: Optional[int] = None
+    keep_days: Optional[float] = None
+
+    @property
+    def discovery_port(self) -> int:
+        if isinstance(self.discovery, tuple):
+            return self.discovery[1]
+        return limits.DEFAULT_UDP_PORT
+
+
+def parse_address(text: str, default_host: str = "0.0.0.0", default_port: int = limits.DEFAULT_TCP_PORT) -> Address:
+    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``PORT`` into a (host, port) pair."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty address")
+    if text.isdigit():
+        host, port = default_host, int(text)
+    elif text.startswith("["):  # [v6]:port
+        host, _, rest = text[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+        host = host or default_host
+        port = int(port_text)
+    else:
+        host, port = text, default_port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, port
+
+
+def parse_discovery(text: Optional[str]):
+    """``lan`` (default), ``off``, or ``ADDR:PORT`` (e.g. 127.255.255.255:9999)."""
+    if text is None or text.strip().lower() in ("", LAN):
+        return LAN
+    if text.strip().lower() == "off":
+        return None
+    return parse_address(text, default_host="127.255.255.255", default_port=limits.DEFAULT_UDP_PORT)
+
+
+def parse_peers(items) -> Tuple[Address, ...]:
+    """Static peers from repeated flags and/or a comma/space separated list."""
+    out = []
+    for item in items or ():
+        for part in item.replace(",", " ").split():
+            out.append(parse_address(part, default_host="127.0.0.1"))
+    return tuple(out)
+
+
+def env(name: str, default=None):
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default

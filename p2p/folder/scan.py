@@ -1,0 +1,131 @@
+"""Turn what is on disk into change records, by comparing it with the local state.
+
+``Scanner.observe(path)`` stats one path and, when it differs from what the
+local state remembers, hashes it into the block store and returns a
+``Change``; ``Scanner.walk()`` lists every syncable path for the start-up
+scan. Blocking code: the node runs it in the thread pool. Symbolic links are
+skipped (never followed), as are internal and ignored paths and names that
+cannot be synced safely to every platform.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as statmod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Tuple
+
+from p2p.blocks.store import BlockStore
+from p2p.folder.state import Entry, LocalState
+from p2p.history.paths import UnsafePath, check_path, is_internal
+
+log = logging.getLogger("p2p.scan")
+
+TEMP_PREFIX = ".p2p-tmp-"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One path whose disk state differs from the local state."""
+    path: str
+    kind: str                 # "file" or "dir"
+    deleted: bool
+    size: int = 0
+    mode: int = 0
+    mtime: int = 0
+    hash: str = ""
+    blocks: Tuple[Tuple[str, int], ...] = ()
+    stat: Optional[os.stat_result] = None
+
+    def entry(self, event_id: str) -> Entry:
+        return Entry.from_stat(self.stat, self.hash, event_id)
+
+
+class Scanner:
+    def __init__(self, root: Path, state: LocalState, store: BlockStore,
+                 ignored: Callable[[str], bool] = lambda path: False):
+        self.root = root
+        self.state = state
+        self.store = store
+        self.ignored = ignored
+
+    def syncable(self, path: str) -> bool:
+        return bool(path) and not is_internal(path) and not self.ignored(path)
+
+    def observe(self, path: str) -> Optional[Change]:
+        """The change at ``path`` since the local state, or None if unchanged."""
+        if not self.syncable(path):
+            return None
+        entry = self.state.get(path)
+        try:
+            st = os.lstat(self.root / path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is None or statmod.S_ISLNK(st.st_mode) or not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
+            if entry is None:
+                return None
+            return Change(path, entry.kind, deleted=True)
+        if entry is not None and entry.same_stat(st):
+            return None
+        if statmod.S_ISDIR(st.st_mode):
+            return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode), mtime=st.st_mtime_ns, stat=st)
+        size, digest, blocks = self.store.ingest_file(self.root / path)
+        after = os.lstat(self.root / path)
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
+            raise FileBusy(path)  # still being written: the watcher will report it again
+        return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode),
+                      mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st)
+
+    def walk(self, top: str = "") -> Iterator[str]:
+        """Every syncable path at or under ``top`` on disk, parents before children.
+
+        Leftover temporary files of an interrupted write are removed on the way.
+        """
+        base = self.root / top if top else self.root
+        if top:
+            if not self.syncable(top):
+                return
+            yield top
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            keep = []
+            for name in sorted(dirnames):
+                rel = self._relative(rel_dir, name)
+                if rel is not None and self.syncable(rel) and not os.path.islink(os.path.join(dirpath, name)):
+                    keep.append(name)
+                    yield rel
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                if name.startswith(TEMP_PREFIX):
+                    _remove_quietly(os.path.join(dirpath, name))
+                    continue
+                rel = self._relative(rel_dir, name)
+                if rel is not None and self.syncable(rel):
+                    yield rel
+
+    @staticmethod
+    def _relative(rel_dir: str, name: str) -> Optional[str]:
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        try:
+            checked = check_path(rel)
+        except UnsafePath as exc:
+            log.warning("not syncing %r: %s", rel, exc)
+            return None
+        if checked != rel:
+            log.warning("not syncing %r: name is not in Unicode NFC form", rel)
+            return None
+        return rel
+
+
+class FileBusy(Exception):
+    """The file changed while it was being hashed."""
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,291 @@
+"""One authenticated channel with one peer: a reader greenlet and a writer greenlet.
+
+The reader is a small loop around ``channel.recv`` and ``decode_message``
+that dispatches each typed message; the writer is the only sender on the
+channel, so frames never interleave and the encryption counters stay in
+order. On connect each side sends Hello and its version-vector Summary; a
+Summary is answered with exactly the events the other lacks (the writer
+streams them from the log in batches). After that the broadcaster pushes new
+events. Block requests are pipelined and bounded per peer (count and bytes).
+Any ``WireError`` or ``ChannelClosed`` ends this session only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import time
+
+import gevent
+from gevent.event import AsyncResult, Event
+from gevent.pool import Pool
+from gevent.queue import Empty, Queue
+
+from p2p import limits
+from p2p.blocks.store import BlockMissing, CorruptBlock
+from p2p.transport import ChannelClosed
+from p2p.wire.errors import WireError
+from p2p.wire.messages import (BlockData, BlockRequest, Bye, Error, Events, Hello, ListReply, ListRequest,
+                               Ping, Pong, Summary, decode_message, encode_message)
+
+log = logging.getLogger("p2p.session")
+
+BACKFILL = object()       # writer-queue marker: stream what the peer lacks
+PROTOCOL_VERSION = 1
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class Budget:
+    """Bounded outstanding requests: at most ``count`` and about ``size`` bytes."""
+
+    def __init__(self, count: int, size: int):
+        self.count, self.size = count, size
+        self.used_count = self.used_size = 0
+        self._freed = Event()
+
+    def acquire(self, n: int) -> None:
+        while self.used_count >= self.count or (self.used_count and self.used_size + n > self.size):
+            self._freed.clear()
+            self._freed.wait()
+        self.used_count += 1
+        self.used_size += n
+
+    def release(self, n: int) -> None:
+        self.used_count -= 1
+        self.used_size -= n
+        self._freed.set()
+
+
+class Session:
+    def __init__(self, node, channel, peer_id: str, address, initiator_id: str):
+        self.node = node
+        self.channel = channel
+        self.peer_id = peer_id
+        self.address = address
+        self.initiator_id = initiator_id
+        self.peer_vv: dict = {}          # what we know the peer has
+        self.ready = False               # the peer's backfill is queued: broadcasts may flow
+        self.resync = False              # we dropped events for it: backfill again
+        self.name = ""
+        self.listen_port = None
+        self.outq: Queue = Queue()
+        self.closed = Event()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._ids = itertools.count(1)
+        self._pending: dict = {}
+        self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
+        self._serving = Pool(limits.MAX_SERVING_PER_PEER)
+        self._writer = None
+        self._summary_due = False
+
+    # -- lifecycle -------------------------------------------------------------
+    def run(self) -> None:
+        """Run the session in the calling greenlet (the reader) until it ends."""
+        self._writer = gevent.spawn(self._write_loop)
+        self.send(Hello(name=self.node.name, port=self.node.listen_port, version=PROTOCOL_VERSION))
+        self.send(Summary(vv=self.node.history.vv))
+        try:
+            self._read_loop()
+        except ChannelClosed:
+            log.info("peer %s closed the channel", self.peer_id[:7])
+        except WireError as exc:
+            log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
+        except (OSError, gevent.Timeout) as exc:
+            log.info("channel with %s ended: %s", self.peer_id[:7], exc)
+        finally:
+            self.close()
+
+    def close(self, reason: str = "") -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        if reason:
+            try:
+                self.channel.send(encode_message(Bye(reason=reason)))
+            except Exception:
+                pass
+        self.channel.close()
+        for result in self._pending.values():
+            result.set_exception(SessionClosed(self.peer_id))
+        self._pending.clear()
+        self._serving.kill(block=False)
+        if self._writer is not None and self._writer is not gevent.getcurrent():
+            self._writer.kill(block=False)
+        self.node.session_ended(self)
+
+    # -- sending ---------------------------------------------------------------
+    def send(self, msg) -> None:
+        self.outq.put(encode_message(msg))
+
+    def send_events(self, events) -> None:
+        """Queue events for the peer (the broadcaster's entry point)."""
+        if self.outq.qsize() > limits.SEND_QUEUE_FRAMES:
+            self.resync = True    # too far behind: it gets a backfill instead
+            return
+        for i in range(0, len(events), limits.MAX_EVENTS_PER_BATCH):
+            batch = events[i:i + limits.MAX_EVENTS_PER_BATCH]
+            self.outq.put(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
+        for e in events:
+            self._saw(e.origin, e.seq)
+
+    def _saw(self, origin: str, seq: int) -> None:
+        if self.peer_vv.get(origin, 0) < seq:
+            self.peer_vv[origin] = seq
+
+    def covers(self, event) -> bool:
+        return self.peer_vv.get(event.origin, 0) >= event.seq
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self.outq.get(timeout=limits.PING_INTERVAL)
+                except Empty:
+                    item = encode_message(Ping(nonce=int(time.time())))
+                if item is BACKFILL:
+                    self._backfill()
+                    continue
+                self.channel.send(item)
+                self.bytes_sent += len(item.payload) + 6
+                if self.resync and self.outq.empty():
+                    self.resync = False
+                    self._backfill()
+        except (OSError, WireError, ChannelClosed) as exc:
+            log.info("writing to %s failed: %s", self.peer_id[:7], exc)
+            gevent.spawn(self.close)
+
+    def _backfill(self) -> None:
+        batch = []
+        vv = dict(self.peer_vv)
+        for event in self.node.history.missing_for(vv):
+            batch.append(event)
+            if len(batch) >= limits.MAX_EVENTS_PER_BATCH:
+                self._send_batch_now(batch)
+                batch = []
+        if batch:
+            self._send_batch_now(batch)
+
+    def _send_batch_now(self, batch) -> None:
+        frame = encode_message(Events(events=tuple(e.to_dict() for e in batch)))
+        self.channel.send(frame)
+        self.bytes_sent += len(frame.payload) + 6
+        for e in batch:
+            self._saw(e.origin, e.seq)
+        gevent.idle()
+
+    # -- receiving -------------------------------------------------------------
+    def _read_loop(self) -> None:
+        handlers = {
+            Hello: self._on_hello, Summary: self._on_summary, Events: self._on_events,
+            BlockRequest: self._on_block_request, BlockData: self._on_block_data,
+            Ping: self._on_ping, Pong: lambda msg: None, Error: self._on_error, Bye: self._on_bye,
+            ListRequest: self._on_list_request, ListReply: self._on_list_reply,
+        }
+        while not self.closed.is_set():
+            with gevent.Timeout(limits.IDLE_TIMEOUT):
+                frame = self.channel.recv()
+            self.bytes_received += len(frame.payload) + 6
+            msg = decode_message(frame)
+            self.node.peer_seen(self)
+            handler = handlers.get(type(msg))
+            if handler is None:
+                raise ChannelClosed(f"unexpected {type(msg).__name__} after the handshake")
+            handler(msg)
+
+    def _on_hello(self, msg: Hello) -> None:
+        self.name = msg.name
+        self.listen_port = msg.port
+        self.node.peer_hello(self)
+
+    def _on_summary(self, msg: Summary) -> None:
+        self.peer_vv = dict(msg.vv)
+        self.outq.put(BACKFILL)
+        self.ready = True
+
+    def _on_events(self, msg: Events) -> None:
+        for raw in msg.events:
+            origin, seq = raw.get("origin"), raw.get("seq")
+            if isinstance(origin, str) and type(seq) is int:
+                self._saw(origin, seq)
+        gaps = self.node.on_remote_events(self, msg.events)
+        if gaps and not self._summary_due:
+            self._summary_due = True
+            gevent.spawn_later(1.0, self._ask_again)
+
+    def _ask_again(self) -> None:
+        """Some events wait for missing predecessors: ask this peer for them."""
+        self._summary_due = False
+        if not self.closed.is_set():
+            self.send(Summary(vv=self.node.history.vv))
+
+    def _on_ping(self, msg: Ping) -> None:
+        self.send(Pong(nonce=msg.nonce))
+
+    def _on_error(self, msg: Error) -> None:
+        log.warning("peer %s reports %s: %s", self.peer_id[:7], msg.code, msg.message)
+
+    def _on_bye(self, msg: Bye) -> None:
+        log.info("peer %s said bye: %s", self.peer_id[:7], msg.reason)
+        raise ChannelClosed(msg.reason)
+
+    def _on_list_request(self, msg: ListRequest) -> None:
+        self.send(ListReply(req_id=msg.req_id, entries=tuple(self.node.list_entries(msg.path))))
+
+    def _on_list_reply(self, msg: ListReply) -> None:
+        result = self._pending.pop(("list", msg.req_id), None)
+        if result is not None:
+            result.set(msg.entries)
+
+    # -- blocks ------------------------------------------------------------------
+    def _on_block_request(self, msg: BlockRequest) -> None:
+        if msg.size > limits.MAX_BLOCK:
+            self.send(Error(code="request-too-large", message=f"block of {msg.size} bytes"))
+            return
+        self._serving.spawn(self._serve_block, msg)  # blocks the reader when the pool is full
+
+    def _serve_block(self, msg: BlockRequest) -> None:
+        try:
+            data = self.node.read_block(msg.hash.hex())
+            reply = BlockData(req_id=msg.req_id, status=0, hash=msg.hash, data=data)
+        except (BlockMissing, CorruptBlock, FileNotFoundError):
+            reply = BlockData(req_id=msg.req_id, status=1, hash=msg.hash, data=b"")
+        self.outq.put(encode_message(reply))
+
+    def _on_block_data(self, msg: BlockData) -> None:
+        result = self._pending.pop(msg.req_id, None)
+        if result is None:
+            return  # cancelled or unknown request: ignore
+        if msg.status == 0 and hashlib.sha256(msg.data).digest() != msg.hash:
+            raise WireError(f"peer sent a block whose content does not match its hash {msg.hash.hex()[:12]}")
+        result.set(msg)
+
+    def request_block(self, block_hash: str, size: int):
+        """Fetch one block from this peer: its bytes, or None if it lacks it."""
+        self._budget.acquire(size)
+        try:
+            if self.closed.is_set():
+                raise SessionClosed(self.peer_id)
+            req_id = next(self._ids) & 0xFFFFFFFF
+            result = AsyncResult()
+            self._pending[req_id] = result
+            self.send(BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash)))
+            msg = result.get(timeout=limits.IDLE_TIMEOUT)
+            return msg.data if msg.status == 0 else None
+        finally:
+            self._budget.release(size)
+
+    @property
+    def outstanding(self) -> int:
+        return self._budget.used_count
+
+    def list_remote(self, path: str, timeout: float = 10.0):
+        req_id = next(self._ids) & 0xFFFFFFFF
+        result = AsyncResult()
+        self._pending[("list", req_id)] = result
+        self.send(ListRequest(req_id=req_id, path=path))
+        return result.get(timeout=timeout)

@@ -1,0 +1,41 @@
+"""Ignore rules: ``.p2pignore`` in the folder root, in gitignore syntax.
+
+Matching is done by the ``pathspec`` library (gitignore semantics, including
+negation and directory patterns) rather than a hand-written matcher. An
+ignored path is never announced and never overwritten by a remote version.
+The ``.p2pignore`` file itself is an ordinary synced file, so every peer of
+a folder shares the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pathspec
+
+log = logging.getLogger("p2p.ignore")
+
+IGNORE_FILE = ".p2pignore"
+
+
+class IgnoreRules:
+    def __init__(self, root: Path):
+        self.root = root
+        self.spec = pathspec.GitIgnoreSpec.from_lines([])
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            lines = (self.root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+        except (FileNotFoundError, UnicodeDecodeError):
+            lines = []
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def matches(self, path: str) -> bool:
+        if not path or path == IGNORE_FILE:
+            return False
+        parts = path.split("/")
+        # a path is ignored when it, or any directory above it, matches
+        return any(self.spec.match_file("/".join(parts[:i]) + ("/" if i < len(parts) else ""))
+                   for i in range(1, len(parts) + 1))

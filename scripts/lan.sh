@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# scripts/lan.sh N [--check]
+#
+# "N computers on a LAN", on this one machine: N network namespaces (hosts)
+# joined by a bridge that lives in a namespace of its own and has no uplink,
+# so nothing leaves the machine. Each host runs the real default — `make run`,
+# discovery by LAN broadcast on UDP 9999, channels on TCP 9998 — with its own
+# home (P2P_HOME) under a temporary directory.
+#
+#   scripts/lan.sh 3           # start 3 hosts, print their folders, Ctrl-C stops all
+#   scripts/lan.sh 3 --check   # write a file on host 1, wait until every host has
+#                              # it byte for byte, then stop (exit 0 on success)
+#
+# Needs root (ip netns). Everything it creates is removed on exit.
+set -euo pipefail
+
+N=${1:-2}
+MODE=${2:-}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+TAG=p2p$$
+WORK=$(mktemp -d "/tmp/p2p-lan.XXXXXX")
+SW="${TAG}sw"
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 "$N"); do ip netns del "${TAG}h$i" 2>/dev/null || true; done
+  ip netns del "$SW" 2>/dev/null || true
+  [ "$MODE" = "--check" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+[ "$(id -u)" = 0 ] || { echo "lan.sh: needs root for ip netns" >&2; exit 2; }
+make -C "$REPO" --no-print-directory install >/dev/null
+
+ip netns add "$SW"
+ip -n "$SW" link add br0 type bridge
+ip -n "$SW" link set br0 up
+for i in $(seq 1 "$N"); do
+  host="${TAG}h$i"
+  ip netns add "$host"
+  ip link add "v${TAG}$i" type veth peer name eth0 netns "$host"
+  ip link set "v${TAG}$i" netns "$SW"
+  ip -n "$SW" link set "v${TAG}$i" master br0 up
+  ip -n "$host" addr add "10.77.0.$((i + 1))/24" brd 10.77.0.255 dev eth0
+  ip -n "$host" link set eth0 up
+  ip -n "$host" link set lo up
+  mkdir -p "$WORK/host$i"
+  ip netns exec "$host" env P2P_HOME="$WORK/host$i" P2P_NAME="host$i" \
+    make -C "$REPO" --no-print-directory run >"$WORK/host$i/run.log" 2>&1 &
+  PIDS+=($!)
+  echo "host$i  10.77.0.$((i + 1))  folder $WORK/host$i/shared  log $WORK/host$i/run.log"
+done
+
+wait_for() {  # wait_for SECONDS CMD...
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+if [ "$MODE" = "--check" ]; then
+  payload="$WORK/payload"
+  head -c 3000000 /dev/urandom >"$payload"
+  all_started() { for i in $(seq 1 "$N"); do grep -q "scanned the folder" "$WORK/host$i/run.log" || return 1; done; }
+  wait_for 60 all_started || { echo "lan.sh: hosts did not start"; tail -n 20 "$WORK"/host*/run.log; exit 1; }
+  cp "$payload" "$WORK/host1/shared/from-host1.bin"
+  all_have() { for i in $(seq 2 "$N"); do cmp -s "$payload" "$WORK/host$i/shared/from-host1.bin" || return 1; done; }
+  if wait_for 60 all_have; then
+    echo "lan.sh: all $N hosts have host1's file, byte for byte"
+    exit 0
+  fi
+  echo "lan.sh: FAILED: the file did not reach every host"; tail -n 30 "$WORK"/host*/run.log
+  exit 1
+fi
+
+echo "Edit the folders above; Ctrl-C stops every host."
+wait

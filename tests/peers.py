@@ -1,0 +1,140 @@
+"""Real `p2p run` processes on loopback for the end-to-end tests.
+
+Every peer gets its own home under the test's tmp dir, listens on 127.0.0.1
+with a free port, and uses either no discovery or loopback broadcast
+(127.255.255.255) on a free UDP port: never the LAN. Conditions are awaited
+with deadlines, never with bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+LOOPBACK_BROADCAST = "127.255.255.255"
+
+
+def free_port(kind=socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition", interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tree(root: Path) -> Dict[str, object]:
+    """Every path under root: file -> bytes, directory -> 'dir'."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = fh.read()
+    return out
+
+
+class Peer:
+    def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
+                 host: str = "127.0.0.1", port: Optional[int] = None, extra=()):
+        self.name = name
+        self.home = base / name
+        self.root = self.home / "shared"
+        self.host = host
+        self.port = port or free_port()
+        self.discovery = discovery
+        self.peers = list(peers)
+        self.secret = secret
+        self.extra = list(extra)
+        self.proc: Optional[subprocess.Popen] = None
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.home / "run.log"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> "Peer":
+        cmd = [sys.executable, "-m", "p2p", "run", "--home", str(self.home), "--listen", self.address,
+               "--discovery", self.discovery, "--name", self.name, "--log-level", "debug", *self.extra]
+        for p in self.peers:
+            cmd += ["--peer", p.address if isinstance(p, Peer) else p]
+        env = dict(os.environ)
+        env.pop("P2P_SECRET", None)
+        if self.secret is not None:
+            env["P2P_SECRET"] = self.secret
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
+        return self
+
+    def _listening(self) -> bool:
+        return b"scanned the folder" in self.log_path.read_bytes()
+
+    def output(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.proc = None
+        self.log.close()
+        return rc
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # -- the folder ------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def write(self, rel: str, data: bytes) -> None:
+        p = self.path(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    def tree(self) -> Dict[str, object]:
+        return tree(self.root)
+
+    def has(self, rel: str, data: bytes) -> bool:
+        try:
+            return self.path(rel).read_bytes() == data
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
+
+    def lacks(self, rel: str) -> bool:
+        return not os.path.lexists(self.path(rel))
+
+
+def converged(*peers: Peer) -> bool:
+    first = peers[0].tree()
+    return all(p.tree() == first for p in peers[1:])
