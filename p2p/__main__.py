@@ -1,14 +1,18 @@
 """Process entry point: gevent monkey-patching happens here and only here.
 
 Threads stay native (``thread=False``) so watchdog's observer keeps a real OS
-thread and its blocking inotify read never freezes the gevent hub.
+thread and its blocking inotify read never freezes the gevent hub; ``select``
+and ``queue`` stay native too, because that thread polls the inotify
+descriptor with ``select.poll`` and passes events through ``queue.Queue`` —
+gevent's versions would run a second hub inside the observer thread and die
+with LoopExit.
 """
 
 
 def main(argv=None):
     from gevent import monkey
 
-    monkey.patch_all(thread=False)
+    monkey.patch_all(thread=False, select=False, queue=False)
 
     from p2p.cli import main as cli_main
 
