@@ -38,6 +38,7 @@ def _wire_bytes(peer: Peer) -> int:
 def _timed_copy(cmd, src: Path, dst: Path) -> float:
     if dst.exists():
         shutil.rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     subprocess.run(cmd + [str(src) + ("/" if cmd[0] == "rsync" else ""), str(dst)], check=True)
     return time.perf_counter() - start
