@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -45,7 +46,8 @@ from p2p.net.session import Session
 from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
-from p2p.sync.merge import conflict_name, winner
+from p2p.sync.merge import winner
+from p2p.sync.plan import FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.wire.errors import WireError
@@ -389,36 +391,19 @@ class Node:
             self.state.pop(path)
             if not live or entry is None:
                 return []
-            parents = self._parents(entry, heads, current)
+            parents = local_parents(entry.event_id, True, heads)
             return [self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
                                             moved_to=moved_to)]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode:
             self.state.set(path, change.entry(current.id))   # already what the history says
             return []
-        parents = self._parents(entry, heads, current)
+        parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
         event = self.history.make_local(
             "update" if live and entry is not None else "create", change.kind, path,
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
             parents=parents, time=time.time(), moved_from=moved_from)
         self.state.set(path, change.entry(event.id))
         return [event]
-
-    @staticmethod
-    def _parents(entry, heads, current) -> list:
-        """What a local change supersedes: what the user saw on disk.
-
-        If the disk held the current winner, the change supersedes every head;
-        if it held an older version, only that one (so a newer remote version
-        stays concurrent and the conflict rules keep both).
-        """
-        all_heads = [h.id for h in heads]
-        if entry is None:
-            if current is None or current.type == "delete":
-                return all_heads
-            return [h.id for h in heads if h.type == "delete"]
-        if not entry.event_id or current is None or entry.event_id == current.id:
-            return all_heads
-        return [entry.event_id]
 
     # -- bringing the folder to the winning versions ----------------------------
     def mark_dirty(self, paths) -> None:
@@ -446,48 +431,28 @@ class Node:
                     log.warning("cannot apply %s: %s", path, exc)
 
     def _reconcile(self, path: str, target) -> None:
-        if self.ignore.matches(path) or not path:
+        if not path or self.ignore.matches(path):
             return
         self._keep_conflict_copies(path)
         entry = self.state.get(path)
-        if target is None or target.type == "delete":
-            if entry is not None:
-                kind = entry.kind
-                if self.threadpool.apply(self.writer.remove, (path,)):
-                    self.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
-                elif kind == "dir":
-                    log.info("kept directory %s: it holds files added meanwhile", path)
-            return
-        if target.kind == "dir":
-            if entry is None or entry.kind != "dir" or entry.event_id != target.id:
-                self.threadpool.apply(self.writer.make_dir, (path, target))
-            return
-        if target.kind != "file":
-            return  # symbolic links are not synced (docs/SECURITY.md)
-        if entry is not None and entry.kind == "file" and entry.hash == target.hash:
-            if entry.event_id != target.id:
-                self.state.set(path, entry.__class__(**{**entry.__dict__, "event_id": target.id}))
-            return
-        self.fetcher.want(path, target)
+        action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
+                               entry.event_id if entry else "")
+        if action == REMOVE:
+            if self.threadpool.apply(self.writer.remove, (path,)):
+                self.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
+            else:
+                log.info("kept directory %s: it holds files added meanwhile", path)
+        elif action == MAKE_DIR:
+            self.threadpool.apply(self.writer.make_dir, (path, target))
+        elif action == RELABEL:
+            self.state.set(path, replace(entry, event_id=target.id))
+        elif action == FETCH:
+            self.fetcher.want(path, target)
 
     def _keep_conflict_copies(self, path: str) -> None:
-        """Our version lost to a concurrent one: keep it beside, as a conflict copy.
-
-        Only the peer whose version lost writes the copy (it has the content),
-        so every peer ends with the same copy, made once; it syncs as a new file.
-        """
-        heads = self.history.heads(path)
-        if len(heads) < 2:
-            return
-        best = winner(heads)
-        for loser in heads:
-            if (loser is best or loser.origin != self.device_id or loser.type == "delete"
-                    or loser.kind != "file" or loser.hash == best.hash):
-                continue
-            copy = conflict_name(path, loser)
-            if self.history.heads(copy) or os.path.lexists(self.root / copy):
-                continue
-            if self.store.missing(loser.blocks):
+        """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
+        for copy, loser in conflict_copies(path, self.history.heads(path), self.device_id):
+            if self.history.heads(copy) or os.path.lexists(self.root / copy) or self.store.missing(loser.blocks):
                 continue
             self.threadpool.apply(self.writer.write_file, (copy, loser))
             self.state.pop(copy)  # not recorded yet: the local loop records it

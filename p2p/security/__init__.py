@@ -1,0 +1,1 @@
+"""Who a peer is and who may talk to it: identity keys, device ids, membership, the handshake."""

@@ -1,0 +1,69 @@
+"""What to do about one path, given its heads and what is on the local disk.
+
+Pure functions of the event set and the local record (no I/O, no clock), used
+by the node and by the convergence simulation alike:
+
+- ``local_parents``: which events a local change supersedes — what the user
+  saw on disk. If the disk held the current winner, the change supersedes
+  every head; if it held an older version, only that one, so a newer remote
+  version stays concurrent and the conflict rules keep both.
+- ``conflict_copies``: the copies this peer must write. Only the origin of a
+  losing version writes its copy (it has the content), so every peer ends with
+  the same copy, made once, and it syncs as an ordinary new file.
+- ``folder_action``: bring the disk to the winning version.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from p2p.sync.merge import conflict_name, winner
+
+# folder actions
+NOTHING = "nothing"
+REMOVE = "remove"        # delete the file, or the directory once it is empty
+MAKE_DIR = "make_dir"
+FETCH = "fetch"          # get the winner's blocks and write the file
+RELABEL = "relabel"      # the disk already has the content: record the winner's id
+
+
+def local_parents(on_disk_event: Optional[str], known_on_disk: bool, heads: Sequence) -> List[str]:
+    """Parents of a local change at a path with ``heads``.
+
+    ``known_on_disk``: the local record had this path; ``on_disk_event``: the
+    id of the event whose content it held ("" or None if none).
+    """
+    current = winner(heads)
+    all_heads = [h.id for h in heads]
+    if not known_on_disk:
+        if current is None or current.is_delete:
+            return all_heads
+        return [h.id for h in heads if h.is_delete]  # a new local file beside an unseen remote one
+    if not on_disk_event or current is None or on_disk_event == current.id:
+        return all_heads
+    return [on_disk_event]
+
+
+def conflict_copies(path: str, heads: Sequence, me: str) -> List[Tuple[str, object]]:
+    """(copy path, losing event) for each losing version of ours with other content."""
+    if len(heads) < 2:
+        return []
+    best = winner(heads)
+    return [(conflict_name(path, loser), loser) for loser in heads
+            if loser is not best and loser.origin == me and not loser.is_delete
+            and loser.kind == "file" and loser.hash != best.hash]
+
+
+def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_disk_event: str) -> str:
+    """The action that makes the disk hold ``target`` (the winner, or None)."""
+    if target is None or target.is_delete:
+        return REMOVE if on_disk_kind is not None else NOTHING
+    if target.kind == "dir":
+        if on_disk_kind == "dir" and on_disk_event == target.id:
+            return NOTHING
+        return MAKE_DIR
+    if target.kind != "file":
+        return NOTHING  # symbolic links are not synced (docs/SECURITY.md)
+    if on_disk_kind == "file" and on_disk_hash == target.hash:
+        return NOTHING if on_disk_event == target.id else RELABEL
+    return FETCH
