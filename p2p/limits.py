@@ -15,6 +15,7 @@ PEER_EXPIRY = 3 * DISCOVERY_INTERVAL + 1  # forget a discovered peer after 3 mis
 
 # --- framing ---------------------------------------------------------------
 MAX_FRAME = 16 * MiB             # largest frame accepted; checked before allocation
+HANDSHAKE_MAX_FRAME = 4 * KiB    # before authentication: a stranger makes us buffer next to nothing
 RECV_CHUNK = 256 * KiB           # socket read size: few syscalls, bounded buffer
 
 # --- content blocks --------------------------------------------------------

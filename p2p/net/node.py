@@ -50,7 +50,6 @@ from p2p.sync.merge import winner
 from p2p.sync.plan import FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
-from p2p.wire.errors import WireError
 from p2p.watch.watcher import Coalescer, FolderWatcher
 
 log = logging.getLogger("p2p.node")
@@ -188,15 +187,16 @@ class Node:
 
     def _run_channel(self, sock, address, role: str, expect=None) -> bool:
         """Handshake, then run the session in this greenlet. True if it ran."""
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tcp = TcpChannel(sock)
+        tcp = TcpChannel(sock, limits.HANDSHAKE_MAX_FRAME)
         try:
             with gevent.Timeout(limits.HANDSHAKE_TIMEOUT):
-                result = perform_handshake(tcp, role, self.identity, self.secret, self.trusted)
-        except (WireError, OSError, gevent.Timeout, Exception) as exc:  # noqa: B014 - any failure drops only this socket
+                result = perform_handshake(tcp, role, self.identity, self.secret, self.trusted,
+                                           offload=self._offload)
+        except (Exception, gevent.Timeout) as exc:  # any failure drops only this connection
             log.info("handshake with %s:%s failed: %s: %s", address[0], address[1], type(exc).__name__, exc)
             tcp.close()
             return False
+        tcp.max_frame = result.channel.max_frame = limits.MAX_FRAME  # authenticated: full-size frames
         peer_id = result.peer_id
         initiator = self.device_id if role == "initiator" else peer_id
         session = Session(self, result.channel, peer_id, address, initiator)
@@ -213,6 +213,10 @@ class Node:
         self.mark_dirty(list(self.fetcher_waiting()))
         session.run()
         return True
+
+    def _offload(self, fn):
+        """Run CPU-heavy work on a large buffer in the thread pool, off the hub."""
+        return self.threadpool.apply(fn)
 
     def fetcher_waiting(self):
         """Paths whose wanted content we do not have yet (a new peer may have it)."""
