@@ -1,0 +1,346 @@
+"""Typed messages and their payload codecs.
+
+Pure: no sockets, no clock. ``encode_message(msg) -> Frame`` and
+``decode_message(frame) -> msg``. Each message is a small frozen dataclass;
+``CODECS`` maps every type code to its codec, so a new message is one class
+and one table row. Payload layouts are specified in docs/PROTOCOL.md.
+
+Decoding is strict: exact keys, exact types (no bools for ints), integers in
+range, strings free of lone surrogates, binary payloads of exact length.
+Anything else raises ``MalformedMessage``; an unknown type code raises
+``UnknownMessageType``. Encoding runs the same field checks and raises
+``ValueError`` for a message we must not send.
+"""
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+import ujson
+
+from p2p import limits
+from p2p.wire.errors import MalformedMessage, UnknownMessageType
+from p2p.wire.frame import Frame
+
+HASH_SIZE = 32        # SHA-256 digest of a block
+KEY_SIZE = 32         # X25519 / Ed25519 public key
+SIGNATURE_SIZE = 64   # Ed25519 signature
+RANDOM_SIZE = 32      # handshake random
+HANDSHAKE_MAGIC = b"P2P"
+
+
+class MsgType(IntEnum):
+    HELLO = 0x01
+    SUMMARY = 0x02
+    EVENTS = 0x03
+    BLOCK_REQUEST = 0x04
+    BLOCK_DATA = 0x05
+    PING = 0x06
+    PONG = 0x07
+    ERROR = 0x08
+    BYE = 0x09
+    LIST_REQUEST = 0x0A
+    LIST_REPLY = 0x0B
+    HANDSHAKE_HELLO = 0x20
+    HANDSHAKE_AUTH = 0x21
+
+
+class BlockStatus(IntEnum):
+    OK = 0
+    NOT_FOUND = 1
+
+
+# --- messages ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hello:
+    """First message of a session: the peer's display name, listening port and
+    protocol version."""
+    name: str
+    port: int
+    version: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The sender's version vector: origin id -> highest contiguous seq."""
+    vv: Dict[str, int]
+
+
+@dataclass(frozen=True)
+class Events:
+    """A batch of raw event dicts (validated by p2p/history, not here)."""
+    events: Tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class BlockRequest:
+    """Ask for the block with this hash and size; ``req_id`` pairs the reply."""
+    req_id: int
+    size: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class BlockData:
+    """Reply to a BlockRequest; ``data`` is empty unless status is OK."""
+    req_id: int
+    status: int
+    hash: bytes
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Error:
+    """Why the sender is about to close the connection (or refused a request)."""
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Clean goodbye before closing."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    req_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class ListReply:
+    req_id: int
+    entries: Tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class HandshakeHello:
+    version: int
+    ephemeral: bytes
+    random: bytes
+
+
+@dataclass(frozen=True)
+class HandshakeAuth:
+    identity: bytes
+    signature: bytes
+
+
+Message = Union[Hello, Summary, Events, BlockRequest, BlockData, Ping, Pong, Error, Bye,
+                ListRequest, ListReply, HandshakeHello, HandshakeAuth]
+
+
+# --- field checks: value -> normalised value, or ValueError -------------------
+
+FieldCheck = Callable[[Any], Any]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def unsigned(bits: int) -> FieldCheck:
+    top = (1 << bits) - 1
+
+    def check(value):
+        if not _is_int(value) or not 0 <= value <= top:
+            raise ValueError(f"expected a u{bits}, got {value!r:.80}")
+        return int(value)
+    return check
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    if not value.isascii():
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) on lone surrogates
+    return str(value)
+
+
+def one_of(enum: type) -> FieldCheck:
+    allowed = frozenset(member.value for member in enum)
+
+    def check(value):
+        if not _is_int(value) or value not in allowed:
+            raise ValueError(f"expected one of {sorted(allowed)}, got {value!r:.80}")
+        return enum(value)
+    return check
+
+
+def exact_bytes(size: int) -> FieldCheck:
+    def check(value):
+        if not isinstance(value, (bytes, bytearray, memoryview)) or len(value) != size:
+            raise ValueError(f"expected {size} bytes, got {value!r:.80}")
+        return bytes(value)
+    return check
+
+
+def any_bytes(value: Any) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def version_vector(value: Any) -> Dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    return {text(origin): _u64(seq) for origin, seq in value.items()}
+
+
+def dict_list(max_items: Optional[int] = None) -> FieldCheck:
+    def check(value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(item, dict) for item in value):
+            raise ValueError("expected a list of objects")
+        if max_items is not None and len(value) > max_items:
+            raise ValueError(f"{len(value)} items, more than {max_items}")
+        return tuple(value)
+    return check
+
+
+_u64 = unsigned(64)
+
+
+# --- codecs -----------------------------------------------------------------
+
+class JsonCodec:
+    """Payload is a UTF-8 JSON object with exactly the message's fields."""
+
+    def __init__(self, cls: type, fields: Mapping[str, FieldCheck]):
+        self.cls = cls
+        self.fields = dict(fields)
+
+    def encode(self, msg) -> bytes:
+        obj = {name: check(getattr(msg, name)) for name, check in self.fields.items()}
+        return ujson.dumps(obj, ensure_ascii=False, escape_forward_slashes=False,
+                           allow_nan=False, reject_bytes=True).encode("utf-8")
+
+    def decode(self, payload):
+        if isinstance(payload, memoryview):
+            payload = bytes(payload)  # ujson reads bytes and bytearray only
+        try:
+            obj = ujson.loads(payload)
+        except (ValueError, OverflowError, RecursionError) as exc:
+            raise MalformedMessage(f"{self.cls.__name__}: invalid JSON: {exc}") from None
+        if not isinstance(obj, dict) or obj.keys() != self.fields.keys():
+            raise MalformedMessage(f"{self.cls.__name__}: expected an object with keys {sorted(self.fields)}")
+        return _build(self.cls, self.fields, obj)
+
+
+class StructCodec:
+    """Payload is fixed binary fields (``layout``), optionally after a constant
+    ``magic`` and before a ``trailing`` field that takes the remaining bytes."""
+
+    def __init__(self, cls: type, layout: str, fields: Mapping[str, FieldCheck],
+                 magic: bytes = b"", trailing: Optional[str] = None,
+                 rule: Optional[Callable[[Any], None]] = None):
+        self.cls = cls
+        self.layout = struct.Struct(layout)
+        self.fields = dict(fields)
+        self.magic = magic
+        self.trailing = trailing
+        self.rule = rule  # cross-field check: raises ValueError
+        self.fixed_size = len(magic) + self.layout.size
+        self.fixed_names = [name for name in self.fields if name != trailing]
+
+    def encode(self, msg) -> bytes:
+        values = {name: check(getattr(msg, name)) for name, check in self.fields.items()}
+        if self.rule is not None:
+            self.rule(msg)
+        head = self.magic + self.layout.pack(*(values[name] for name in self.fixed_names))
+        return head + values[self.trailing] if self.trailing else head
+
+    def decode(self, payload):
+        size = len(payload)
+        if size < self.fixed_size or (self.trailing is None and size != self.fixed_size):
+            raise MalformedMessage(f"{self.cls.__name__}: payload of {size} bytes, "
+                                   f"expected {'at least ' if self.trailing else ''}{self.fixed_size}")
+        with memoryview(payload) as view:
+            if view[:len(self.magic)] != self.magic:
+                raise MalformedMessage(f"{self.cls.__name__}: bad magic")
+            raw = dict(zip(self.fixed_names, self.layout.unpack_from(view, len(self.magic))))
+            if self.trailing:
+                raw[self.trailing] = bytes(view[self.fixed_size:])
+        msg = _build(self.cls, self.fields, raw)
+        if self.rule is not None:
+            try:
+                self.rule(msg)
+            except ValueError as exc:
+                raise MalformedMessage(f"{self.cls.__name__}: {exc}") from None
+        return msg
+
+
+def _build(cls: type, fields: Mapping[str, FieldCheck], raw: Mapping[str, Any]):
+    try:
+        return cls(**{name: check(raw[name]) for name, check in fields.items()})
+    except ValueError as exc:
+        raise MalformedMessage(f"{cls.__name__}: {exc}") from None
+
+
+def _data_only_when_ok(msg: BlockData) -> None:
+    if msg.status != BlockStatus.OK and msg.data:
+        raise ValueError("a BlockData without status OK must carry no data")
+
+
+_u8, _u16, _u32 = unsigned(8), unsigned(16), unsigned(32)
+_hash = exact_bytes(HASH_SIZE)
+
+Codec = Union[JsonCodec, StructCodec]
+
+CODECS: Dict[int, Codec] = {
+    MsgType.HELLO: JsonCodec(Hello, {"name": text, "port": _u16, "version": _u16}),
+    MsgType.SUMMARY: JsonCodec(Summary, {"vv": version_vector}),
+    MsgType.EVENTS: JsonCodec(Events, {"events": dict_list(limits.MAX_EVENTS_PER_BATCH)}),
+    MsgType.BLOCK_REQUEST: StructCodec(BlockRequest, ">II32s",
+                                       {"req_id": _u32, "size": _u32, "hash": _hash}),
+    MsgType.BLOCK_DATA: StructCodec(BlockData, ">IB32s",
+                                    {"req_id": _u32, "status": one_of(BlockStatus),
+                                     "hash": _hash, "data": any_bytes},
+                                    trailing="data", rule=_data_only_when_ok),
+    MsgType.PING: StructCodec(Ping, ">Q", {"nonce": _u64}),
+    MsgType.PONG: StructCodec(Pong, ">Q", {"nonce": _u64}),
+    MsgType.ERROR: JsonCodec(Error, {"code": text, "message": text}),
+    MsgType.BYE: JsonCodec(Bye, {"reason": text}),
+    MsgType.LIST_REQUEST: JsonCodec(ListRequest, {"req_id": _u32, "path": text}),
+    MsgType.LIST_REPLY: JsonCodec(ListReply, {"req_id": _u32, "entries": dict_list()}),
+    MsgType.HANDSHAKE_HELLO: StructCodec(HandshakeHello, ">B32s32s",
+                                         {"version": _u8, "ephemeral": exact_bytes(KEY_SIZE),
+                                          "random": exact_bytes(RANDOM_SIZE)},
+                                         magic=HANDSHAKE_MAGIC),
+    MsgType.HANDSHAKE_AUTH: StructCodec(HandshakeAuth, ">32s64s",
+                                        {"identity": exact_bytes(KEY_SIZE),
+                                         "signature": exact_bytes(SIGNATURE_SIZE)}),
+}
+
+_TYPE_OF_CLASS: Dict[type, int] = {codec.cls: code for code, codec in CODECS.items()}
+
+
+def encode_message(msg: Message) -> Frame:
+    """Return the frame (flags 0) carrying ``msg``. ValueError if a field is
+    out of range; TypeError if ``msg`` is not a message."""
+    code = _TYPE_OF_CLASS.get(type(msg))
+    if code is None:
+        raise TypeError(f"not a message: {type(msg).__name__}")
+    return Frame(int(code), 0, CODECS[code].encode(msg))
+
+
+def decode_message(frame: Frame) -> Message:
+    """Return the message in ``frame``; raises a WireError for bad input."""
+    if frame.flags:
+        raise MalformedMessage(f"frame reached the message layer with flags {frame.flags:#x}")
+    codec = CODECS.get(frame.type)
+    if codec is None:
+        raise UnknownMessageType(f"unknown message type {frame.type:#04x}")
+    return codec.decode(frame.payload)
