@@ -144,7 +144,7 @@ def row(scenario: str, rate: float, baseline: float) -> dict:
             "ratio": round(rate / baseline, 3)}
 
 
-def run() -> list:
+def run(quick: bool = False) -> list:
     rows = []
     for kind, data in (("text", text_like(TOTAL)), ("random", os.urandom(TOTAL))):
         frames = frames_of(data)
