@@ -1,0 +1,1 @@
+"""Content-addressed block store and the file <-> block-list conversion."""

@@ -1,0 +1,63 @@
+"""Split file content into blocks: the block size for a file, and hashing a file.
+
+Plain blocking code (the node calls it from its thread pool). A file of size
+S is cut into blocks of ``block_size_for(S)`` bytes (the last one shorter):
+128 KiB for files up to 32 MiB, doubling so a file has at most
+``limits.BLOCKS_PER_FILE`` blocks, never more than ``limits.MAX_BLOCK``.
+An empty file has no blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Callable, List, Optional, Tuple
+
+from p2p import limits
+
+Block = Tuple[str, int]
+
+
+class FileChanged(OSError):
+    """The file's size changed while it was being read: hash it again later."""
+
+
+def block_size_for(size: int) -> int:
+    block = limits.MIN_BLOCK
+    while block < limits.MAX_BLOCK and -(-size // block) > limits.BLOCKS_PER_FILE:
+        block *= 2
+    return block
+
+
+def read_blocks(path, on_block: Optional[Callable[[str, bytes], None]] = None) -> Tuple[int, str, List[Block]]:
+    """Read ``path`` once: (size, sha256 hex of the content, [(block sha256 hex, block size)]).
+
+    ``on_block(hash, data)`` is called for every block as it is read.
+    Raises FileChanged if the size at the end differs from the size at open.
+    """
+    whole = hashlib.sha256()
+    blocks: List[Block] = []
+    with open(path, "rb", buffering=0) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        block_size = block_size_for(size)
+        remaining = size
+        while remaining:
+            data = handle.read(min(block_size, remaining))
+            if not data:
+                raise FileChanged(f"{path}: shrank while being read")
+            whole.update(data)
+            digest = hashlib.sha256(data).hexdigest()
+            blocks.append((digest, len(data)))
+            if on_block is not None:
+                on_block(digest, data)
+            remaining -= len(data)
+            if remaining and len(data) < block_size:  # a short read: blocks would no longer align
+                raise FileChanged(f"{path}: changed while being read")
+        if handle.read(1):
+            raise FileChanged(f"{path}: grew while being read")
+    return size, whole.hexdigest(), blocks
+
+
+def hash_file(path) -> Tuple[int, str, List[Block]]:
+    """(size, sha256 hex, blocks) of the file at ``path``, reading it once."""
+    return read_blocks(path)

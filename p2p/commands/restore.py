@@ -1,0 +1,188 @@
+"""``p2p restore``: rebuild the folder as it was at a moment, or bring one path back.
+
+``p2p restore --at WHEN --to DIR`` writes every file, directory and symlink of
+that moment into DIR (new or empty), byte for byte, with modes and mtimes,
+from the block store (with a PATH too: only that file or subtree). ``p2p restore PATH --at WHEN`` puts that file (or
+subtree) back in place in the folder, each file atomically (temporary file +
+rename); files created since are left alone. It does not append to the
+history itself (the running node owns events.jsonl): the node's watcher, or
+the next start-up scan, records the restored content as a new change, so the
+restore is history and syncs like any edit. Every needed block is checked
+before anything is written: a version whose content was pruned is reported,
+and nothing is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat as statmod
+import sys
+from pathlib import Path
+from typing import Iterable, List, Tuple
+
+from p2p.blocks.chunking import hash_file
+from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
+from p2p.commands.log import human_size
+from p2p.history.event import Event
+from p2p.history.history import History
+from p2p.history.paths import TEMP_PREFIX, UnsafePath, check_path
+from p2p.history.restore import BadMoment, select, state_at
+
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+RETENTION_HINT = "retention set by `p2p run --keep-bytes/--keep-days`"
+
+
+class RestoreError(Exception):
+    """A restore that cannot be done; the message is for the user."""
+
+
+def run(args) -> int:
+    home = Path(args.home)
+    try:
+        if args.path is None and not args.to:
+            raise RestoreError("restoring the whole folder needs --to DIR (or name a PATH to restore in place)")
+        history = History.open(home, None, read_only=True)
+        try:
+            state = state_at(history, args.at)
+        finally:
+            history.close()
+        store = BlockStore(home / ".p2p" / "blocks")
+        if args.to:
+            chosen = dict(select(state, _user_path(args.path))) if args.path else state
+            if args.path and not chosen:
+                raise RestoreError(f"{args.path} did not exist as of {args.at}")
+            summary = restore_tree(chosen, store, Path(args.to), args.at)
+        else:
+            summary = restore_in_place(state, store, Path(args.root), _user_path(args.path), args.at)
+    except (RestoreError, BadMoment) as exc:
+        print(f"p2p restore: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0
+
+
+def _user_path(text: str) -> str:
+    cleaned = text.strip().rstrip("/")
+    while cleaned.startswith("./"):
+        cleaned = cleaned[2:]
+    try:
+        return check_path(cleaned)
+    except UnsafePath as exc:
+        raise RestoreError(f"cannot restore {text!r}: {exc}") from None
+
+
+def _check_content(entries: Iterable[Tuple[str, Event]], store: BlockStore, at: str) -> None:
+    for path, event in entries:
+        if event.kind == "file" and store.missing(event.blocks):
+            raise RestoreError(f"cannot restore {path} as of {at}: its content was pruned from the block store "
+                               f"({RETENTION_HINT})")
+
+
+def _write_file(store: BlockStore, path: str, event: Event, dest: Path, at: str, keep_mtime: bool) -> None:
+    try:
+        store.write_file(event.blocks, event.hash, dest, mode=event.mode or DEFAULT_FILE_MODE,
+                         mtime_ns=event.mtime if keep_mtime else None)
+    except (BlockMissing, CorruptBlock) as exc:
+        raise RestoreError(f"cannot restore {path} as of {at}: {exc} ({RETENTION_HINT})") from None
+
+
+def _symlink(target: str, dest: Path) -> None:
+    """Create (or atomically replace) a symlink."""
+    temp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+    os.symlink(target, temp)
+    os.replace(temp, dest)
+
+
+def restore_tree(state, store: BlockStore, dest: Path, at: str) -> str:
+    """Write the whole folder of ``state`` into ``dest`` (new or empty)."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RestoreError(f"{dest} must be an empty directory or not exist")
+    entries = sorted(state.items())
+    _check_content(entries, store, at)
+    dest.mkdir(parents=True, exist_ok=True)
+    counts = {"file": 0, "dir": 0, "symlink": 0}
+    total_bytes = 0
+    skipped: List[str] = []
+    for path, event in entries:
+        target = dest / path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if event.kind == "dir":
+                target.mkdir(exist_ok=True)
+            elif event.kind == "symlink":
+                _symlink(event.target, target)
+                os.utime(target, ns=(event.mtime, event.mtime), follow_symlinks=False)
+            else:
+                _write_file(store, path, event, target, at, keep_mtime=True)
+                total_bytes += event.size
+        except OSError as exc:  # e.g. a file where concurrent events put a directory
+            skipped.append(f"{path} ({exc.strerror or exc})")
+            continue
+        counts[event.kind] += 1
+    for path, event in reversed(entries):  # directories last, deepest first: writing inside changed their mtime
+        if event.kind == "dir" and (dest / path).is_dir() and not (dest / path).is_symlink():
+            os.chmod(dest / path, event.mode or DEFAULT_DIR_MODE)
+            os.utime(dest / path, ns=(event.mtime, event.mtime))
+    summary = (f"restored {counts['file']} files ({human_size(total_bytes)}), {counts['dir']} directories, "
+               f"{counts['symlink']} symlinks as of {at} into {dest}")
+    if skipped:
+        summary += f"; skipped {len(skipped)}: " + ", ".join(skipped)
+    return summary
+
+
+def restore_in_place(state, store: BlockStore, root: Path, path: str, at: str) -> str:
+    """Bring ``path`` (a file or a subtree) back in ``root`` as it was in ``state``."""
+    entries = select(state, path)
+    if not entries:
+        raise RestoreError(f"{path} did not exist as of {at}")
+    _check_content(entries, store, at)
+    root.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for rel, event in entries:
+        target = root / rel
+        _refuse_symlinked_parents(root, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        current = _lstat(target)
+        if event.kind == "dir":
+            if current is None:
+                target.mkdir(mode=event.mode or DEFAULT_DIR_MODE)
+                written += 1
+            elif not statmod.S_ISDIR(current.st_mode):
+                raise RestoreError(f"cannot restore directory {rel}: something else is in the way")
+            continue
+        if current is not None and statmod.S_ISDIR(current.st_mode):
+            raise RestoreError(f"cannot restore {rel}: a directory is in the way")
+        if event.kind == "symlink":
+            if current is not None and statmod.S_ISLNK(current.st_mode) and os.readlink(target) == event.target:
+                continue  # already identical
+            _symlink(event.target, target)
+        else:
+            if current is not None and statmod.S_ISREG(current.st_mode) and current.st_size == event.size \
+                    and hash_file(target)[1] == event.hash:
+                continue  # already identical
+            _write_file(store, rel, event, target, at, keep_mtime=False)
+        written += 1
+    if not written:
+        return f"{path} is already as it was at {at}: nothing to restore"
+    detail = "" if len(entries) == 1 else f" ({written} of {len(entries)} entries written, the rest already identical)"
+    return (f"restored {path} as of {at}{detail}. The running peer records this as a new change "
+            f"and syncs it (or at its next start).")
+
+
+def _refuse_symlinked_parents(root: Path, rel: str) -> None:
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        if current.is_symlink():
+            raise RestoreError(f"cannot restore {rel}: {current} is a symbolic link")
+
+
+def _lstat(path: Path):
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+

@@ -1,0 +1,407 @@
+"""The history of one peer: the event log, the index of per-path heads, the
+version vector, the Lamport clock and the causal buffer.
+
+Not thread-safe: one owner (the node's hub) calls it. The index never holds
+events themselves, only byte offsets into events.jsonl, so memory stays
+proportional to the number of paths and events (8 bytes per event), not to
+their size:
+
+* per origin, an array of line offsets indexed by ``seq - 1`` (gives the
+  version vector, ``id -> offset`` and ``missing_for`` without a scan);
+* per path, the offset(s) of its heads: the events of that path that no other
+  event of that path names as a parent (``HeadIndex``: 16 bytes per path).
+
+Heads are a pure function of the set of events, and events are applied only
+in causal order (every parent first), so merging the same events in any order
+gives the same heads. The index is saved to ``.p2p/index.snapshot`` on
+``close()`` and every ``limits.SNAPSHOT_EVERY`` events (from ``sync()``); at
+open it is used only if it matches the log (size, and the sha256 of the last
+line it covers), and only the tail of the log after it is replayed. Without a
+valid snapshot the index is rebuilt from the log alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import os
+import sys
+import zlib
+from array import array
+from collections import OrderedDict
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import ujson
+
+from p2p import limits
+from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
+from p2p.history.index import HeadIndex, path_key
+from p2p.history.log import EventLog
+from p2p.sync.merge import winner
+
+log = logging.getLogger("p2p.history")
+
+SNAPSHOT_NAME = "index.snapshot"
+SNAPSHOT_VERSION = 2
+EVENT_CACHE = 4096          # parsed events kept for repeated heads()/current() calls
+
+
+class History:
+    """Log + index + causal buffer. Build it with ``History.open``."""
+
+    def __init__(self, home: Path, device_id: Optional[str], event_log: EventLog):
+        self.home = home
+        self.device_id = device_id
+        self._log = event_log
+        self._offsets: Dict[str, array] = {}        # origin -> offsets by seq-1
+        self._heads = HeadIndex()                   # path -> head offsets
+        self._lamport = 0
+        self._pending: Dict[str, Dict[int, Tuple[Event, Optional[int]]]] = {}
+        self._pending_count = 0
+        self._since_snapshot = 0
+        self._cache: "OrderedDict[int, Event]" = OrderedDict()
+
+    # -- opening and closing ----------------------------------------------
+    @classmethod
+    def open(cls, home: Path, device_id: Optional[str], *, read_only: bool = False) -> "History":
+        """Open (or create) the history in ``home``.
+
+        ``read_only`` is for commands beside a running node (``p2p log``,
+        ``p2p restore``): no lock, no repair, no writes, ``device_id`` may be None.
+        """
+        home = Path(home)
+        if not read_only:
+            if not is_device_id(device_id):
+                raise ValueError(f"device id {device_id!r} is not 32 characters A-Z2-7")
+            (home / ".p2p").mkdir(parents=True, exist_ok=True)
+        history = cls(home, device_id, EventLog(home / "events.jsonl", read_only=read_only))
+        start = history._load_snapshot()
+        replayed = history._replay(start)
+        if not read_only and replayed >= limits.SNAPSHOT_EVERY:
+            history.snapshot()
+        return history
+
+    def sync(self) -> None:
+        """fsync the log (group commit); snapshot the index when one is due."""
+        self._log.sync()
+        if not self._log.read_only and self._since_snapshot >= limits.SNAPSHOT_EVERY:
+            self.snapshot()
+
+    def close(self) -> None:
+        if not self._log.read_only:
+            self._log.sync()
+            if self._since_snapshot:
+                self.snapshot()
+        self._log.close()
+
+    # -- reading the state -------------------------------------------------
+    @property
+    def vv(self) -> Dict[str, int]:
+        return {origin: len(offsets) for origin, offsets in self._offsets.items()}
+
+    @property
+    def lamport(self) -> int:
+        return self._lamport
+
+    @property
+    def pending_count(self) -> int:
+        """Events waiting in the causal buffer for a gap to fill."""
+        return self._pending_count
+
+    def __len__(self) -> int:
+        return sum(len(offsets) for offsets in self._offsets.values())
+
+    def heads(self, path: str) -> Tuple[Event, ...]:
+        """The events of ``path`` no other event supersedes (deletes included), by id."""
+        events = (self._read(offset) for offset in self._heads.get(path_key(path)))
+        return tuple(sorted((e for e in events if e.path == path), key=lambda e: e.id))
+
+    def all_heads(self) -> Iterator[Tuple[str, Tuple[Event, ...]]]:
+        """(path, heads) for every path that has ever had an event (reads every head event)."""
+        for key in list(self._heads.keys()):
+            by_path: Dict[str, List[Event]] = {}
+            for offset in self._heads.get(key):
+                event = self._read(offset)
+                by_path.setdefault(event.path, []).append(event)
+            for path, events in by_path.items():
+                yield path, tuple(sorted(events, key=lambda e: e.id))
+
+    def paths(self) -> Iterator[str]:
+        """Every path that has ever had an event."""
+        return (path for path, _ in self.all_heads())
+
+    def current(self, path: str) -> Optional[Event]:
+        """The winning head of ``path`` (possibly a delete), or None if never seen."""
+        return winner(self.heads(path))
+
+    def tree(self) -> Dict[str, Event]:
+        """path -> winning event, for every path whose winner is not a delete."""
+        tree = {}
+        for path, heads in self.all_heads():
+            event = winner(heads)
+            if not event.is_delete:
+                tree[path] = event
+        return tree
+
+    def get(self, event_id: str) -> Optional[Event]:
+        """The event with this id, or None if not (yet) in the log."""
+        offset = self._offset_of(event_id)
+        return None if offset is None else self._read(offset)
+
+    def knows(self, event_id: str) -> bool:
+        origin, seq = parse_event_id(event_id)
+        return seq <= len(self._offsets.get(origin, ()))
+
+    # -- iteration ---------------------------------------------------------
+    def events(self) -> Iterator[Event]:
+        """Every event in log order."""
+        return (event for _, event in self._log.iter_from(0, self._log.size))
+
+    def events_newest_first(self) -> Iterator[Event]:
+        return (event for _, event in self._log.iter_reverse(self._log.size))
+
+    def missing_for(self, vv: Dict[str, int]) -> Iterator[Event]:
+        """The events a peer with version vector ``vv`` lacks, in log order.
+
+        Uses the per-origin offsets: reads only the lines the peer lacks.
+        """
+        wanted = [offsets[vv.get(origin, 0):] for origin, offsets in self._offsets.items()
+                  if len(offsets) > vv.get(origin, 0)]
+        for offset in heapq.merge(*(sorted(part) for part in wanted)):
+            yield self._read(offset)
+
+    # -- writing -----------------------------------------------------------
+    def make_local(self, type: str, kind: str, path: str, *, size: int = 0, mode: int = 0, mtime: int = 0,
+                   hash: str = "", blocks=(), parents=None, time: float, moved_from: Optional[str] = None,
+                   moved_to: Optional[str] = None, target: Optional[str] = None) -> Event:
+        """Stamp, append durably (fsync) and index a new event made by this peer."""
+        if self._log.read_only:
+            raise PermissionError("read-only history")
+        if parents is None:
+            parents = tuple(event.id for event in self.heads(path))
+        seq = len(self._offsets.get(self.device_id, ())) + 1
+        event = Event(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
+                      lamport=self._lamport + 1, type=type, kind=kind, path=path, size=size, mode=mode,
+                      mtime=mtime, hash=hash, blocks=tuple(blocks), parents=tuple(parents), time=time,
+                      moved_from=moved_from, moved_to=moved_to, target=target)
+        unknown = [p for p in event.parents if not self.knows(p)]
+        if unknown:
+            raise ValueError(f"parents not in the history: {unknown}")
+        self._commit([(event, None)], durable=True)
+        return event
+
+    def merge(self, items: Iterable[Union[dict, Event]]) -> Tuple[List[Event], List[Tuple[object, str]]]:
+        """Merge events from a peer: (newly appended events in causal order, rejected items with reasons).
+
+        Idempotent and order-independent. An event is appended once its seq is
+        the next of its origin and all its parents are known; until then it
+        waits in a buffer bounded by ``limits.MAX_PENDING_EVENTS``. Known and
+        already-buffered events are ignored.
+        """
+        if self._log.read_only:
+            raise PermissionError("read-only history")
+        rejected: List[Tuple[object, str]] = []
+        held: List[Tuple[object, Event]] = []
+        for item in items:
+            try:
+                event = item if isinstance(item, Event) else Event.from_dict(item)
+            except InvalidEvent as exc:
+                rejected.append((item, str(exc)))
+                continue
+            if self.knows(event.id) or event.seq in self._pending.get(event.origin, ()):
+                continue
+            self._hold(event, None)
+            held.append((item, event))
+        ready = self._release()
+        while self._pending_count > limits.MAX_PENDING_EVENTS and held:  # refuse this batch's overflow
+            item, event = held.pop()
+            waiting = self._pending.get(event.origin, {})
+            if waiting.pop(event.seq, None) is not None:
+                self._pending_count -= 1
+                if not waiting:
+                    del self._pending[event.origin]
+                rejected.append((item, f"causal buffer full ({limits.MAX_PENDING_EVENTS} events wait for parents)"))
+        self._commit(ready, durable=False)
+        return [event for event, offset in ready if offset is None], rejected
+
+    # -- internals: causal buffer and index --------------------------------
+    def _hold(self, event: Event, offset: Optional[int]) -> None:
+        self._pending.setdefault(event.origin, {})[event.seq] = (event, offset)
+        self._pending_count += 1
+
+    def _release(self) -> List[Tuple[Event, Optional[int]]]:
+        """Take every buffered event whose turn has come, in a causal order."""
+        ready: List[Tuple[Event, Optional[int]]] = []
+        advanced: Dict[str, int] = {}
+
+        def known(event_id: str) -> bool:
+            origin, seq = parse_event_id(event_id)
+            return seq <= len(self._offsets.get(origin, ())) + advanced.get(origin, 0)
+
+        progress = True
+        while progress:
+            progress = False
+            for origin in list(self._pending):
+                waiting = self._pending[origin]
+                while True:
+                    next_seq = len(self._offsets.get(origin, ())) + advanced.get(origin, 0) + 1
+                    entry = waiting.get(next_seq)
+                    if entry is None or not all(known(p) for p in entry[0].parents):
+                        break
+                    del waiting[next_seq]
+                    self._pending_count -= 1
+                    ready.append(entry)
+                    advanced[origin] = advanced.get(origin, 0) + 1
+                    progress = True
+                if not waiting:
+                    del self._pending[origin]
+        return ready
+
+    def _commit(self, entries: List[Tuple[Event, Optional[int]]], *, durable: bool) -> None:
+        """Append the entries that are not in the log yet, then index all of them in order."""
+        new = [event for event, offset in entries if offset is None]
+        written = iter(self._log.append(new, durable=durable)) if new else iter(())
+        for event, offset in entries:
+            self._index(event, next(written) if offset is None else offset)
+        self._since_snapshot += len(new)
+
+    def _index(self, event: Event, offset: int) -> None:
+        offsets = self._offsets.get(event.origin)
+        if offsets is None:
+            offsets = self._offsets[event.origin] = array("q")
+        offsets.append(offset)
+        if event.lamport > self._lamport:
+            self._lamport = event.lamport
+        superseded = {self._offset_of(p) for p in event.parents}
+        key = path_key(event.path)
+        self._heads.set(key, tuple(o for o in self._heads.get(key) if o not in superseded) + (offset,))
+        self._remember(offset, event)
+
+    def _is_next(self, event: Event) -> bool:
+        return event.seq == len(self._offsets.get(event.origin, ())) + 1 and all(self.knows(p) for p in event.parents)
+
+    def _offset_of(self, event_id: str) -> Optional[int]:
+        origin, seq = parse_event_id(event_id)
+        offsets = self._offsets.get(origin)
+        return offsets[seq - 1] if offsets is not None and seq <= len(offsets) else None
+
+    def _read(self, offset: int) -> Event:
+        event = self._cache.get(offset)
+        if event is None:
+            event = self._log.read_at(offset)
+            self._remember(offset, event)
+        else:
+            self._cache.move_to_end(offset)
+        return event
+
+    def _remember(self, offset: int, event: Event) -> None:
+        self._cache[offset] = event
+        if len(self._cache) > EVENT_CACHE:
+            self._cache.popitem(last=False)
+
+    def _replay(self, start: int) -> int:
+        """Index the log from byte ``start``; returns how many events were indexed."""
+        count = 0
+        for offset, event in self._log.iter_from(start, self._log.size):
+            if self.knows(event.id) or event.seq in self._pending.get(event.origin, ()):
+                log.warning("events.jsonl: duplicate event %s at byte %d ignored", event.id, offset)
+                continue
+            if not self._pending and self._is_next(event):  # the log is in causal order: the usual case
+                self._index(event, offset)
+                count += 1
+                continue
+            self._hold(event, offset)
+            ready = self._release()
+            for ready_event, ready_offset in ready:
+                self._index(ready_event, ready_offset)
+            count += len(ready)
+        if self._pending_count:
+            log.warning("events.jsonl: %d events wait for missing parents (a corrupt line?)", self._pending_count)
+        return count
+
+    # -- snapshot ----------------------------------------------------------
+    def snapshot(self) -> None:
+        """Save the index beside the log (atomically), covering the log as it is now."""
+        if any(offset is not None for waiting in self._pending.values() for _, offset in waiting.values()):
+            return  # lines of the log still wait for a gap to fill: the snapshot could not say so
+        self._log.sync()
+        size = self._log.size
+        last_start = self._log.last_line_start(size)
+        last_line = self._log.read_bytes(last_start, size - last_start)
+        origins = sorted(self._offsets)
+        keys, offsets, several = self._heads.parts()
+        several_json = ujson.dumps({str(k): list(v) for k, v in several.items()}).encode("utf-8")
+        header = {
+            "version": SNAPSHOT_VERSION, "byteorder": sys.byteorder, "log_size": size,
+            "last_line_offset": last_start, "last_line_sha256": hashlib.sha256(last_line).hexdigest(),
+            "lamport": self._lamport, "origins": [[o, len(self._offsets[o])] for o in origins],
+            "paths": len(keys), "several_bytes": len(several_json),
+        }
+        body = [ujson.dumps(header).encode("utf-8") + b"\n"]
+        body += [self._offsets[o].tobytes() for o in origins]
+        body += [keys.tobytes(), offsets.tobytes(), several_json]
+        crc = 0
+        for part in body:
+            crc = zlib.crc32(part, crc)
+        body.append(b"%08x" % crc)
+        target = self.home / ".p2p" / SNAPSHOT_NAME
+        temp = target.with_name(f".{SNAPSHOT_NAME}.tmp")
+        with open(temp, "wb") as out:
+            for part in body:
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+        self._since_snapshot = 0
+
+    def _load_snapshot(self) -> int:
+        """Load a valid snapshot into the index; return the log offset to replay from (0 if none)."""
+        path = self.home / ".p2p" / SNAPSHOT_NAME
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return 0
+        try:
+            return self._apply_snapshot(data)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("index snapshot ignored (%s); rebuilding from events.jsonl", exc)
+            self._offsets, self._heads, self._lamport = {}, HeadIndex(), 0
+            return 0
+
+    def _apply_snapshot(self, data: bytes) -> int:
+        if len(data) < 9 or int(data[-8:], 16) != zlib.crc32(memoryview(data)[:-8]):
+            raise ValueError("checksum mismatch")
+        header_end = data.index(b"\n") + 1
+        header = ujson.loads(data[:header_end])
+        if header["version"] != SNAPSHOT_VERSION or header["byteorder"] != sys.byteorder:
+            raise ValueError("other format")
+        size, last_start = header["log_size"], header["last_line_offset"]
+        if size > self._log.size:
+            self._log.refresh()  # a reader beside a running writer: the snapshot may be newer
+        if size > self._log.size:
+            raise ValueError("stale: the log is shorter than the snapshot")
+        if size:
+            last_line = self._log.read_bytes(last_start, size - last_start)
+            if (hashlib.sha256(last_line).hexdigest() != header["last_line_sha256"]
+                    or self._log.last_line_start(size) != last_start or not last_line.endswith(b"\n")):
+                raise ValueError("stale: the log differs from the one it indexed")
+        position = header_end
+
+        def take(typecode: str, count: int) -> array:
+            nonlocal position
+            values = array(typecode)
+            values.frombytes(data[position:position + 8 * count])
+            if len(values) != count:
+                raise ValueError("truncated snapshot")
+            position += 8 * count
+            return values
+
+        for origin, count in header["origins"]:
+            self._offsets[origin] = take("q", count)
+        keys, offsets = take("Q", header["paths"]), take("q", header["paths"])
+        several = ujson.loads(data[position:position + header["several_bytes"]])
+        self._heads = HeadIndex(keys, offsets, {int(k): tuple(v) for k, v in several.items()})
+        self._lamport = header["lamport"]
+        return size

@@ -1,0 +1,1 @@
+"""Sync rules as pure functions of the event set: winners, conflicts, plans."""

@@ -1,0 +1,67 @@
+"""Which version of a path wins, and what the losers' conflict copies are called.
+
+Pure: no I/O, no clock. Every peer evaluates the same function over the same
+heads, so every peer picks the same winner and names the same conflict copies.
+First version of the rule (docs/CONFLICTS.md, issue 5, refines it).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Optional
+
+from p2p.history.event import Event
+from p2p.history.paths import MAX_SEGMENT_BYTES
+
+CONFLICT_MARK = ".sync-conflict-"
+PEER_CHARS = 7
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def precedence(event: Event):
+    """Sort key: the largest key wins. An edit beats a delete (nothing is lost),
+    then the later Lamport clock, the later mtime, the larger origin; the id
+    breaks any remaining tie so the order is total."""
+    return (not event.is_delete, event.lamport, event.mtime, event.origin, event.seq)
+
+
+def winner(heads: Iterable[Event]) -> Optional[Event]:
+    """The winning head among concurrent heads (None when there are none)."""
+    return max(heads, key=precedence, default=None)
+
+
+def losers(heads: Iterable[Event]) -> list:
+    """The heads that did not win, best first."""
+    ordered = sorted(heads, key=precedence, reverse=True)
+    return ordered[1:]
+
+
+def conflict_name(path: str, loser: Event) -> str:
+    """``dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-PEER.EXT`` for the losing version.
+
+    The time is the loser's mtime in UTC, PEER the first 7 characters of its
+    origin; the last extension is kept (``a.tar.gz`` -> ``a.tar.sync-conflict-...gz``)
+    and a dotfile's leading dot is not an extension (``.bashrc.sync-conflict-...``).
+    """
+    folder, name = posixpath.split(path)
+    stem, ext = posixpath.splitext(name)  # splitext leaves ".bashrc" whole
+    mark = f"{CONFLICT_MARK}{_utc_stamp(loser.mtime)}-{loser.origin[:PEER_CHARS]}"
+    room = MAX_SEGMENT_BYTES - len(mark) - 1  # keep at least one byte of the stem
+    ext = _clip(ext, room)
+    stem = _clip(stem, MAX_SEGMENT_BYTES - len(mark) - len(ext.encode("utf-8")))
+    renamed = f"{stem}{mark}{ext}"
+    return posixpath.join(folder, renamed) if folder else renamed
+
+
+def _utc_stamp(mtime_ns: int) -> str:
+    try:
+        moment = EPOCH + timedelta(microseconds=mtime_ns // 1000)
+    except OverflowError:
+        moment = EPOCH
+    return moment.strftime("%Y%m%d-%H%M%S")
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, on a character boundary."""
+    return text.encode("utf-8")[:max(max_bytes, 0)].decode("utf-8", "ignore")
