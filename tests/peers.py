@@ -81,6 +81,7 @@ class Peer:
         if self.secret is not None:
             env["P2P_SECRET"] = self.secret
         self.log = open(self.log_path, "ab")
+        self._log_start = self.log.tell()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
         if self.proc.poll() is not None:
@@ -88,7 +89,7 @@ class Peer:
         return self
 
     def _listening(self) -> bool:
-        return b"scanned the folder" in self.log_path.read_bytes()
+        return b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]
 
     def output(self) -> str:
         return self.log_path.read_bytes().decode("utf-8", "replace")

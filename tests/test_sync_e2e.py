@@ -73,7 +73,8 @@ def test_sigkill_mid_transfer_leaves_no_partial_file_and_converges(make_peer):
     wait_until(receiving, 60, "b to start receiving")
     b.stop(signal.SIGKILL)
     assert "huge.bin" not in os.listdir(b.root) or b.has("huge.bin", big), "a partial file is visible"
+    leftovers = {n for n in os.listdir(b.root) if n.startswith(".p2p-tmp-")}
     b.start()
-    assert not [n for n in os.listdir(b.root) if n.startswith(".p2p-tmp-")]
+    assert not leftovers & set(os.listdir(b.root)), "the start-up scan left a dead temporary file"
     wait_until(lambda: b.has("huge.bin", big), 90, "huge.bin on b after restart")
     wait_until(lambda: converged(a, b), 30, "convergence")

@@ -1,23 +1,26 @@
 """Write remote versions into the folder without ever exposing a partial file
 or overwriting a local edit silently.
 
-A file is assembled from verified blocks into ``.p2p-tmp-*`` beside its
-destination (the watcher ignores that prefix), fsynced, checked against the
-event's hash, and only then renamed into place — after checking that the path
+A file is written from verified blocks (each checked against its sha256 as it
+arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
+destination (the watcher ignores that prefix), at each block's offset, so a
+large file is written once; it is fsynced and only then renamed into place — after checking that the path
 on disk is still exactly what the local state says. If it is not, the user
 changed it meanwhile: ``LocalChanged`` is raised and the caller rescans it, so
 the edit becomes an event and the conflict rules decide. Parents that are
-symbolic links are refused, so a write never leaves the folder. Blocking code:
-the node runs it in the thread pool.
+symbolic links are refused, so a write never leaves the folder. Where the file
+system folds case (detected once per folder, with a probe file), a name that
+differs only by case from one already on disk is refused too: writing it would
+overwrite that other path. Blocking code: the node runs it in the thread pool.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import stat as statmod
 from pathlib import Path
+from typing import Optional
 
 from p2p.blocks.store import BlockStore
 from p2p.folder.scan import TEMP_PREFIX
@@ -29,14 +32,30 @@ class LocalChanged(Exception):
 
 
 class UnsafeTarget(Exception):
-    """Writing the path would go through a symbolic link or a non-directory."""
+    """Writing the path would go through a symbolic link, or onto another
+    path's file where the file system folds case."""
+
+
+def folds_case(directory: Path) -> bool:
+    """True if the file system holding ``directory`` treats names that differ
+    only by case as one name: a mixed-case probe file, removed at once."""
+    probe = Path(directory) / f"{TEMP_PREFIX}Case-Probe-{secrets.token_hex(6)}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.close(fd)
+        return os.path.lexists(probe.with_name(probe.name.lower()))
+    finally:
+        _remove_quietly(probe)
 
 
 class FolderWriter:
-    def __init__(self, root: Path, state: LocalState, store: BlockStore):
+    def __init__(self, root: Path, state: LocalState, store: BlockStore, case_folding: Optional[bool] = None):
+        """``case_folding``: whether the folder's file system folds case;
+        None detects it (once, at the first write)."""
         self.root = root
         self.state = state
         self.store = store
+        self._case_folding = case_folding
 
     # -- checks ------------------------------------------------------------
     def _check_unchanged(self, path: str) -> None:
@@ -49,6 +68,25 @@ class FolderWriter:
             return
         if entry is None or not entry.same_stat(st):
             raise LocalChanged(path)
+
+    def _check_case(self, path: str) -> None:
+        """Where the file system folds case, refuse a name (of the path or a
+        parent) that differs only by case from an existing one."""
+        if self._case_folding is None:
+            self._case_folding = folds_case(self.root)
+        if not self._case_folding:
+            return
+        current = self.root
+        for part in path.split("/"):
+            try:
+                names = os.listdir(current)
+            except (FileNotFoundError, NotADirectoryError):
+                return  # nothing deeper exists to collide with
+            folded = part.casefold()
+            for name in names:
+                if name != part and name.casefold() == folded:
+                    raise UnsafeTarget(f"{path}: {part!r} differs only by case from {name!r} on this file system")
+            current = current / part
 
     def _ensure_parents(self, path: str) -> None:
         """Create missing parent directories; refuse symlinks and files in the way."""
@@ -72,36 +110,26 @@ class FolderWriter:
                 raise LocalChanged(rel)
 
     # -- writes ------------------------------------------------------------
-    def write_file(self, path: str, event) -> Entry:
-        """Materialise the file content named by ``event`` at ``path``."""
+    def begin_file(self, path: str, event) -> "PendingFile":
+        """A temporary file beside ``path`` that blocks are written into as they arrive."""
         self._ensure_parents(path)
         dest = self.root / path
         tmp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return PendingFile(self, path, event, tmp, fd)
+
+    def write_file(self, path: str, event) -> Entry:
+        """Materialise ``event``'s content at ``path`` from blocks already in the store."""
+        pending = self.begin_file(path, event)
         try:
-            digest = hashlib.sha256()
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                for block_hash, _size in event.blocks:
-                    data = self.store.get(block_hash)
-                    digest.update(data)
-                    _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if digest.hexdigest() != event.hash:
-                raise ValueError(f"{path}: assembled content does not match the event's hash")
-            os.chmod(tmp, event.mode & 0o7777 or 0o644)
-            os.utime(tmp, ns=(event.mtime, event.mtime))
-            self._check_unchanged(path)
-            os.replace(tmp, dest)
+            pending.copy_from_store(pending.layout())
+            return pending.commit()
         except BaseException:
-            _remove_quietly(tmp)
+            pending.abort()
             raise
-        entry = Entry.from_stat(os.lstat(dest), event.hash, event.id)
-        self.state.set(path, entry)
-        return entry
 
     def make_dir(self, path: str, event) -> None:
+        self._check_case(path)
         self._ensure_parents(path)
         dest = self.root / path
         try:
@@ -137,10 +165,56 @@ class FolderWriter:
         return True
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+class PendingFile:
+    """A version being written: blocks land at their offsets in a temporary file;
+    ``commit`` fsyncs it and renames it into place (after the local-edit check),
+    ``abort`` removes it. Every block was verified against its hash on arrival."""
+
+    def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int):
+        self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
+        os.ftruncate(fd, event.size)
+
+    def layout(self) -> dict:
+        """block hash -> the offsets where it goes (a block may repeat)."""
+        offsets, at = {}, 0
+        for block_hash, size in self.event.blocks:
+            offsets.setdefault(block_hash, []).append(at)
+            at += size
+        return offsets
+
+    def write_block(self, offsets, data) -> None:
+        for offset in offsets:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+
+    def copy_from_store(self, layout: dict) -> None:
+        for block_hash, offsets in layout.items():
+            self.write_block(offsets, self.writer.store.get(block_hash))
+
+    def commit(self) -> Entry:
+        event, dest = self.event, self.writer.root / self.path
+        try:
+            os.fchmod(self.fd, event.mode & 0o7777 or 0o644)
+            os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.utime(self.tmp, ns=(event.mtime, event.mtime))
+            self.writer._check_unchanged(self.path)
+            os.replace(self.tmp, dest)
+        except BaseException:
+            self.abort()
+            raise
+        entry = Entry.from_stat(os.lstat(dest), event.hash, event.id)
+        self.writer.state.set(self.path, entry)
+        return entry
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        _remove_quietly(self.tmp)
 
 
 def _remove_quietly(path) -> None:

@@ -1,12 +1,12 @@
 """Bring a file version's content here: fetch the blocks we lack, then write it.
 
-A ``FileJob`` lists the blocks of the wanted version that the block store
-lacks (blocks we already have, from any file or older version, are reused:
-a 1 MiB change in a large file moves about 1 MiB), requests them from the
+A ``FileJob`` opens a temporary file beside the destination, copies in the
+blocks the store already has (from any file or older version: a 1 MiB change
+in a large file moves about 1 MiB), and requests the others from the
 connected peers in parallel — each block from the least busy peer that has
-the event, falling back to the others — verifies each (the session checks the
-hash), and finally assembles the file in the thread pool and renames it into
-place. Jobs run in a bounded pool; a job that cannot finish (no peer has a
+the event, falling back to the others. Each block is verified on arrival (the
+session checks its hash), kept in the store for history, and written at its
+offsets; the file is written once, then fsynced and renamed into place. Jobs run in a bounded pool; a job that cannot finish (no peer has a
 block yet) is retried later.
 """
 
@@ -23,7 +23,7 @@ from p2p.net.session import SessionClosed
 
 log = logging.getLogger("p2p.fetch")
 
-MAX_FILES_AT_ONCE = 4
+MAX_FILES_AT_ONCE = 16
 RETRY_DELAY = 2.0
 
 
@@ -60,21 +60,28 @@ class Fetcher:
 
     def _run(self, job: FileJob) -> None:
         node = self.node
+        pending = None
         try:
             event = job.event
-            store = node.store
-            missing = {}
-            for block_hash, size in event.blocks:
-                if block_hash not in missing and not store.has(block_hash):
-                    missing[block_hash] = size
-            job.total = sum(missing.values())
-            if missing:
-                workers = [gevent.spawn(self._fetch_block, job, h, s) for h, s in missing.items()]
+            if not node.still_wanted(job.path, event):
+                return
+            pending = node.threadpool.apply(node.writer.begin_file, (job.path, event))
+            layout = pending.layout()
+            local = {h: offs for h, offs in layout.items() if node.store.has(h)}
+            remote = {h: offs for h, offs in layout.items() if h not in local}
+            sizes = dict(event.blocks)
+            job.total = sum(sizes[h] for h in remote)
+            if local:
+                node.threadpool.apply(pending.copy_from_store, (local,))
+            if remote:
+                workers = [gevent.spawn(self._fetch_block, job, pending, h, sizes[h], offs)
+                           for h, offs in remote.items()]
                 gevent.joinall(workers, raise_error=False)
                 failed = [w for w in workers if not w.successful()]
                 if failed:
                     raise BlocksUnavailable(f"{len(failed)} of {len(workers)} blocks unavailable")
-            node.write_remote_file(job.path, event)
+            node.commit_remote_file(pending)
+            pending = None
         except BlocksUnavailable as exc:
             log.info("%s: %s; retrying in %.0fs", job.path, exc, RETRY_DELAY)
             gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])
@@ -82,10 +89,12 @@ class Fetcher:
             log.exception("fetching %s failed", job.path)
             gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])
         finally:
+            if pending is not None:
+                pending.abort()
             self.jobs.pop(job.path, None)
             node.fetch_finished(job)
 
-    def _fetch_block(self, job: FileJob, block_hash: str, size: int) -> None:
+    def _fetch_block(self, job: FileJob, pending, block_hash: str, size: int, offsets) -> None:
         tried = set()
         while True:
             session = self._pick(job.event, tried)
@@ -99,6 +108,7 @@ class Fetcher:
             if data is None:
                 continue
             self.node.store.put(block_hash, data)
+            pending.write_block(offsets, data)
             job.done += len(data)
             return
 

@@ -463,16 +463,23 @@ class Node:
             self.local_q.put([copy])
             self.say(f"! conflict on {path}: our version kept as {copy}")
 
-    def write_remote_file(self, path: str, event) -> None:
-        """Called by the fetcher once every block is here."""
+    def still_wanted(self, path: str, event) -> bool:
         current = self.history.current(path)
         if current is None or current.id != event.id:
             self.mark_dirty([path])
+            return False
+        return True
+
+    def commit_remote_file(self, pending) -> None:
+        """Called by the fetcher once every block is written: rename into place."""
+        path, event = pending.path, pending.event
+        if not self.still_wanted(path, event):
+            pending.abort()
             return
         self._keep_conflict_copies(path)
         existed = self.state.get(path) is not None
         try:
-            self.threadpool.apply(self.writer.write_file, (path, event))
+            self.threadpool.apply(pending.commit)
         except LocalChanged:
             self.local_q.put([path])
             return
