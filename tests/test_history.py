@@ -5,7 +5,9 @@ import hashlib
 import os
 import random
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -54,6 +56,13 @@ class SimulatedPeer:
         return event
 
 
+@contextmanager
+def no_fsync():
+    """Hypothesis runs hundreds of histories: durability is tested elsewhere, skip the disk flushes."""
+    with mock.patch.object(os, "fsync"), mock.patch.object(os, "fdatasync"):
+        yield
+
+
 operations = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(PATHS), st.sampled_from(["write", "delete"]),
                                 st.integers(0, 3)), min_size=1, max_size=25)
 
@@ -94,7 +103,7 @@ def test_fuzz_merge_any_order_with_duplicates_gives_the_same_state(ops, data):
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events) + len(duplicates)), max_size=4)))
     stream = list(order) + duplicates
     batches = [stream[i:j] for i, j in zip([0] + cuts, cuts + [len(stream)])]
-    with tempfile.TemporaryDirectory() as first_home, tempfile.TemporaryDirectory() as second_home:
+    with tempfile.TemporaryDirectory() as first_home, tempfile.TemporaryDirectory() as second_home, no_fsync():
         in_order = History.open(Path(first_home), "Q" * 32)
         accepted, rejected = in_order.merge(sorted(events, key=lambda e: e.time))
         assert len(accepted) == len(events) and rejected == []
@@ -126,7 +135,7 @@ def test_fuzz_merge_any_order_with_duplicates_gives_the_same_state(ops, data):
 @given(ops=operations, data=st.data())
 def test_fuzz_missing_for_is_exactly_what_the_peer_lacks(ops, data):
     events = simulate(ops)
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, no_fsync():
         history = History.open(Path(home), "Q" * 32)
         history.merge(data.draw(st.permutations(events)))
         log_order = [e.id for e in history.events()]

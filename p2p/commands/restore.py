@@ -2,14 +2,15 @@
 
 ``p2p restore --at WHEN --to DIR`` writes every file, directory and symlink of
 that moment into DIR (new or empty), byte for byte, with modes and mtimes,
-from the block store (with a PATH too: only that file or subtree). ``p2p restore PATH --at WHEN`` puts that file (or
-subtree) back in place in the folder, each file atomically (temporary file +
-rename); files created since are left alone. It does not append to the
-history itself (the running node owns events.jsonl): the node's watcher, or
-the next start-up scan, records the restored content as a new change, so the
-restore is history and syncs like any edit. Every needed block is checked
-before anything is written: a version whose content was pruned is reported,
-and nothing is touched.
+from the block store (given a PATH too: only that file or subtree).
+``p2p restore PATH --at WHEN`` puts that file (or subtree) back in place in
+the folder, each file atomically (temporary file + rename); files created
+since are left alone. It does not append to the history itself (the running
+node owns events.jsonl): the node's watcher, or the next start-up scan,
+records the restored content as a new change, so the restore is history and
+syncs like any edit. Every needed block is checked before anything is
+written: a version whose content was pruned is reported, and nothing is
+touched.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Tuple
 
+from p2p.blocks.chunking import FileChanged
 from p2p.blocks.store import BlockStore
 from p2p.folder.state import Entry, LocalState
 from p2p.history.paths import UnsafePath, check_path, is_internal
@@ -71,7 +72,10 @@ class Scanner:
             return None
         if statmod.S_ISDIR(st.st_mode):
             return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode), mtime=st.st_mtime_ns, stat=st)
-        size, digest, blocks = self.store.ingest_file(self.root / path)
+        try:
+            size, digest, blocks = self.store.ingest_file(self.root / path)
+        except FileChanged:
+            raise FileBusy(path) from None
         after = os.lstat(self.root / path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
             raise FileBusy(path)  # still being written: the watcher will report it again

@@ -151,11 +151,11 @@ def _block(item) -> Block:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int  # not bool, not a subclass
 
 
 def _require_int(name: str, value, low: int, high: int) -> None:
-    if not _is_int(value):
+    if type(value) is not int:
         raise InvalidEvent(f"{name} must be an integer, not {value!r}")
     if not low <= value <= high:
         raise InvalidEvent(f"{name} {value} out of range [{low}, {high}]")

@@ -45,7 +45,7 @@ log = logging.getLogger("p2p.history")
 
 SNAPSHOT_NAME = "index.snapshot"
 SNAPSHOT_VERSION = 2
-EVENT_CACHE = 4096          # parsed events kept for repeated heads()/current() calls
+EVENT_CACHE = 16384         # parsed events kept for repeated heads()/current()/tree() calls (~25 MB)
 
 
 class History:
@@ -264,7 +264,9 @@ class History:
         new = [event for event, offset in entries if offset is None]
         written = iter(self._log.append(new, durable=durable)) if new else iter(())
         for event, offset in entries:
-            self._index(event, next(written) if offset is None else offset)
+            offset = next(written) if offset is None else offset
+            self._index(event, offset)
+            self._remember(offset, event)
         self._since_snapshot += len(new)
 
     def _index(self, event: Event, offset: int) -> None:
@@ -277,7 +279,6 @@ class History:
         superseded = {self._offset_of(p) for p in event.parents}
         key = path_key(event.path)
         self._heads.set(key, tuple(o for o in self._heads.get(key) if o not in superseded) + (offset,))
-        self._remember(offset, event)
 
     def _is_next(self, event: Event) -> bool:
         return event.seq == len(self._offsets.get(event.origin, ())) + 1 and all(self.knows(p) for p in event.parents)

@@ -31,7 +31,8 @@ def parse_moment(at: str) -> Union[float, str]:
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
-        raise BadMoment(f"{at!r} is neither an ISO-8601 time (2026-11-25T12:00:00) nor an event id (ORIGIN:SEQ)") from None
+        raise BadMoment(f"{at!r} is neither an ISO-8601 time (2026-11-25T12:00:00) "
+                        "nor an event id (ORIGIN:SEQ)") from None
     return moment.timestamp()  # a naive time is local time
 
 
