@@ -175,8 +175,13 @@ class History:
     # -- writing -----------------------------------------------------------
     def make_local(self, type: str, kind: str, path: str, *, size: int = 0, mode: int = 0, mtime: int = 0,
                    hash: str = "", blocks=(), parents=None, time: float, moved_from: Optional[str] = None,
-                   moved_to: Optional[str] = None, target: Optional[str] = None) -> Event:
-        """Stamp, append durably (fsync) and index a new event made by this peer."""
+                   moved_to: Optional[str] = None, target: Optional[str] = None, durable: bool = True) -> Event:
+        """Stamp, append and index a new event made by this peer.
+
+        Durable (fsynced) by default. A caller making a batch passes
+        ``durable=False`` and calls ``sync()`` once before any of the batch
+        leaves this machine: a local event must never be lost after peers saw it.
+        """
         if self._log.read_only:
             raise PermissionError("read-only history")
         if parents is None:
@@ -189,7 +194,7 @@ class History:
         unknown = [p for p in event.parents if not self.knows(p)]
         if unknown:
             raise ValueError(f"parents not in the history: {unknown}")
-        self._commit([(event, None)], durable=True)
+        self._commit([(event, None)], durable=durable)
         return event
 
     def merge(self, items: Iterable[Union[dict, Event]]) -> Tuple[List[Event], List[Tuple[object, str]]]:

@@ -376,6 +376,7 @@ class Node:
         for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
             new_events += self._local_event(c)
         if new_events:
+            self.history.sync()  # one fsync for the batch, before any of it leaves this machine
             self.broadcast_q.put((new_events, None))
             self._remember(new_events)
             for e in new_events:
@@ -397,7 +398,7 @@ class Node:
                 return []
             parents = local_parents(entry.event_id, True, heads)
             return [self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
-                                            moved_to=moved_to)]
+                                            moved_to=moved_to, durable=False)]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode:
             self.state.set(path, change.entry(current.id))   # already what the history says
             return []
@@ -405,7 +406,7 @@ class Node:
         event = self.history.make_local(
             "update" if live and entry is not None else "create", change.kind, path,
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
-            parents=parents, time=time.time(), moved_from=moved_from)
+            parents=parents, time=time.time(), moved_from=moved_from, durable=False)
         self.state.set(path, change.entry(event.id))
         return [event]
 
