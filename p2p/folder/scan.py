@@ -82,10 +82,11 @@ class Scanner:
         return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode),
                       mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st)
 
-    def walk(self, top: str = "") -> Iterator[str]:
+    def walk(self, top: str = "", remove_temporaries: bool = False) -> Iterator[str]:
         """Every syncable path at or under ``top`` on disk, parents before children.
 
-        Leftover temporary files of an interrupted write are removed on the way.
+        With ``remove_temporaries`` (the start-up scan, before any transfer
+        starts), leftover temporary files of an interrupted write are removed.
         """
         base = self.root / top if top else self.root
         if top:
@@ -104,7 +105,8 @@ class Scanner:
             dirnames[:] = keep
             for name in sorted(filenames):
                 if name.startswith(TEMP_PREFIX):
-                    _remove_quietly(os.path.join(dirpath, name))
+                    if remove_temporaries:
+                        _remove_quietly(os.path.join(dirpath, name))
                     continue
                 rel = self._relative(rel_dir, name)
                 if rel is not None and self.syncable(rel):

@@ -347,7 +347,8 @@ class Node:
         out = {}
         for path in paths:
             if path == "" or os.path.isdir(self.root / path) and not os.path.islink(self.root / path):
-                for p in self.threadpool.apply(lambda: list(self.scanner.walk(path))):
+                startup = path == "" and not self.scanned.is_set()
+                for p in self.threadpool.apply(lambda: list(self.scanner.walk(path, startup))):
                     out[p] = None
             elif path:
                 out[path] = None
