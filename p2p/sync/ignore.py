@@ -36,6 +36,8 @@ class IgnoreRules:
         if not path or path == IGNORE_FILE:
             return False
         parts = path.split("/")
-        # a path is ignored when it, or any directory above it, matches
-        return any(self.spec.match_file("/".join(parts[:i]) + ("/" if i < len(parts) else ""))
-                   for i in range(1, len(parts) + 1))
+        # a path is ignored when it, or any directory above it, matches; a
+        # directory is also tried with a trailing slash ("build/" patterns)
+        if any(self.spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts))):
+            return True
+        return self.spec.match_file(path) or ((self.root / path).is_dir() and self.spec.match_file(path + "/"))
