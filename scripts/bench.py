@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, each beside a reference measured in the same
 run, printed as tables and written to bench-results/bench.json.
 
-Usage: .venv/bin/python scripts/bench.py [--quick] [--only transport,history,sync]
+Usage: .venv/bin/python scripts/bench.py [--quick] [--only transport,history,sync,syncthing]
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def main(argv) -> int:
     only = None
     if "--only" in argv:
         only = set(argv[argv.index("--only") + 1].split(","))
-    suites = [("transport", "bench_transport"), ("history", "bench_history"), ("sync", "bench_sync")]
+    suites = [("transport", "bench_transport"), ("history", "bench_history"), ("sync", "bench_sync"),
+              ("syncthing", "bench_syncthing")]
     results = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
                "command": "make bench", "suites": {}}
     for name, module in suites:
@@ -57,6 +58,12 @@ def main(argv) -> int:
         rows = mod.run(quick=quick)
         results["suites"][name] = rows
         print_table(name, rows)
+    if results["suites"].get("sync") and results["suites"].get("syncthing"):
+        from bench_syncthing import join
+
+        joined = join(results["suites"]["sync"], results["suites"]["syncthing"])
+        results["suites"]["sync beside syncthing"] = joined
+        print_table("sync beside syncthing", joined)
     out = HERE.parent / "bench-results"
     out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))

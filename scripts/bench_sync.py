@@ -108,6 +108,14 @@ def run(quick: bool = False) -> list:
             before = _wire_bytes(a)
             start = time.perf_counter()
             shutil.copyfile(src / "big.bin", a.root / "big.bin")
+            wait_until(lambda: b.root.joinpath("big.bin").exists() or
+                       any(n.startswith(".p2p-tmp-") for n in os.listdir(b.root)), 60, "transfer start",
+                       interval=0.005)
+            small = os.urandom(1024)
+            small_start = time.perf_counter()
+            a.write("during-big.bin", small)
+            wait_until(lambda: b.has("during-big.bin", small), 30, "1 KiB during the big transfer", interval=0.001)
+            small_latency = time.perf_counter() - small_start
 
             def big_arrived():
                 p = b.path("big.bin")
@@ -116,6 +124,9 @@ def run(quick: bool = False) -> list:
             t_big = time.perf_counter() - start
             rows.append(_row(f"one {size // MiB} MiB file (encrypted)", t_big, refs, 1.2 if not quick else None,
                              f"{(_wire_bytes(a) - before) / MiB:.1f} MiB on the wire"))
+            rows.append(_row("1 KiB write while that file syncs", small_latency, {}, 0.1,
+                             "big file still in flight" if small_start + small_latency < start + t_big
+                             else "big file had finished first"))
 
             # 1 MiB changed inside it
             off = size // 2

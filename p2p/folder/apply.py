@@ -112,6 +112,7 @@ class FolderWriter:
     # -- writes ------------------------------------------------------------
     def begin_file(self, path: str, event) -> "PendingFile":
         """A temporary file beside ``path`` that blocks are written into as they arrive."""
+        self._check_case(path)
         self._ensure_parents(path)
         dest = self.root / path
         tmp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.pool import Pool
 
+from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed
 
 log = logging.getLogger("p2p.fetch")
@@ -85,6 +86,8 @@ class Fetcher:
         except BlocksUnavailable as exc:
             log.info("%s: %s; retrying in %.0fs", job.path, exc, RETRY_DELAY)
             gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])
+        except UnsafeTarget as exc:
+            log.warning("refusing to write %s", exc)
         except Exception:
             log.exception("fetching %s failed", job.path)
             gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])

@@ -47,7 +47,8 @@ from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
 from p2p.sync.merge import winner
-from p2p.sync.plan import FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents
+from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents,
+                           paths_to_recheck)
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.watch.watcher import Coalescer, FolderWatcher
@@ -263,7 +264,7 @@ class Node:
             if not static and self._address_connected(address):
                 return
             try:
-                sock = socket.create_connection(address, timeout=5)
+                sock = socket.create_connection(address, timeout=5, source_address=self._dial_source())
                 sock.settimeout(None)
             except OSError as exc:
                 log.debug("dial %s:%s failed: %s", address[0], address[1], exc)
@@ -275,6 +276,12 @@ class Node:
                 return
             gevent.sleep(delay)
             delay = min(delay * 2, limits.RECONNECT_MAX)
+
+    def _dial_source(self):
+        """Dial from our listen address when it is a specific one (127.0.0.K in a
+        simulation), so each peer is known by its own address."""
+        host = self.config.listen[0]
+        return None if host in ("", "0.0.0.0", "::") else (host, 0)
 
     def _address_connected(self, address) -> bool:
         return any(p.address == address for p in self.registry.connected())
@@ -326,7 +333,8 @@ class Node:
             if ".p2pignore" in paths:
                 self.ignore.reload()
             changes = []
-            for path in self._expand(paths):
+            scanned = self._expand(paths)
+            for path in scanned:
                 try:
                     change = self.threadpool.apply(self.scanner.observe, (path,))
                 except FileBusy:
@@ -338,6 +346,7 @@ class Node:
                 if change is not None:
                     changes.append(change)
             self._record(changes)
+            self.mark_dirty(paths_to_recheck(scanned))
             if "" in paths and not self.scanned.is_set():
                 self.scanned.set()
                 self.say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
@@ -446,6 +455,7 @@ class Node:
         if action == REMOVE:
             if self.threadpool.apply(self.writer.remove, (path,)):
                 self.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
+                self.mark_dirty(paths_to_recheck([path]))
             else:
                 log.info("kept directory %s: it holds files added meanwhile", path)
         elif action == MAKE_DIR:

@@ -6,8 +6,12 @@ channel, so frames never interleave and the encryption counters stay in
 order. On connect each side sends Hello and its version-vector Summary; a
 Summary is answered with exactly the events the other lacks (the writer
 streams them from the log in batches). After that the broadcaster pushes new
-events. Block requests are pipelined and bounded per peer (count and bytes).
-Any ``WireError`` or ``ChannelClosed`` ends this session only.
+events. Block requests are pipelined and bounded per peer (count and bytes),
+both ways: the answers we owe a peer hold a reply budget until the writer has
+sent them, so a peer that sends requests but reads no answers stops being
+read (TCP pushes back) instead of filling our memory. A peer that accepts no
+frame, or sends none, for ``limits.IDLE_TIMEOUT`` is dropped. Any
+``WireError`` or ``ChannelClosed`` ends this session only.
 """
 
 from __future__ import annotations
@@ -16,18 +20,20 @@ import hashlib
 import itertools
 import logging
 import time
+from typing import NamedTuple
 
 import gevent
 from gevent.event import AsyncResult, Event
-from gevent.pool import Pool
+from gevent.pool import Group
 from gevent.queue import Empty, Queue
 
 from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
-from p2p.wire.messages import (BlockData, BlockRequest, Bye, Error, Events, Hello, ListReply, ListRequest,
-                               Ping, Pong, Summary, decode_message, encode_message)
+from p2p.wire.frame import Frame
+from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
+                               ListRequest, Ping, Pong, Summary, decode_message, encode_message)
 
 log = logging.getLogger("p2p.session")
 
@@ -40,17 +46,22 @@ class SessionClosed(Exception):
 
 
 class Budget:
-    """Bounded outstanding requests: at most ``count`` and about ``size`` bytes."""
+    """Bounded outstanding work: at most ``count`` items and about ``size``
+    bytes. ``close`` wakes every waiter with SessionClosed."""
 
     def __init__(self, count: int, size: int):
         self.count, self.size = count, size
         self.used_count = self.used_size = 0
+        self.closed = False
         self._freed = Event()
 
     def acquire(self, n: int) -> None:
-        while self.used_count >= self.count or (self.used_count and self.used_size + n > self.size):
+        while not self.closed and (self.used_count >= self.count
+                                   or (self.used_count and self.used_size + n > self.size)):
             self._freed.clear()
             self._freed.wait()
+        if self.closed:
+            raise SessionClosed("the session is closed")
         self.used_count += 1
         self.used_size += n
 
@@ -58,6 +69,17 @@ class Budget:
         self.used_count -= 1
         self.used_size -= n
         self._freed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._freed.set()
+
+
+class Reply(NamedTuple):
+    """A frame answering a peer's request, and the budget it holds until written."""
+    frame: Frame
+    budget: Budget
+    reserved: int
 
 
 class Session:
@@ -79,7 +101,12 @@ class Session:
         self._ids = itertools.count(1)
         self._pending: dict = {}
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
-        self._serving = Pool(limits.MAX_SERVING_PER_PEER)
+        # What we owe the peer, until written: blocks mirror its request budget,
+        # so an honest peer never reaches it; other answers (pongs, listings,
+        # errors) have their own, which an honest peer never reaches either.
+        self._block_replies = Budget(limits.MAX_SERVING_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
+        self._other_replies = Budget(limits.MAX_SERVING_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
+        self._serving = Group()
         self._writer = None
         self._summary_due = False
 
@@ -93,6 +120,8 @@ class Session:
             self._read_loop()
         except ChannelClosed:
             log.info("peer %s closed the channel", self.peer_id[:7])
+        except SessionClosed:
+            pass  # closed while waiting for a reply budget; the closer said why
         except WireError as exc:
             log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
         except (OSError, gevent.Timeout) as exc:
@@ -110,6 +139,8 @@ class Session:
             except Exception:
                 pass
         self.channel.close()
+        for budget in (self._budget, self._block_replies, self._other_replies):
+            budget.close()
         for result in self._pending.values():
             result.set_exception(SessionClosed(self.peer_id))
         self._pending.clear()
@@ -150,14 +181,26 @@ class Session:
                 if item is BACKFILL:
                     self._backfill()
                     continue
-                self.channel.send(item)
-                self.bytes_sent += len(item.payload) + 6
+                if isinstance(item, Reply):
+                    self._write(item.frame)
+                    item.budget.release(item.reserved)
+                else:
+                    self._write(item)
                 if self.resync and self.outq.empty():
                     self.resync = False
                     self._backfill()
+        except gevent.Timeout:
+            log.warning("dropping %s: it accepted nothing for %.0fs", self.peer_id[:7], limits.IDLE_TIMEOUT)
+            gevent.spawn(self.close)
         except (OSError, WireError, ChannelClosed) as exc:
             log.info("writing to %s failed: %s", self.peer_id[:7], exc)
             gevent.spawn(self.close)
+
+    def _write(self, frame: Frame) -> None:
+        """Send one frame; raises gevent.Timeout if the peer takes none for IDLE_TIMEOUT."""
+        with gevent.Timeout(limits.IDLE_TIMEOUT):
+            self.channel.send(frame)
+        self.bytes_sent += len(frame.payload) + 6
 
     def _backfill(self) -> None:
         batch = []
@@ -171,9 +214,7 @@ class Session:
             self._send_batch_now(batch)
 
     def _send_batch_now(self, batch) -> None:
-        frame = encode_message(Events(events=tuple(e.to_dict() for e in batch)))
-        self.channel.send(frame)
-        self.bytes_sent += len(frame.payload) + 6
+        self._write(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
         for e in batch:
             self._saw(e.origin, e.seq)
         gevent.idle()
@@ -223,8 +264,15 @@ class Session:
         if not self.closed.is_set():
             self.send(Summary(vv=self.node.history.vv))
 
+    def _answer(self, msg) -> None:
+        """Queue a small answer; waits (the reader stops reading) while the
+        peer leaves too many of them unread."""
+        frame = encode_message(msg)
+        self._other_replies.acquire(len(frame.payload))
+        self.outq.put(Reply(frame, self._other_replies, len(frame.payload)))
+
     def _on_ping(self, msg: Ping) -> None:
-        self.send(Pong(nonce=msg.nonce))
+        self._answer(Pong(nonce=msg.nonce))
 
     def _on_error(self, msg: Error) -> None:
         log.warning("peer %s reports %s: %s", self.peer_id[:7], msg.code, msg.message)
@@ -234,7 +282,7 @@ class Session:
         raise ChannelClosed(msg.reason)
 
     def _on_list_request(self, msg: ListRequest) -> None:
-        self.send(ListReply(req_id=msg.req_id, entries=tuple(self.node.list_entries(msg.path))))
+        self._answer(ListReply(req_id=msg.req_id, entries=tuple(self.node.list_entries(msg.path))))
 
     def _on_list_reply(self, msg: ListReply) -> None:
         result = self._pending.pop(("list", msg.req_id), None)
@@ -244,17 +292,23 @@ class Session:
     # -- blocks ------------------------------------------------------------------
     def _on_block_request(self, msg: BlockRequest) -> None:
         if msg.size > limits.MAX_BLOCK:
-            self.send(Error(code="request-too-large", message=f"block of {msg.size} bytes"))
+            self._answer(Error(code="request-too-large", message=f"block of {msg.size} bytes"))
             return
-        self._serving.spawn(self._serve_block, msg)  # blocks the reader when the pool is full
+        self._block_replies.acquire(msg.size)  # the reader waits while the peer reads no blocks
+        self._serving.spawn(self._serve_block, msg)
 
     def _serve_block(self, msg: BlockRequest) -> None:
+        """Queue the reply; a block of another size than asked is not served,
+        as it would overrun the reply budget reserved for it."""
         try:
             data = self.node.read_block(msg.hash.hex())
-            reply = BlockData(req_id=msg.req_id, status=0, hash=msg.hash, data=data)
-        except (BlockMissing, CorruptBlock, FileNotFoundError):
-            reply = BlockData(req_id=msg.req_id, status=1, hash=msg.hash, data=b"")
-        self.outq.put(encode_message(reply))
+        except (BlockMissing, CorruptBlock, OSError):
+            data = None
+        if data is not None and len(data) == msg.size:
+            reply = BlockData(req_id=msg.req_id, status=BlockStatus.OK, hash=msg.hash, data=data)
+        else:
+            reply = BlockData(req_id=msg.req_id, status=BlockStatus.NOT_FOUND, hash=msg.hash, data=b"")
+        self.outq.put(Reply(encode_message(reply), self._block_replies, msg.size))
 
     def _on_block_data(self, msg: BlockData) -> None:
         result = self._pending.pop(msg.req_id, None)

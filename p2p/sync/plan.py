@@ -11,11 +11,13 @@ by the node and by the convergence simulation alike:
   losing version writes its copy (it has the content), so every peer ends with
   the same copy, made once, and it syncs as an ordinary new file.
 - ``folder_action``: bring the disk to the winning version.
+- ``paths_to_recheck``: what to reconcile again after paths changed on disk.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import posixpath
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from p2p.sync.merge import conflict_name, winner
 
@@ -67,3 +69,21 @@ def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_dis
     if on_disk_kind == "file" and on_disk_hash == target.hash:
         return NOTHING if on_disk_event == target.id else RELABEL
     return FETCH
+
+
+def paths_to_recheck(paths: Iterable[str]) -> Set[str]:
+    """The paths to reconcile again after ``paths`` changed on disk: each path and its parent.
+
+    After a scan the disk may still differ from the winner (a remote write met a
+    local change, and the rescan found nothing to record: the version was never
+    written); and a directory that a write re-created for a child, while its
+    own history says deleted, must go once that child is gone (the parent).
+    """
+    out = set()
+    for path in paths:
+        if path:
+            out.add(path)
+            parent = posixpath.dirname(path)
+            if parent:
+                out.add(parent)
+    return out
