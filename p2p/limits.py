@@ -21,6 +21,8 @@ RECV_CHUNK = 256 * KiB           # socket read size: few syscalls, bounded buffe
 # --- content blocks --------------------------------------------------------
 MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
 MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
+SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
+                                 # small file never waits behind a large one
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 # --- per-peer bounds -------------------------------------------------------

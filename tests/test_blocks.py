@@ -128,7 +128,7 @@ def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     path = tmp_path / "growing.bin"
     write(path, 2 * limits.MIN_BLOCK)
 
-    def grow(_hash, _data):
+    def grow(_hash, _data, _fd, _offset):
         with open(path, "ab") as out:
             out.write(b"more")
 

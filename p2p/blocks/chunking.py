@@ -29,10 +29,13 @@ def block_size_for(size: int) -> int:
     return block
 
 
-def read_blocks(path, on_block: Optional[Callable[[str, bytes], None]] = None) -> Tuple[int, str, List[Block]]:
+def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None
+                ) -> Tuple[int, str, List[Block]]:
     """Read ``path`` once: (size, sha256 hex of the content, [(block sha256 hex, block size)]).
 
-    ``on_block(hash, data)`` is called for every block as it is read.
+    ``on_block(hash, data, fd, offset)`` is called for every block as it is
+    read; ``data`` is a view of a buffer reused for the next block, ``fd`` and
+    ``offset`` say where the block lies in the file (for in-kernel copies).
     Raises FileChanged if the size at the end differs from the size at open.
     """
     whole = hashlib.sha256()
@@ -40,18 +43,21 @@ def read_blocks(path, on_block: Optional[Callable[[str, bytes], None]] = None) -
     with open(path, "rb", buffering=0) as handle:
         size = os.fstat(handle.fileno()).st_size
         block_size = block_size_for(size)
-        remaining = size
+        buffer = memoryview(bytearray(min(block_size, size)))  # reused: no allocation per block
+        offset, remaining = 0, size
         while remaining:
-            data = handle.read(min(block_size, remaining))
-            if not data:
+            count = handle.readinto(buffer[:min(block_size, remaining)])
+            if not count:
                 raise FileChanged(f"{path}: shrank while being read")
+            data = buffer[:count]
             whole.update(data)
             digest = hashlib.sha256(data).hexdigest()
-            blocks.append((digest, len(data)))
+            blocks.append((digest, count))
             if on_block is not None:
-                on_block(digest, data)
-            remaining -= len(data)
-            if remaining and len(data) < block_size:  # a short read: blocks would no longer align
+                on_block(digest, data, handle.fileno(), offset)
+            remaining -= count
+            offset += count
+            if remaining and count < block_size:  # a short read: blocks would no longer align
                 raise FileChanged(f"{path}: changed while being read")
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")

@@ -70,13 +70,16 @@ class BlockStore:
             raise CorruptBlock(block_hash, " (removed from the store)")
         return data
 
-    def put(self, block_hash: str, data: bytes) -> None:
-        """Store ``data`` under ``block_hash`` after checking that it is its sha256."""
-        if hashlib.sha256(data).hexdigest() != block_hash:
+    def put(self, block_hash: str, data, *, verified: bool = False) -> None:
+        """Store ``data`` under ``block_hash`` after checking that it is its sha256
+        (``verified=True``: the caller has just checked it)."""
+        if not verified and hashlib.sha256(data).hexdigest() != block_hash:
             raise CorruptBlock(block_hash)
         self._store(block_hash, data)
 
-    def _store(self, block_hash: str, data: bytes) -> None:
+    def _store(self, block_hash: str, data, source_fd: Optional[int] = None, offset: int = 0) -> None:
+        """Write a block file atomically: copied in the kernel from ``source_fd``
+        at ``offset`` when given (no copy through user space), else from ``data``."""
         path = self._path(block_hash)
         if path.exists():
             os.utime(path)  # stored again: it is recent content
@@ -84,12 +87,43 @@ class BlockStore:
         path.parent.mkdir(exist_ok=True)
         temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
         try:
-            with open(temp, "xb") as out:
-                out.write(data)
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                if source_fd is None or not _copy_range(source_fd, fd, len(data), offset, 0):
+                    _write_all(fd, data, 0)
+            finally:
+                os.close(fd)
             os.replace(temp, path)
         except BaseException:
             _unlink_quietly(temp)
             raise
+
+    def copy_into(self, block_hash: str, dest_fd: int, offsets, *, verify: bool = True,
+                  buffer: Optional[memoryview] = None) -> None:
+        """Write a stored block at each of ``offsets`` in ``dest_fd``, in the kernel
+        when the file system allows (copy_file_range). With ``verify`` the block is
+        first read (into ``buffer`` when given) and checked against its hash."""
+        path = self._path(block_hash)
+        try:
+            src = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlockMissing(block_hash) from None
+        try:
+            size = os.fstat(src).st_size
+            view = None
+            if verify:
+                view = buffer[:size] if buffer is not None and len(buffer) >= size else memoryview(bytearray(size))
+                if os.preadv(src, [view], 0) != size or hashlib.sha256(view).hexdigest() != block_hash:
+                    _unlink_quietly(path)
+                    raise CorruptBlock(block_hash, " (removed from the store)")
+            for offset in offsets:
+                if not _copy_range(src, dest_fd, size, 0, offset):
+                    if view is None:
+                        view = memoryview(bytearray(size))
+                        os.preadv(src, [view], 0)
+                    _write_all(dest_fd, view, offset)
+        finally:
+            os.close(src)
 
     def missing(self, blocks: Iterable[Block]) -> List[Block]:
         """The blocks (hash, size) not in the store, without duplicates, in order."""
@@ -177,6 +211,31 @@ class BlockStore:
             total -= size
             pruned += 1
         return pruned
+
+
+def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: Optional[int] = None) -> bool:
+    """Copy in the kernel (copy_file_range); False if this file system cannot."""
+    try:
+        while count:
+            done = os.copy_file_range(src, dst, count, src_offset, dst_offset)
+            if not done:
+                return False
+            count -= done
+            src_offset += done
+            if dst_offset is not None:
+                dst_offset += done
+        return True
+    except OSError:
+        return False
+
+
+def _write_all(fd: int, data, offset: Optional[int] = None) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
 
 
 def _unlink_quietly(path) -> None:

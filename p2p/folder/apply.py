@@ -183,16 +183,14 @@ class PendingFile:
             at += size
         return offsets
 
-    def write_block(self, offsets, data) -> None:
-        for offset in offsets:
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(self.fd, view, offset)
-                view, offset = view[written:], offset + written
+    def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
+        """Copy a block from the store to its offsets (verified first unless the
+        caller has just checked and stored it)."""
+        self.writer.store.copy_into(block_hash, self.fd, offsets, verify=verify)
 
     def copy_from_store(self, layout: dict) -> None:
         for block_hash, offsets in layout.items():
-            self.write_block(offsets, self.writer.store.get(block_hash))
+            self.write_stored_block(block_hash, offsets)
 
     def commit(self) -> Entry:
         event, dest = self.event, self.writer.root / self.path

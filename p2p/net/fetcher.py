@@ -110,10 +110,15 @@ class Fetcher:
                 continue
             if data is None:
                 continue
-            self.node.store.put(block_hash, data)
-            pending.write_block(offsets, data)
+            self.node.threadpool.apply(self._land, (pending, block_hash, data, offsets))
             job.done += len(data)
             return
+
+    def _land(self, pending, block_hash: str, data, offsets) -> None:
+        """Keep a verified block in the store (for history), then copy it into
+        the file in the kernel: one write through user space per block."""
+        self.node.store.put(block_hash, data, verified=True)
+        pending.write_stored_block(block_hash, offsets, verify=False)
 
     def _pick(self, event, tried):
         """The least busy connected peer not tried yet, preferring those that have the event."""

@@ -20,12 +20,12 @@ import hashlib
 import itertools
 import logging
 import time
+from collections import deque
 from typing import NamedTuple
 
 import gevent
 from gevent.event import AsyncResult, Event
 from gevent.pool import Group
-from gevent.queue import Empty, Queue
 
 from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
@@ -94,17 +94,21 @@ class Session:
         self.resync = False              # we dropped events for it: backfill again
         self.name = ""
         self.listen_port = None
-        self.outq: Queue = Queue()
+        self.outq: deque = deque()       # frames to write, in order (events, requests, small answers)
+        self.bulkq: deque = deque()      # large block answers: written when outq is empty
+        self._wake = Event()
         self.closed = Event()
         self.bytes_sent = 0
         self.bytes_received = 0
         self._ids = itertools.count(1)
         self._pending: dict = {}
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
+        self._small_budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         # What we owe the peer, until written: blocks mirror its request budget,
         # so an honest peer never reaches it; other answers (pongs, listings,
         # errors) have their own, which an honest peer never reaches either.
         self._block_replies = Budget(limits.MAX_SERVING_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
+        self._small_block_replies = Budget(limits.MAX_SERVING_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._other_replies = Budget(limits.MAX_SERVING_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._serving = Group()
         self._writer = None
@@ -139,7 +143,8 @@ class Session:
             except Exception:
                 pass
         self.channel.close()
-        for budget in (self._budget, self._block_replies, self._other_replies):
+        for budget in (self._budget, self._small_budget, self._block_replies, self._small_block_replies,
+                       self._other_replies):
             budget.close()
         for result in self._pending.values():
             result.set_exception(SessionClosed(self.peer_id))
@@ -151,16 +156,20 @@ class Session:
 
     # -- sending ---------------------------------------------------------------
     def send(self, msg) -> None:
-        self.outq.put(encode_message(msg))
+        self._enqueue(encode_message(msg))
+
+    def _enqueue(self, item, bulk: bool = False) -> None:
+        (self.bulkq if bulk else self.outq).append(item)
+        self._wake.set()
 
     def send_events(self, events) -> None:
         """Queue events for the peer (the broadcaster's entry point)."""
-        if self.outq.qsize() > limits.SEND_QUEUE_FRAMES:
+        if len(self.outq) > limits.SEND_QUEUE_FRAMES:
             self.resync = True    # too far behind: it gets a backfill instead
             return
         for i in range(0, len(events), limits.MAX_EVENTS_PER_BATCH):
             batch = events[i:i + limits.MAX_EVENTS_PER_BATCH]
-            self.outq.put(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
+            self._enqueue(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
         for e in events:
             self._saw(e.origin, e.seq)
 
@@ -174,10 +183,7 @@ class Session:
     def _write_loop(self) -> None:
         try:
             while True:
-                try:
-                    item = self.outq.get(timeout=limits.PING_INTERVAL)
-                except Empty:
-                    item = encode_message(Ping(nonce=int(time.time())))
+                item = self._next_item()
                 if item is BACKFILL:
                     self._backfill()
                     continue
@@ -186,7 +192,7 @@ class Session:
                     item.budget.release(item.reserved)
                 else:
                     self._write(item)
-                if self.resync and self.outq.empty():
+                if self.resync and not self.outq:
                     self.resync = False
                     self._backfill()
         except gevent.Timeout:
@@ -195,6 +201,18 @@ class Session:
         except (OSError, WireError, ChannelClosed) as exc:
             log.info("writing to %s failed: %s", self.peer_id[:7], exc)
             gevent.spawn(self.close)
+
+    def _next_item(self):
+        """The next frame to write: urgent ones first, then large block answers;
+        a Ping when there has been nothing to write for PING_INTERVAL."""
+        while True:
+            if self.outq:
+                return self.outq.popleft()
+            if self.bulkq:
+                return self.bulkq.popleft()
+            self._wake.clear()
+            if not self._wake.wait(timeout=limits.PING_INTERVAL):
+                return encode_message(Ping(nonce=int(time.time())))
 
     def _write(self, frame: Frame) -> None:
         """Send one frame; raises gevent.Timeout if the peer takes none for IDLE_TIMEOUT."""
@@ -245,7 +263,7 @@ class Session:
 
     def _on_summary(self, msg: Summary) -> None:
         self.peer_vv = dict(msg.vv)
-        self.outq.put(BACKFILL)
+        self._enqueue(BACKFILL)
         self.ready = True
 
     def _on_events(self, msg: Events) -> None:
@@ -269,7 +287,7 @@ class Session:
         peer leaves too many of them unread."""
         frame = encode_message(msg)
         self._other_replies.acquire(len(frame.payload))
-        self.outq.put(Reply(frame, self._other_replies, len(frame.payload)))
+        self._enqueue(Reply(frame, self._other_replies, len(frame.payload)))
 
     def _on_ping(self, msg: Ping) -> None:
         self._answer(Pong(nonce=msg.nonce))
@@ -294,8 +312,13 @@ class Session:
         if msg.size > limits.MAX_BLOCK:
             self._answer(Error(code="request-too-large", message=f"block of {msg.size} bytes"))
             return
-        self._block_replies.acquire(msg.size)  # the reader waits while the peer reads no blocks
+        # the reader waits while the peer reads no blocks; small blocks have
+        # their own budget so they never queue behind a large file's
+        self._reply_budget(msg.size).acquire(msg.size)
         self._serving.spawn(self._serve_block, msg)
+
+    def _reply_budget(self, size: int) -> Budget:
+        return self._small_block_replies if size <= limits.SMALL_BLOCK else self._block_replies
 
     def _serve_block(self, msg: BlockRequest) -> None:
         """Queue the reply; a block of another size than asked is not served,
@@ -308,7 +331,8 @@ class Session:
             reply = BlockData(req_id=msg.req_id, status=BlockStatus.OK, hash=msg.hash, data=data)
         else:
             reply = BlockData(req_id=msg.req_id, status=BlockStatus.NOT_FOUND, hash=msg.hash, data=b"")
-        self.outq.put(Reply(encode_message(reply), self._block_replies, msg.size))
+        self._enqueue(Reply(encode_message(reply), self._reply_budget(msg.size), msg.size),
+                      bulk=msg.size > limits.SMALL_BLOCK)
 
     def _on_block_data(self, msg: BlockData) -> None:
         result = self._pending.pop(msg.req_id, None)
@@ -320,7 +344,8 @@ class Session:
 
     def request_block(self, block_hash: str, size: int):
         """Fetch one block from this peer: its bytes, or None if it lacks it."""
-        self._budget.acquire(size)
+        budget = self._small_budget if size <= limits.SMALL_BLOCK else self._budget
+        budget.acquire(size)
         try:
             if self.closed.is_set():
                 raise SessionClosed(self.peer_id)
@@ -331,7 +356,7 @@ class Session:
             msg = result.get(timeout=limits.IDLE_TIMEOUT)
             return msg.data if msg.status == 0 else None
         finally:
-            self._budget.release(size)
+            budget.release(size)
 
     @property
     def outstanding(self) -> int:
