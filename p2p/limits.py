@@ -37,6 +37,7 @@ SEND_QUEUE_FRAMES = 4096         # frames queued for one peer before it is resyn
 HANDSHAKE_TIMEOUT = 10.0         # a connection must authenticate within this
 PING_INTERVAL = 10.0             # keepalive when a channel is otherwise quiet
 IDLE_TIMEOUT = 35.0              # no frame at all for this long: drop the channel
+ANTI_ENTROPY_INTERVAL = 30.0     # each channel re-exchanges version vectors: heals any missed push
 RECONNECT_MIN = 0.5              # first reconnect delay; doubles per failure
 RECONNECT_MAX = 30.0             # reconnect delay cap
 

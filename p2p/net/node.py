@@ -52,11 +52,13 @@ from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, fo
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.watch.watcher import Coalescer, FolderWatcher
+from p2p.wire.messages import Neighbors, Summary
 
 log = logging.getLogger("p2p.node")
 
 HUMAN_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 PROGRESS_MIN_BYTES = 16 * limits.MiB
+ANTI_ENTROPY_TICKS = int(limits.ANTI_ENTROPY_INTERVAL / limits.FSYNC_INTERVAL)
 
 
 def human_size(n: float) -> str:
@@ -211,6 +213,7 @@ class Node:
         if role == "initiator":
             info.address = address
         self.say(f"+ peer {peer_id[:7]} at {address[0]}:{address[1]} connected")
+        self._neighbors_changed(lost=False)
         self.mark_dirty(list(self.fetcher_waiting()))
         session.run()
         return True
@@ -231,6 +234,19 @@ class Node:
     def session_ended(self, session: Session) -> None:
         if self.registry.detach(session.peer_id, session):
             self.say(f"- peer {session.peer_id[:7]} disconnected")
+            self._neighbors_changed(lost=True)
+
+    def neighbor_ids(self):
+        return tuple(p.device_id for p in self.registry.connected())
+
+    def _neighbors_changed(self, lost: bool) -> None:
+        """Tell every peer whom we are connected to. After losing a channel,
+        also ask the others for what it would have brought us."""
+        ids = self.neighbor_ids()
+        for session in self.registry.sessions():
+            session.send(Neighbors(ids=ids))
+            if lost:
+                session.send(Summary(vv=self.history.vv))
 
     def peer_seen(self, session: Session) -> None:
         info = self.registry.peers.get(session.peer_id)
@@ -316,8 +332,12 @@ class Node:
             for session in self.registry.sessions():
                 if not session.ready:
                     continue
+                # our own events go to everyone; a forwarded one is not sent to a
+                # peer that has a channel with its origin (the origin sends it),
+                # so a full mesh carries each change once per peer, not per pair
                 events = [e for events, source in batches if source is not session
-                          for e in events if not session.covers(e)]
+                          for e in events if not session.covers(e)
+                          and (source is None or e.origin not in session.neighbors)]
                 if events:
                     session.send_events(events)
 
@@ -514,6 +534,9 @@ class Node:
             ticks += 1
             if ticks % 25 == 0:
                 self.threadpool.apply(self.state.save)
+            if ticks % ANTI_ENTROPY_TICKS == 0:  # cheap insurance: each peer answers with what we lack
+                for session in self.registry.sessions():
+                    session.send(Summary(vv=self.history.vv))
             if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
                 self._prune()
 

@@ -33,7 +33,7 @@ from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
 from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
-                               ListRequest, Ping, Pong, Summary, decode_message, encode_message)
+                               ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
 
 log = logging.getLogger("p2p.session")
 
@@ -90,6 +90,7 @@ class Session:
         self.address = address
         self.initiator_id = initiator_id
         self.peer_vv: dict = {}          # what we know the peer has
+        self.neighbors: frozenset = frozenset()  # the peers it has a channel with (its Neighbors)
         self.ready = False               # the peer's backfill is queued: broadcasts may flow
         self.resync = False              # we dropped events for it: backfill again
         self.name = ""
@@ -120,6 +121,7 @@ class Session:
         self._writer = gevent.spawn(self._write_loop)
         self.send(Hello(name=self.node.name, port=self.node.listen_port, version=PROTOCOL_VERSION))
         self.send(Summary(vv=self.node.history.vv))
+        self.send(Neighbors(ids=self.node.neighbor_ids()))
         try:
             self._read_loop()
         except ChannelClosed:
@@ -244,6 +246,7 @@ class Session:
             BlockRequest: self._on_block_request, BlockData: self._on_block_data,
             Ping: self._on_ping, Pong: lambda msg: None, Error: self._on_error, Bye: self._on_bye,
             ListRequest: self._on_list_request, ListReply: self._on_list_reply,
+            Neighbors: self._on_neighbors,
         }
         while not self.closed.is_set():
             with gevent.Timeout(limits.IDLE_TIMEOUT):
@@ -288,6 +291,9 @@ class Session:
         frame = encode_message(msg)
         self._other_replies.acquire(len(frame.payload))
         self._enqueue(Reply(frame, self._other_replies, len(frame.payload)))
+
+    def _on_neighbors(self, msg: Neighbors) -> None:
+        self.neighbors = frozenset(msg.ids)
 
     def _on_ping(self, msg: Ping) -> None:
         self._answer(Pong(nonce=msg.nonce))

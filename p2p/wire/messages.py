@@ -42,6 +42,7 @@ class MsgType(IntEnum):
     BYE = 0x09
     LIST_REQUEST = 0x0A
     LIST_REPLY = 0x0B
+    NEIGHBORS = 0x0C
     HANDSHAKE_HELLO = 0x20
     HANDSHAKE_AUTH = 0x21
 
@@ -127,6 +128,13 @@ class ListReply:
 
 
 @dataclass(frozen=True)
+class Neighbors:
+    """The device ids the sender has a channel with now (sent on every change),
+    so a peer does not forward an event to someone who gets it from its origin."""
+    ids: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class HandshakeHello:
     version: int
     ephemeral: bytes
@@ -140,7 +148,7 @@ class HandshakeAuth:
 
 
 Message = Union[Hello, Summary, Events, BlockRequest, BlockData, Ping, Pong, Error, Bye,
-                ListRequest, ListReply, HandshakeHello, HandshakeAuth]
+                ListRequest, ListReply, Neighbors, HandshakeHello, HandshakeAuth]
 
 
 # --- field checks: value -> normalised value, or ValueError -------------------
@@ -198,6 +206,14 @@ def version_vector(value: Any) -> Dict[str, int]:
     if not isinstance(value, dict):
         raise ValueError(f"expected an object, got {type(value).__name__}")
     return {text(origin): _u64(seq) for origin, seq in value.items()}
+
+
+def text_list(max_items: int) -> FieldCheck:
+    def check(value):
+        if not isinstance(value, (list, tuple)) or len(value) > max_items:
+            raise ValueError(f"expected a list of at most {max_items} strings")
+        return tuple(text(item) for item in value)
+    return check
 
 
 def dict_list(max_items: Optional[int] = None) -> FieldCheck:
@@ -315,6 +331,7 @@ CODECS: Dict[int, Codec] = {
     MsgType.BYE: JsonCodec(Bye, {"reason": text}),
     MsgType.LIST_REQUEST: JsonCodec(ListRequest, {"req_id": _u32, "path": text}),
     MsgType.LIST_REPLY: JsonCodec(ListReply, {"req_id": _u32, "entries": dict_list()}),
+    MsgType.NEIGHBORS: JsonCodec(Neighbors, {"ids": text_list(limits.MAX_CONNECTIONS)}),
     MsgType.HANDSHAKE_HELLO: StructCodec(HandshakeHello, ">B32s32s",
                                          {"version": _u8, "ephemeral": exact_bytes(KEY_SIZE),
                                           "random": exact_bytes(RANDOM_SIZE)},
