@@ -16,7 +16,7 @@ PEER_EXPIRY = 3 * DISCOVERY_INTERVAL + 1  # forget a discovered peer after 3 mis
 # --- framing ---------------------------------------------------------------
 MAX_FRAME = 16 * MiB             # largest frame accepted; checked before allocation
 HANDSHAKE_MAX_FRAME = 4 * KiB    # before authentication: a stranger makes us buffer next to nothing
-RECV_CHUNK = 256 * KiB           # socket read size: few syscalls, bounded buffer
+RECV_CHUNK = 64 * KiB            # socket read size for small frames (large ones are read straight into their payload)
 
 # --- content blocks --------------------------------------------------------
 MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
@@ -24,6 +24,8 @@ MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
+
+BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 
 # --- per-peer bounds -------------------------------------------------------
 MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.pool import Pool
 
+from p2p import limits
 from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed
 
@@ -66,14 +67,14 @@ class Fetcher:
             event = job.event
             if not node.still_wanted(job.path, event):
                 return
-            pending = node.threadpool.apply(node.writer.begin_file, (job.path, event))
+            pending = node.writer.begin_file(job.path, event)  # a few metadata syscalls
             layout = pending.layout()
             local = {h: offs for h, offs in layout.items() if node.store.has(h)}
             remote = {h: offs for h, offs in layout.items() if h not in local}
             sizes = dict(event.blocks)
             job.total = sum(sizes[h] for h in remote)
             if local:
-                node.threadpool.apply(pending.copy_from_store, (local,))
+                node.bulkpool.apply(pending.copy_from_store, (local,))
             if remote:
                 workers = [gevent.spawn(self._fetch_block, job, pending, h, sizes[h], offs)
                            for h, offs in remote.items()]
@@ -110,7 +111,10 @@ class Fetcher:
                 continue
             if data is None:
                 continue
-            self.node.threadpool.apply(self._land, (pending, block_hash, data, offsets))
+            if len(data) <= limits.SMALL_BLOCK:
+                self._land(pending, block_hash, data, offsets)   # small: cheaper than a thread hop
+            else:
+                self.node.bulkpool.apply(self._land, (pending, block_hash, data, offsets))
             job.done += len(data)
             return
 

@@ -29,6 +29,7 @@ from gevent.event import Event
 from gevent.pool import Group, Pool
 from gevent.queue import Queue
 from gevent.server import StreamServer
+from gevent.threadpool import ThreadPool
 
 from p2p import limits
 from p2p.blocks.store import BlockStore
@@ -90,7 +91,8 @@ class Node:
         self.writer = FolderWriter(self.root, self.state, self.store)
         self.registry = PeerRegistry()
         self.fetcher = Fetcher(self)
-        self.threadpool = gevent.get_hub().threadpool
+        self.threadpool = gevent.get_hub().threadpool   # short file-system work
+        self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
         self.greenlets = Group()
         self.local_q: Queue = Queue()
         self.broadcast_q: Queue = Queue()
@@ -220,7 +222,7 @@ class Node:
 
     def _offload(self, fn):
         """Run CPU-heavy work on a large buffer in the thread pool, off the hub."""
-        return self.threadpool.apply(fn)
+        return self.bulkpool.apply(fn)
 
     def fetcher_waiting(self):
         """Paths whose wanted content we do not have yet (a new peer may have it)."""
@@ -352,24 +354,27 @@ class Node:
                 paths.extend(self.local_q.get_nowait())
             if ".p2pignore" in paths:
                 self.ignore.reload()
-            changes = []
             scanned = self._expand(paths)
-            for path in scanned:
-                try:
-                    change = self.threadpool.apply(self.scanner.observe, (path,))
-                except FileBusy:
-                    self.coalescer.add([path])
-                    continue
-                except OSError as exc:
-                    log.warning("cannot read %s: %s", path, exc)
-                    continue
-                if change is not None:
-                    changes.append(change)
-            self._record(changes)
+            results = list(self.threadpool.imap(self._observe, scanned))
+            busy = [r.args[0] for r in results if isinstance(r, FileBusy)]
+            if busy:
+                self.coalescer.add(busy)   # still being written: look again when quiet
+            self._record([r for r in results if r is not None and not isinstance(r, FileBusy)])
             self.mark_dirty(paths_to_recheck(scanned))
             if "" in paths and not self.scanned.is_set():
                 self.scanned.set()
                 self.say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
+
+    def _observe(self, path: str):
+        """Scan one path (in a pool thread, several at once): its Change, None if
+        unchanged or unreadable, or the FileBusy it raised."""
+        try:
+            return self.scanner.observe(path)
+        except FileBusy as busy:
+            return busy
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+        return None
 
     def _expand(self, paths):
         """Each reported path plus, for directories, everything under it (disk or record)."""
@@ -511,7 +516,8 @@ class Node:
         self._keep_conflict_copies(path)
         existed = self.state.get(path) is not None
         try:
-            self.threadpool.apply(pending.commit)
+            pool = self.bulkpool if event.size > limits.SMALL_BLOCK else self.threadpool
+            pool.apply(pending.commit)
         except LocalChanged:
             self.local_q.put([path])
             return

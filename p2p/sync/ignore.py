@@ -33,7 +33,7 @@ class IgnoreRules:
         self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def matches(self, path: str) -> bool:
-        if not path or path == IGNORE_FILE:
+        if not path or path == IGNORE_FILE or not self.spec.patterns:
             return False
         parts = path.split("/")
         # a path is ignored when it, or any directory above it, matches; a
