@@ -23,6 +23,8 @@ MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move 
 MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
+ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after syncing, not on
+                                 # the critical path (p2p/folder/archive.py)
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)

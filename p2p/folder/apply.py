@@ -183,6 +183,14 @@ class PendingFile:
             at += size
         return offsets
 
+    def write_block(self, offsets, data) -> None:
+        """Write a verified block's bytes at each of its offsets."""
+        for offset in offsets:
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
         """Copy a block from the store to its offsets (verified first unless the
         caller has just checked and stored it)."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Tuple
 
-from p2p.blocks.chunking import FileChanged
+from p2p import limits
+from p2p.blocks.chunking import FileChanged, hash_file
 from p2p.blocks.store import BlockStore
 from p2p.folder.state import Entry, LocalState
 from p2p.history.paths import UnsafePath, check_path, is_internal
@@ -39,6 +40,7 @@ class Change:
     hash: str = ""
     blocks: Tuple[Tuple[str, int], ...] = ()
     stat: Optional[os.stat_result] = None
+    stored: bool = True       # the blocks are in the store (large files: archived after)
 
     def entry(self, event_id: str) -> Entry:
         return Entry.from_stat(self.stat, self.hash, event_id)
@@ -72,15 +74,17 @@ class Scanner:
             return None
         if statmod.S_ISDIR(st.st_mode):
             return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode), mtime=st.st_mtime_ns, stat=st)
+        large = st.st_size > limits.ARCHIVE_LATER_MIN
         try:
-            size, digest, blocks = self.store.ingest_file(self.root / path)
+            read = hash_file if large else self.store.ingest_file
+            size, digest, blocks = read(self.root / path)
         except FileChanged:
             raise FileBusy(path) from None
         after = os.lstat(self.root / path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
             raise FileBusy(path)  # still being written: the watcher will report it again
         return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode),
-                      mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st)
+                      mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st, stored=not large)
 
     def walk(self, top: str = "", remove_temporaries: bool = False) -> Iterator[str]:
         """Every syncable path at or under ``top`` on disk, parents before children.

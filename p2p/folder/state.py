@@ -50,6 +50,7 @@ class LocalState:
     def __init__(self, file: Path):
         self.file = file
         self._entries: Dict[str, Entry] = {}
+        self._by_hash: Dict[str, set] = {}   # file content hash -> paths (to detect moves)
         self.dirty = False
         if file.exists():
             try:
@@ -57,17 +58,39 @@ class LocalState:
                 self._entries = {p: Entry(**e) for p, e in data.items()}
             except (ValueError, TypeError):
                 self._entries = {}  # a cache: rebuilt by the start-up scan
+        for path, entry in self._entries.items():
+            self._index(path, entry)
 
     def get(self, path: str) -> Optional[Entry]:
         return self._entries.get(path)
 
     def set(self, path: str, entry: Entry) -> None:
+        self._unindex(path, self._entries.get(path))
         self._entries[path] = entry
+        self._index(path, entry)
         self.dirty = True
 
     def pop(self, path: str) -> Optional[Entry]:
         self.dirty = True
-        return self._entries.pop(path, None)
+        entry = self._entries.pop(path, None)
+        self._unindex(path, entry)
+        return entry
+
+    def with_hash(self, digest: str) -> list:
+        """The files recorded with this content."""
+        return sorted(self._by_hash.get(digest, ()))
+
+    def _index(self, path: str, entry: Entry) -> None:
+        if entry.kind == "file":
+            self._by_hash.setdefault(entry.hash, set()).add(path)
+
+    def _unindex(self, path: str, entry: Optional[Entry]) -> None:
+        if entry is not None and entry.kind == "file":
+            paths = self._by_hash.get(entry.hash)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del self._by_hash[entry.hash]
 
     def paths(self) -> Iterator[str]:
         return iter(list(self._entries))

@@ -20,6 +20,7 @@ import gevent
 from gevent.pool import Pool
 
 from p2p import limits
+from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed
 
@@ -70,11 +71,14 @@ class Fetcher:
             pending = node.writer.begin_file(job.path, event)  # a few metadata syscalls
             layout = pending.layout()
             local = {h: offs for h, offs in layout.items() if node.store.has(h)}
-            remote = {h: offs for h, offs in layout.items() if h not in local}
+            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.archive}
+            remote = {h: offs for h, offs in layout.items() if h not in local and h not in in_files}
             sizes = dict(event.blocks)
             job.total = sum(sizes[h] for h in remote)
             if local:
                 node.bulkpool.apply(pending.copy_from_store, (local,))
+            if in_files:   # blocks of a large file that is not archived yet
+                remote.update(node.bulkpool.apply(self._copy_from_files, (pending, in_files)))
             if remote:
                 workers = [gevent.spawn(self._fetch_block, job, pending, h, sizes[h], offs)
                            for h, offs in remote.items()]
@@ -111,7 +115,9 @@ class Fetcher:
                 continue
             if data is None:
                 continue
-            if len(data) <= limits.SMALL_BLOCK:
+            if job.event.size > limits.ARCHIVE_LATER_MIN:  # one write now; archived once in place
+                self.node.bulkpool.apply(pending.write_block, (offsets, data))
+            elif len(data) <= limits.SMALL_BLOCK:
                 self._land(pending, block_hash, data, offsets)   # small: cheaper than a thread hop
             else:
                 self.node.bulkpool.apply(self._land, (pending, block_hash, data, offsets))
@@ -123,6 +129,19 @@ class Fetcher:
         the file in the kernel: one write through user space per block."""
         self.node.store.put(block_hash, data, verified=True)
         pending.write_stored_block(block_hash, offsets, verify=False)
+
+    def _copy_from_files(self, pending, blocks: dict) -> dict:
+        """Copy blocks from the local files that hold them; those that changed are returned."""
+        gone = {}
+        for block_hash, offsets in blocks.items():
+            try:
+                pending.write_block(offsets, self.node.archive.read(block_hash))
+            except BlockMissing:
+                try:   # archived (and its file changed or removed) meanwhile?
+                    pending.write_stored_block(block_hash, offsets)
+                except (BlockMissing, CorruptBlock):
+                    gone[block_hash] = offsets
+        return gone
 
     def _pick(self, event, tried):
         """The least busy connected peer not tried yet, preferring those that have the event."""

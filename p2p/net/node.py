@@ -32,10 +32,11 @@ from gevent.server import StreamServer
 from gevent.threadpool import ThreadPool
 
 from p2p import limits
-from p2p.blocks.store import BlockStore
 from p2p.config import LAN, Config
+from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.apply import FolderWriter, LocalChanged, UnsafeTarget
-from p2p.folder.scan import FileBusy, Scanner
+from p2p.folder.archive import PendingArchive
+from p2p.folder.scan import Change, FileBusy, Scanner
 from p2p.folder.state import LocalState
 from p2p.history.history import History
 from p2p.net.announce import Announce
@@ -89,6 +90,7 @@ class Node:
         self.ignore = IgnoreRules(self.root)
         self.scanner = Scanner(self.root, self.state, self.store, self.ignore.matches)
         self.writer = FolderWriter(self.root, self.state, self.store)
+        self.archive = PendingArchive(self.root, self.store)
         self.registry = PeerRegistry()
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
@@ -363,6 +365,7 @@ class Node:
             self.mark_dirty(paths_to_recheck(scanned))
             if "" in paths and not self.scanned.is_set():
                 self.scanned.set()
+                self._spawn(self._archive_unarchived)
                 self.say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
 
     def _observe(self, path: str):
@@ -402,11 +405,12 @@ class Node:
         new_events = []
         for c in created:
             moved_from = None
-            if c.kind == "file" and self.state.get(c.path) is None and by_hash.get(c.hash):
-                source = by_hash[c.hash].pop(0)
-                del deleted[source.path]
-                new_events += self._local_event(source, moved_to=c.path)
-                moved_from = source.path
+            if c.kind == "file" and c.size and self.state.get(c.path) is None:
+                source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                if source is not None:
+                    deleted.pop(source.path, None)
+                    new_events += self._local_event(source, moved_to=c.path)
+                    moved_from = source.path
             new_events += self._local_event(c, moved_from=moved_from)
         for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
             new_events += self._local_event(c)
@@ -420,6 +424,14 @@ class Node:
                     continue
                 extra = f" (from {e.moved_from})" if e.moved_from else ""
                 self.say(f"> {label} {e.path}{extra}")
+
+    def _vanished_with(self, digest: str):
+        """A recorded file with this content that is gone from disk: the source of a
+        move whose two halves reached us in different batches (a moved directory)."""
+        for path in self.state.with_hash(digest):
+            if not os.path.lexists(self.root / path):
+                return Change(path, "file", deleted=True)
+        return None
 
     def _local_event(self, change, moved_from=None, moved_to=None) -> list:
         path = change.path
@@ -443,6 +455,8 @@ class Node:
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
             parents=parents, time=time.time(), moved_from=moved_from, durable=False)
         self.state.set(path, change.entry(event.id))
+        if not change.stored:
+            self.archive_later(path, change.blocks)
         return [event]
 
     # -- bringing the folder to the winning versions ----------------------------
@@ -478,6 +492,8 @@ class Node:
         action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
                                entry.event_id if entry else "")
         if action == REMOVE:
+            if entry.kind == "file" and entry.event_id:
+                self._archive_now(path, self.history.get(entry.event_id))  # its history outlives it
             if self.threadpool.apply(self.writer.remove, (path,)):
                 self.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
                 self.mark_dirty(paths_to_recheck([path]))
@@ -493,7 +509,11 @@ class Node:
     def _keep_conflict_copies(self, path: str) -> None:
         """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
         for copy, loser in conflict_copies(path, self.history.heads(path), self.device_id):
-            if self.history.heads(copy) or os.path.lexists(self.root / copy) or self.store.missing(loser.blocks):
+            if self.history.heads(copy) or os.path.lexists(self.root / copy):
+                continue
+            self._archive_now(path, loser)
+            if self.store.missing(loser.blocks):
+                log.warning("cannot keep %s as %s: its content is gone from this peer", path, copy)
                 continue
             self.threadpool.apply(self.writer.write_file, (copy, loser))
             self.state.pop(copy)  # not recorded yet: the local loop records it
@@ -514,10 +534,15 @@ class Node:
             pending.abort()
             return
         self._keep_conflict_copies(path)
-        existed = self.state.get(path) is not None
+        entry = self.state.get(path)
+        existed = entry is not None
+        if existed and entry.event_id:
+            self._archive_now(path, self.history.get(entry.event_id))  # the version we replace
         try:
             pool = self.bulkpool if event.size > limits.SMALL_BLOCK else self.threadpool
             pool.apply(pending.commit)
+            if event.size > limits.ARCHIVE_LATER_MIN:
+                self.archive_later(path, event.blocks)
         except LocalChanged:
             self.local_q.put([path])
             return
@@ -529,7 +554,31 @@ class Node:
             self.mark_dirty([job.path])
 
     def read_block(self, block_hash: str) -> bytes:
-        return self.store.get(block_hash)
+        try:
+            return self.store.get(block_hash)
+        except BlockMissing:
+            return self.archive.read(block_hash)   # a large file not archived yet
+
+    def archive_later(self, path: str, blocks) -> None:
+        """Copy a large file's blocks into the store in the background (history)."""
+        if self.archive.register(path, blocks):
+            self._spawn(self._archive_job, path, tuple(blocks))
+
+    def _archive_job(self, path: str, blocks) -> None:
+        self.archive.forget(self.bulkpool.apply(self.archive.store_all, (path, blocks)))
+
+    def _archive_now(self, path: str, event) -> None:
+        """Archive a version's pending blocks before its file is overwritten."""
+        if event is not None and any(h in self.archive for h, _ in event.blocks):
+            self.archive.forget(self.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
+
+    def _archive_unarchived(self) -> None:
+        """After a crash: archive the large current files whose blocks the store lacks."""
+        for path, event in self.history.tree().items():
+            entry = self.state.get(path)
+            if (event.kind == "file" and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
+                    and entry.hash == event.hash and self.store.missing(event.blocks)):
+                self.archive_later(path, event.blocks)
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:

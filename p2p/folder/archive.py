@@ -1,0 +1,79 @@
+"""Blocks of large current files that are not in the block store yet.
+
+Storing a large file's blocks (for history) while it is being hashed or
+received would write its content twice on the critical path. Instead, a file
+larger than ``limits.ARCHIVE_LATER_MIN`` is hashed (or received) first, its
+event sent (or its file renamed into place), and its blocks are copied into
+the store right after, in the background. Until then they are served from the
+file itself, each read verified against its hash: if the file changed
+meanwhile, that block is simply not available here (peers that have it serve
+it; `restore` reports the version as pruned). The start-up scan re-archives
+whatever a crash left out. Blocking reads: callers use a thread pool for
+large files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Tuple
+
+from p2p.blocks.store import BlockMissing, BlockStore
+
+log = logging.getLogger("p2p.archive")
+
+
+class PendingArchive:
+    def __init__(self, root: Path, store: BlockStore):
+        self.root = root
+        self.store = store
+        self._where: Dict[str, Tuple[str, int, int]] = {}   # block hash -> (path, offset, size)
+
+    def register(self, path: str, blocks: Iterable[Tuple[str, int]]) -> bool:
+        """Remember where the blocks of ``path`` the store lacks are; True if any."""
+        offset, added = 0, False
+        for block_hash, size in blocks:
+            if block_hash not in self._where and not self.store.has(block_hash):
+                self._where[block_hash] = (path, offset, size)
+                added = True
+            offset += size
+        return added
+
+    def __contains__(self, block_hash: str) -> bool:
+        return block_hash in self._where
+
+    def read(self, block_hash: str) -> bytes:
+        """The block, read from its file and verified; BlockMissing if it is not there."""
+        try:
+            path, offset, size = self._where[block_hash]
+            with open(self.root / path, "rb", buffering=0) as handle:
+                data = os.pread(handle.fileno(), size, offset)
+        except (KeyError, OSError):
+            raise BlockMissing(block_hash) from None
+        if hashlib.sha256(data).hexdigest() != block_hash:
+            raise BlockMissing(block_hash)  # the file changed since: not here any more
+        return data
+
+    def store_all(self, path: str, blocks: Iterable[Tuple[str, int]]) -> List[str]:
+        """Copy the file's missing blocks into the store (verified); the hashes handled."""
+        handled, kept = [], 0
+        for block_hash, _size in blocks:
+            where = self._where.get(block_hash)
+            if where is None or where[0] != path:
+                continue
+            handled.append(block_hash)
+            try:
+                self.store.put(block_hash, self.read(block_hash), verified=True)
+                kept += 1
+            except BlockMissing:
+                pass
+        if kept < len(handled):
+            log.warning("%s changed before its content was archived: %d of its blocks are not in the "
+                        "history here", path, len(handled) - kept)
+        return handled
+
+    def forget(self, hashes: Iterable[str]) -> None:
+        for block_hash in hashes:
+            self._where.pop(block_hash, None)
