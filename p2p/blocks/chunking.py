@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Tuple
 from p2p import limits
 
 Block = Tuple[str, int]
+CHECK_EVERY = 8   # blocks between checks that the file is not still being written
 
 
 class FileChanged(OSError):
@@ -41,7 +42,8 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
     whole = hashlib.sha256()
     blocks: List[Block] = []
     with open(path, "rb", buffering=0) as handle:
-        size = os.fstat(handle.fileno()).st_size
+        opened = os.fstat(handle.fileno())
+        size = opened.st_size
         block_size = block_size_for(size)
         buffer = memoryview(bytearray(min(block_size, size)))  # reused: no allocation per block
         offset, remaining = 0, size
@@ -59,6 +61,8 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
             offset += count
             if remaining and count < block_size:  # a short read: blocks would no longer align
                 raise FileChanged(f"{path}: changed while being read")
+            if len(blocks) % CHECK_EVERY == 0 and os.fstat(handle.fileno()).st_mtime_ns != opened.st_mtime_ns:
+                raise FileChanged(f"{path}: still being written")  # stop early: hash it when quiet
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
     return size, whole.hexdigest(), blocks

@@ -60,6 +60,7 @@ log = logging.getLogger("p2p.node")
 
 HUMAN_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 PROGRESS_MIN_BYTES = 16 * limits.MiB
+ARCHIVE_QUIET = 0.5             # s without transfers before large files are archived
 ANTI_ENTROPY_TICKS = int(limits.ANTI_ENTROPY_INTERVAL / limits.FSYNC_INTERVAL)
 
 
@@ -110,6 +111,7 @@ class Node:
         self.control = None
         self._dialing: dict = {}        # address -> dialer greenlet
         self._inbound_per_host: dict = {}
+        self.last_served = 0.0          # when a block was last read for a peer
 
     # -- start and stop --------------------------------------------------------
     def start(self) -> None:
@@ -371,9 +373,14 @@ class Node:
     def _observe(self, path: str):
         """Scan one path (in a pool thread, several at once): its Change, None if
         unchanged or unreadable, or the FileBusy it raised."""
+        started = time.monotonic()
         try:
-            return self.scanner.observe(path)
+            change = self.scanner.observe(path)
+            if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
+                log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
+            return change
         except FileBusy as busy:
+            log.debug("%s changed while being scanned: later", path)
             return busy
         except OSError as exc:
             log.warning("cannot read %s: %s", path, exc)
@@ -554,6 +561,7 @@ class Node:
             self.mark_dirty([job.path])
 
     def read_block(self, block_hash: str) -> bytes:
+        self.last_served = time.monotonic()
         try:
             return self.store.get(block_hash)
         except BlockMissing:
@@ -565,6 +573,10 @@ class Node:
             self._spawn(self._archive_job, path, tuple(blocks))
 
     def _archive_job(self, path: str, blocks) -> None:
+        # on two cores, archiving during a transfer would slow the transfer: wait
+        # until nothing has been fetched or served for a moment
+        while self.fetcher.jobs or time.monotonic() - self.last_served < ARCHIVE_QUIET:
+            gevent.sleep(ARCHIVE_QUIET)
         self.archive.forget(self.bulkpool.apply(self.archive.store_all, (path, blocks)))
 
     def _archive_now(self, path: str, event) -> None:
