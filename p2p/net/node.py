@@ -390,14 +390,18 @@ class Node:
         """Each reported path plus, for directories, everything under it (disk or record)."""
         out = {}
         for path in paths:
-            if path == "" or os.path.isdir(self.root / path) and not os.path.islink(self.root / path):
+            full = self.root / path
+            on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
+            if on_disk_dir:
                 startup = path == "" and not self.scanned.is_set()
                 for p in self.threadpool.apply(lambda: list(self.scanner.walk(path, startup))):
                     out[p] = None
             elif path:
                 out[path] = None
-            for p in self.state.under(path):
-                out[p] = None
+            entry = self.state.get(path)
+            if on_disk_dir or (entry is not None and entry.kind == "dir"):
+                for p in self.state.under(path):  # children that may be gone
+                    out[p] = None
         return sorted(out)
 
     def _record(self, changes) -> None:
