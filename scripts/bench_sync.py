@@ -30,6 +30,17 @@ from p2p.net.control import ask  # noqa: E402
 MiB = 1024 * 1024
 
 
+def many_small_files(src: Path, n: int) -> dict:
+    """n random 4 KiB files in 10 directories under src/many: {relative path: bytes}."""
+    files = {}
+    for i in range(n):
+        rel = f"many/dir{i % 10}/f{i}.bin"
+        files[rel] = os.urandom(4096)
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(files[rel])
+    return files
+
+
 def _wire_bytes(peer: Peer) -> int:
     st = ask(peer.home, {"cmd": "status"})
     return sum(p["sent"] + p["received"] for p in st["peers"])
@@ -85,12 +96,7 @@ def run(quick: bool = False) -> list:
             # 1000 x 4 KiB files in 10 directories
             n = 200 if quick else 1000
             src = base / "ref-many"
-            files = {}
-            for i in range(n):
-                rel = f"many/dir{i % 10}/f{i}.bin"
-                files[rel] = os.urandom(4096)
-                (src / rel).parent.mkdir(parents=True, exist_ok=True)
-                (src / rel).write_bytes(files[rel])
+            files = many_small_files(src, n)
             refs = _references(src, base / "scratch-many")
             start = time.perf_counter()
             shutil.copytree(src / "many", a.root / "many")

@@ -35,6 +35,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from peers import free_port, wait_until  # noqa: E402
 
+from bench_sync import many_small_files  # noqa: E402
+
 MiB = 1024 * 1024
 FOLDER_ID = "bench"
 WATCH_DELAY_S = 1
@@ -220,12 +222,7 @@ def run(quick: bool = False) -> list[dict]:
             # 1000 x 4 KiB files in 10 directories
             n = 200 if quick else 1000
             src = base / "ref-many"
-            files = {}
-            for i in range(n):
-                rel = f"many/dir{i % 10}/f{i}.bin"
-                files[rel] = os.urandom(4096)
-                (src / rel).parent.mkdir(parents=True, exist_ok=True)
-                (src / rel).write_bytes(files[rel])
+            files = many_small_files(src, n)
             start = time.perf_counter()
             shutil.copytree(src / "many", a.path("many"))
             wait_until(lambda: all(b.has(r, d) for r, d in files.items()), 300, "many files", interval=0.01)

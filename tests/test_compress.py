@@ -2,7 +2,6 @@
 
 import os
 import tracemalloc
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import lz4.block
@@ -10,31 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes import InMemoryChannel
 from p2p import limits
-from p2p.transport import Channel, ChannelClosed, CompressingChannel
+from p2p.transport import CompressingChannel
 from p2p.transport import compress
 from p2p.wire import FLAG_COMPRESSED, FLAG_ENCRYPTED, CompressionError, Frame, WireError
 
 FUZZ_EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "200"))
-
-
-class LoopbackChannel(Channel):
-    """In-memory inner channel: what is sent is received, in order."""
-
-    def __init__(self):
-        self.frames = deque()
-        self.closed = False
-
-    def send(self, frame):
-        self.frames.append(frame)
-
-    def recv(self):
-        if not self.frames:
-            raise ChannelClosed("empty")
-        return self.frames.popleft()
-
-    def close(self):
-        self.closed = True
 
 
 def text_like(size: int) -> bytes:
@@ -45,7 +26,7 @@ def text_like(size: int) -> bytes:
 
 def through(payload, flags=0, **kwargs):
     """Send one frame through a CompressingChannel; return (wire frame, received frame)."""
-    inner = LoopbackChannel()
+    inner = InMemoryChannel()
     channel = CompressingChannel(inner, **kwargs)
     channel.send(Frame(7, flags, payload))
     wire = inner.frames[0]
@@ -121,7 +102,7 @@ def compressed_wire_payload(payload: bytes) -> bytearray:
     lambda p: b"\0\0\0\0",                                      # empty block
 ], ids=["truncated", "zeroed", "size+1", "size-1", "no-prefix", "empty"])
 def test_corrupt_compressed_payload(mangle):
-    inner = LoopbackChannel()
+    inner = InMemoryChannel()
     inner.send(Frame(7, FLAG_COMPRESSED, bytes(mangle(compressed_wire_payload(text_like(5000))))))
     with pytest.raises(CompressionError):
         CompressingChannel(inner).recv()
@@ -141,7 +122,7 @@ def test_fuzz_corrupt_or_random_blocks_raise_only_compression_errors(position, v
 
 @pytest.mark.parametrize("declared", [limits.MAX_FRAME + 1, 0xFFFFFFFF])
 def test_hostile_uncompressed_size_is_rejected_before_allocating(declared):
-    inner = LoopbackChannel()
+    inner = InMemoryChannel()
     inner.send(Frame(7, FLAG_COMPRESSED, declared.to_bytes(4, "big") + b"\x1f" + bytes(64)))
     channel = CompressingChannel(inner)
     tracemalloc.start()
@@ -156,7 +137,7 @@ def test_hostile_uncompressed_size_is_rejected_before_allocating(declared):
 
 def test_size_limit_follows_max_frame():
     payload = compressed_wire_payload(text_like(5000))
-    inner = LoopbackChannel()
+    inner = InMemoryChannel()
     inner.send(Frame(7, FLAG_COMPRESSED, bytes(payload)))
     with pytest.raises(CompressionError):
         CompressingChannel(inner, max_frame=4999).recv()
@@ -182,6 +163,6 @@ def test_large_payloads_go_through_offload_small_ones_do_not():
 
 
 def test_close_closes_the_inner_channel():
-    inner = LoopbackChannel()
+    inner = InMemoryChannel()
     CompressingChannel(inner).close()
     assert inner.closed

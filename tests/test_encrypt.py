@@ -1,14 +1,14 @@
 """EncryptedChannel: AES-256-GCM with implicit counters; any tampering closes the channel."""
 
 import os
-from collections import deque
 
 import pytest
 from Crypto.Cipher import AES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2p.transport import Channel, ChannelClosed, EncryptedChannel
+from fakes import InMemoryChannel
+from p2p.transport import ChannelClosed, EncryptedChannel
 from p2p.transport.encrypt import COUNTER_LIMIT
 from p2p.wire import FLAG_COMPRESSED, FLAG_ENCRYPTED, AuthenticationError, Frame
 
@@ -16,29 +16,9 @@ FUZZ_EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "200"))
 KEY_AB, KEY_BA = bytes(range(32)), bytes(range(32, 64))
 
 
-class Wire(Channel):
-    """In-memory inner channel shared by both ends: ``frames`` is what is in
-    flight, so a test can tamper with, replay, drop or reorder it."""
-
-    def __init__(self):
-        self.frames = deque()
-        self.closed = False
-
-    def send(self, frame):
-        self.frames.append(frame)
-
-    def recv(self):
-        if not self.frames:
-            raise ChannelClosed("nothing in flight")
-        return self.frames.popleft()
-
-    def close(self):
-        self.closed = True
-
-
 def pair():
     """(wire, sender A, receiver B): A sends with KEY_AB, B receives with it."""
-    wire = Wire()
+    wire = InMemoryChannel()
     return wire, EncryptedChannel(wire, KEY_AB, KEY_BA), EncryptedChannel(wire, KEY_BA, KEY_AB)
 
 
@@ -146,7 +126,7 @@ def test_counter_exhaustion_closes_the_channel():
 
 def test_keys_must_be_32_bytes():
     with pytest.raises(ValueError):
-        EncryptedChannel(Wire(), bytes(16), bytes(32))
+        EncryptedChannel(InMemoryChannel(), bytes(16), bytes(32))
 
 
 def test_close_is_final_and_reaches_the_inner_channel():
