@@ -16,7 +16,8 @@ PEER_EXPIRY = 3 * DISCOVERY_INTERVAL + 1  # forget a discovered peer after 3 mis
 # --- framing ---------------------------------------------------------------
 MAX_FRAME = 16 * MiB             # largest frame accepted; checked before allocation
 HANDSHAKE_MAX_FRAME = 4 * KiB    # before authentication: a stranger makes us buffer next to nothing
-RECV_CHUNK = 64 * KiB            # socket read size for small frames (large ones are read straight into their payload)
+RECV_CHUNK = 16 * KiB            # per-channel read buffer for small frames (large ones are read straight
+                                 # into their own payload buffer): small, as a peer may hold hundreds
 
 # --- content blocks --------------------------------------------------------
 MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
@@ -41,7 +42,6 @@ SEND_QUEUE_FRAMES = 4096         # frames queued for one peer before it is resyn
 HANDSHAKE_TIMEOUT = 10.0         # a connection must authenticate within this
 PING_INTERVAL = 10.0             # keepalive when a channel is otherwise quiet
 IDLE_TIMEOUT = 35.0              # no frame at all for this long: drop the channel
-ANTI_ENTROPY_INTERVAL = 30.0     # each channel re-exchanges version vectors: heals any missed push
 RECONNECT_MIN = 0.5              # first reconnect delay; doubles per failure
 RECONNECT_MAX = 30.0             # reconnect delay cap
 

@@ -61,7 +61,6 @@ log = logging.getLogger("p2p.node")
 HUMAN_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 PROGRESS_MIN_BYTES = 16 * limits.MiB
 ARCHIVE_QUIET = 0.5             # s without transfers before large files are archived
-ANTI_ENTROPY_TICKS = int(limits.ANTI_ENTROPY_INTERVAL / limits.FSYNC_INTERVAL)
 
 
 def human_size(n: float) -> str:
@@ -605,9 +604,6 @@ class Node:
             ticks += 1
             if ticks % 25 == 0:
                 self.threadpool.apply(self.state.save)
-            if ticks % ANTI_ENTROPY_TICKS == 0:  # cheap insurance: each peer answers with what we lack
-                for session in self.registry.sessions():
-                    session.send(Summary(vv=self.history.vv))
             if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
                 self._prune()
 
