@@ -22,7 +22,9 @@ WORK=$(mktemp -d "/tmp/p2p-lan.XXXXXX")
 SW="${TAG}sw"
 PIDS=()
 
+THRESH=()
 cleanup() {
+  [ ${#THRESH[@]} -eq 3 ] && for k in 1 2 3; do sysctl -qw "net.ipv4.neigh.default.gc_thresh$k=${THRESH[$((k - 1))]}"; done
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   for i in $(seq 1 "$N"); do ip netns del "${TAG}h$i" 2>/dev/null || true; done
@@ -34,6 +36,11 @@ trap cleanup EXIT INT TERM
 [ "$(id -u)" = 0 ] || { echo "lan.sh: needs root for ip netns" >&2; exit 2; }
 make -C "$REPO" --no-print-directory install >/dev/null
 
+if [ "$N" -gt 30 ]; then  # a full mesh needs ~N*N neighbour entries; the default cap is 1024
+  for k in 1 2 3; do THRESH+=("$(sysctl -n "net.ipv4.neigh.default.gc_thresh$k")"); done
+  sysctl -qw net.ipv4.neigh.default.gc_thresh1=$((N * N)) net.ipv4.neigh.default.gc_thresh2=$((2 * N * N)) \
+    net.ipv4.neigh.default.gc_thresh3=$((4 * N * N))
+fi
 ip netns add "$SW"
 ip -n "$SW" link add br0 type bridge
 ip -n "$SW" link set br0 up
