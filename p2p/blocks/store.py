@@ -84,10 +84,13 @@ class BlockStore:
         if path.exists():
             os.utime(path)  # stored again: it is recent content
             return
-        path.parent.mkdir(exist_ok=True)
         temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileNotFoundError:  # the first block of its fan-out directory
+                path.parent.mkdir(exist_ok=True)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 if source_fd is None or not _copy_range(source_fd, fd, len(data), offset, 0):
                     _write_all(fd, data, 0)

@@ -125,10 +125,14 @@ class Fetcher:
             return
 
     def _land(self, pending, block_hash: str, data, offsets) -> None:
-        """Keep a verified block in the store (for history), then copy it into
-        the file in the kernel: one write through user space per block."""
+        """Keep a verified block in the store (for history) and write it into the
+        file: a large block is copied from the store in the kernel (one write
+        through user space), a small one written from memory (fewer syscalls)."""
         self.node.store.put(block_hash, data, verified=True)
-        pending.write_stored_block(block_hash, offsets, verify=False)
+        if len(data) <= limits.SMALL_BLOCK:
+            pending.write_block(offsets, data)
+        else:
+            pending.write_stored_block(block_hash, offsets, verify=False)
 
     def _copy_from_files(self, pending, blocks: dict) -> dict:
         """Copy blocks from the local files that hold them; those that changed are returned."""
