@@ -159,9 +159,6 @@ class History:
         """Every event in log order."""
         return (event for _, event in self._log.iter_from(0, self._log.size))
 
-    def events_newest_first(self) -> Iterator[Event]:
-        return (event for _, event in self._log.iter_reverse(self._log.size))
-
     def missing_for(self, vv: Dict[str, int]) -> Iterator[Event]:
         """The events a peer with version vector ``vv`` lacks, in log order.
 

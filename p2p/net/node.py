@@ -193,7 +193,7 @@ class Node:
             if not self._inbound_per_host[host]:
                 del self._inbound_per_host[host]
 
-    def _run_channel(self, sock, address, role: str, expect=None) -> bool:
+    def _run_channel(self, sock, address, role: str) -> bool:
         """Handshake, then run the session in this greenlet. True if it ran."""
         tcp = TcpChannel(sock, limits.HANDSHAKE_MAX_FRAME)
         try:

@@ -31,12 +31,6 @@ def winner(heads: Iterable[Event]) -> Optional[Event]:
     return max(heads, key=precedence, default=None)
 
 
-def losers(heads: Iterable[Event]) -> list:
-    """The heads that did not win, best first."""
-    ordered = sorted(heads, key=precedence, reverse=True)
-    return ordered[1:]
-
-
 def conflict_name(path: str, loser: Event) -> str:
     """``dir/NAME.sync-conflict-YYYYMMDD-HHMMSS-PEER.EXT`` for the losing version.
 
