@@ -494,6 +494,31 @@ def plot_sweep(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_run(results: list[dict], path: Path) -> None:
+    """One N: every change's convergence time in order, and their distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = results[0]
+    changes = [c for c in r["changes"] if c["seconds"] is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90)
+    for op, marker in (("create", "o"), ("edit", "s"), ("delete", "x")):
+        mine = [c for c in changes if c["op"] == op]
+        left.plot([c["index"] for c in mine], [c["seconds"] for c in mine], marker, ls="", label=op)
+    left.axhline(TARGET_CONVERGENCE_S, color="grey", lw=0.8, ls=":", label=f"target {TARGET_CONVERGENCE_S:g} s")
+    left.set(xlabel="change (in order)", ylabel="seconds until every peer has it", title="convergence per change")
+    left.legend(fontsize=8)
+    right.hist([c["seconds"] for c in changes], bins=20)
+    right.set(xlabel="seconds", ylabel="changes", title="distribution")
+    fig.suptitle(f"p2p: {r['peers']} peers, {r['rate']:g} changes/s of {r['size']} B files for "
+                 f"{r['duration']:g} s; {r['bytes_per_change'] / 1024:.1f} KiB sent per change", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # -- entry point -------------------------------------------------------------------
 def parse_args(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -509,7 +534,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="workload random seed (default 1)")
     p.add_argument("--netns", action="store_true", help="one network namespace per peer (root)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "simulate.json", help="JSON results file")
-    p.add_argument("--plot", type=Path, default=DEFAULT_OUT / "sweep.png", help="sweep PNG (with --sweep)")
+    p.add_argument("--plot", type=Path, default=None,
+                   help="PNG (default sim-results/sweep.png with --sweep, else sim-results/simulate.png)")
     p.add_argument("--workdir", type=Path, help="put the peers' homes here and keep them "
                    "(default: a temporary directory, removed unless something failed)")
     args = p.parse_args(argv)
@@ -550,10 +576,11 @@ def main(argv) -> int:
                   "cpus": os.cpu_count(), "targets": target_rows, "runs": results}
         args.out.write_text(json.dumps(report, indent=1))
         print(f"\nwritten: {args.out}")
-        if args.sweep and measured:
-            args.plot.parent.mkdir(parents=True, exist_ok=True)
-            plot_sweep(measured, args.plot)
-            print(f"written: {args.plot}")
+        if measured:
+            plot = args.plot or DEFAULT_OUT / ("sweep.png" if args.sweep else "simulate.png")
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            (plot_sweep if args.sweep else plot_run)(measured, plot)
+            print(f"written: {plot}")
         ok = all(r["identical"] for r in results)
     finally:
         if ok and not args.workdir:

@@ -31,14 +31,16 @@ def run_simulation(args) -> subprocess.CompletedProcess:
 def test_three_peers_small_workload(tmp_path):
     out_json = tmp_path / "simulate.json"
     homes = tmp_path / "homes"
+    plot = tmp_path / "simulate.png"
     done = run_simulation(["--peers", "3", "--rate", "5", "--duration", "3",
-                           "--out", str(out_json), "--workdir", str(homes)])
+                           "--out", str(out_json), "--plot", str(plot), "--workdir", str(homes)])
     assert done.returncode == 0, done.stdout + done.stderr
 
     assert "simulation (one row per N)" in done.stdout
     assert "targets (issue 7)" in done.stdout
     assert "idle RSS <= 40 MB per peer" in done.stdout
 
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads(out_json.read_text())
     assert {"when", "command", "cpus", "targets", "runs"} <= report.keys()
     (run,) = report["runs"]
