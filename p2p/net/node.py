@@ -49,8 +49,8 @@ from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
 from p2p.sync.merge import winner
-from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents,
-                           paths_to_recheck)
+from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
+                           local_parents, paths_to_recheck)
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.watch.watcher import Coalescer, FolderWatcher
@@ -511,6 +511,13 @@ class Node:
                 log.info("kept directory %s: it holds files added meanwhile", path)
         elif action == MAKE_DIR:
             self.threadpool.apply(self.writer.make_dir, (path, target))
+        elif action == REPLACE:   # a file where a directory won, or the reverse
+            if entry.kind == "file" and entry.event_id:
+                self._archive_now(path, self.history.get(entry.event_id))
+            if not self.threadpool.apply(self.writer.remove, (path,)):
+                log.warning("cannot put a file at %s: the directory there holds files", path)
+                return
+            self.mark_dirty([path])   # now the plain make_dir or fetch
         elif action == RELABEL:
             self.state.set(path, replace(entry, event_id=target.id))
         elif action == FETCH:

@@ -20,10 +20,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def precedence(event: Event):
-    """Sort key: the largest key wins. An edit beats a delete (nothing is lost),
-    then the later Lamport clock, the later mtime, the larger origin; the id
-    breaks any remaining tie so the order is total."""
-    return (not event.is_delete, event.lamport, event.mtime, event.origin, event.seq)
+    """Sort key: the largest key wins. An edit beats a delete (nothing is lost);
+    a directory beats a file made concurrently at the same path (the directory
+    may hold other files; the file is kept as a conflict copy); then the later
+    Lamport clock, the later mtime, the larger origin; the id breaks any
+    remaining tie so the order is total."""
+    return (not event.is_delete, event.kind == "dir", event.lamport, event.mtime, event.origin, event.seq)
 
 
 def winner(heads: Iterable[Event]) -> Optional[Event]:

@@ -26,6 +26,8 @@ NOTHING = "nothing"
 REMOVE = "remove"        # delete the file, or the directory once it is empty
 MAKE_DIR = "make_dir"
 FETCH = "fetch"          # get the winner's blocks and write the file
+REPLACE = "replace"      # a file is where the winner is a directory, or the reverse:
+                         # remove it (once its content is safe), then make_dir / fetch
 RELABEL = "relabel"      # the disk already has the content: record the winner's id
 
 
@@ -63,9 +65,11 @@ def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_dis
     if target.kind == "dir":
         if on_disk_kind == "dir" and on_disk_event == target.id:
             return NOTHING
-        return MAKE_DIR
+        return REPLACE if on_disk_kind == "file" else MAKE_DIR
     if target.kind != "file":
         return NOTHING  # symbolic links are not synced (docs/SECURITY.md)
+    if on_disk_kind == "dir":
+        return REPLACE
     if on_disk_kind == "file" and on_disk_hash == target.hash:
         return NOTHING if on_disk_event == target.id else RELABEL
     return FETCH
