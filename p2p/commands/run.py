@@ -38,10 +38,13 @@ def run(args) -> int:
     setup_logging(args.log_level, args.log_json)
     from p2p.net.node import Node  # imports gevent-using modules only when running
 
+    from p2p.history.log import LogLocked
+    from p2p.security.identity import IdentityError
+
     try:
         config = config_from_args(args)
         node = Node(config, out=lambda line: print(line, flush=True))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LogLocked, IdentityError) as exc:  # bad setting, busy home, unsafe key
         print(f"p2p run: {exc}", file=sys.stderr)
         return 2
     try:
