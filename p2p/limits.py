@@ -50,7 +50,7 @@ MAX_CONNECTIONS = 256            # total inbound connections (authenticated or n
 MAX_CONNECTIONS_PER_ADDRESS = 8  # inbound connections from one IP address
 
 # --- local changes ---------------------------------------------------------
-COALESCE_DELAY = 0.05            # quiet time before a changed path is scanned
+COALESCE_DELAY = 0.03            # quiet time before a changed path is scanned: one scan for a burst of writes
 COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at least this often
 
 # --- history ---------------------------------------------------------------

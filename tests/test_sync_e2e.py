@@ -78,3 +78,21 @@ def test_sigkill_mid_transfer_leaves_no_partial_file_and_converges(make_peer):
     assert not leftovers & set(os.listdir(b.root)), "the start-up scan left a dead temporary file"
     wait_until(lambda: b.has("huge.bin", big), 90, "huge.bin on b after restart")
     wait_until(lambda: converged(a, b), 30, "convergence")
+
+
+def test_a_file_written_in_a_hundred_pieces_is_one_event(make_peer):
+    import json
+    import subprocess
+    import sys
+    a = make_peer("a").start()
+    b = make_peer("b", peers=[a]).start()
+    pieces = [os.urandom(4096) for _ in range(100)]
+    with open(a.path("pieces.bin"), "wb") as out:
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+    whole = b"".join(pieces)
+    wait_until(lambda: b.has("pieces.bin", whole), 20, "the file on b")
+    log = subprocess.run([sys.executable, "-m", "p2p", "log", "--home", str(a.home), "--json", "pieces.bin"],
+                         capture_output=True, text=True, check=True).stdout
+    assert len(log.splitlines()) == 1, log
