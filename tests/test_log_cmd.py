@@ -7,7 +7,7 @@ from datetime import datetime
 import ujson
 
 from p2p.commands import log as log_cmd
-from p2p.commands.log import human_size
+from p2p.units import human_size
 from p2p.history.event import Event
 from p2p.history.history import History
 

@@ -21,21 +21,7 @@ from typing import Iterator, Optional
 
 from p2p.history.event import Event
 from p2p.history.log import EventLog
-
-UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_size(count: int) -> str:
-    """1234 -> '1.2 KiB' (binary units, one decimal)."""
-    if count < 1024:
-        return f"{count} B"
-    value = float(count)
-    for unit in UNITS:
-        value /= 1024
-        if value < 1024 or unit == UNITS[-1]:
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
-
+from p2p.units import human_size
 
 def matches(event: Event, prefix: Optional[str]) -> bool:
     """True if ``event`` concerns ``prefix`` (a path, or a directory and what is inside it)."""

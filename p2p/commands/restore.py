@@ -24,7 +24,7 @@ from typing import Iterable, List, Tuple
 
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
-from p2p.commands.log import human_size
+from p2p.units import human_size
 from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.history.paths import TEMP_PREFIX, UnsafePath, check_path

@@ -12,6 +12,7 @@ import time
 import ujson
 
 from p2p.net.control import ask
+from p2p.units import human_size
 
 
 def _ago(t, now) -> str:
@@ -19,14 +20,6 @@ def _ago(t, now) -> str:
         return "-"
     s = max(0, now - t)
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -53,10 +46,10 @@ def render(st: dict) -> str:
     lines.append(f"TRANSFERS ({len(transfers)})")
     for t in transfers:
         lines.append(f"  {t['path'][:40]:<40} {_bar(t['done'], t['bytes'])} "
-                     f"{_size(t['done'])}/{_size(t['bytes'])} {_size(t['rate'])}/s")
+                     f"{human_size(t['done'])}/{human_size(t['bytes'])} {human_size(t['rate'])}/s")
     f = st["folder_state"]
     lines += ["", "FOLDER",
-              f"  {f['files']} files, {f['dirs']} directories, {_size(f['bytes'])}; "
+              f"  {f['files']} files, {f['dirs']} directories, {human_size(f['bytes'])}; "
               f"{f['events']} events in history" + (f", {f['pending']} waiting" if f["pending"] else ""),
               "  " + ("in sync" if f["in_sync"] else "syncing…")]
     if st.get("recent"):

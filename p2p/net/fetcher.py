@@ -66,12 +66,12 @@ class Fetcher:
         pending = None
         try:
             event = job.event
-            if not node.still_wanted(job.path, event):
+            if not node.reconciler.still_wanted(job.path, event):
                 return
             pending = node.writer.begin_file(job.path, event)  # a few metadata syscalls
             layout = pending.layout()
             local = {h: offs for h, offs in layout.items() if node.store.has(h)}
-            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.archive}
+            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.reconciler.archive}
             remote = {h: offs for h, offs in layout.items() if h not in local and h not in in_files}
             sizes = dict(event.blocks)
             job.total = sum(sizes[h] for h in remote)
@@ -86,21 +86,21 @@ class Fetcher:
                 failed = [w for w in workers if not w.successful()]
                 if failed:
                     raise BlocksUnavailable(f"{len(failed)} of {len(workers)} blocks unavailable")
-            node.commit_remote_file(pending)
+            node.reconciler.commit_remote_file(pending)
             pending = None
         except BlocksUnavailable as exc:
             log.info("%s: %s; retrying in %.0fs", job.path, exc, RETRY_DELAY)
-            gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])
+            gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
         except UnsafeTarget as exc:
             log.warning("refusing to write %s", exc)
         except Exception:
             log.exception("fetching %s failed", job.path)
-            gevent.spawn_later(RETRY_DELAY, node.mark_dirty, [job.path])
+            gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
         finally:
             if pending is not None:
                 pending.abort()
             self.jobs.pop(job.path, None)
-            node.fetch_finished(job)
+            node.reconciler.fetch_finished(job)
 
     def _fetch_block(self, job: FileJob, pending, block_hash: str, size: int, offsets) -> None:
         tried = set()
@@ -139,7 +139,7 @@ class Fetcher:
         gone = {}
         for block_hash, offsets in blocks.items():
             try:
-                pending.write_block(offsets, self.node.archive.read(block_hash))
+                pending.write_block(offsets, self.node.reconciler.archive.read(block_hash))
             except BlockMissing:
                 try:   # archived (and its file changed or removed) meanwhile?
                     pending.write_stored_block(block_hash, offsets)

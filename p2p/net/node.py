@@ -7,10 +7,10 @@ Greenlets, each owned here and killed on stop:
 - discovery (announce and listen), if enabled;
 - the broadcaster: new events (local, or accepted from one peer) to every
   other ready peer, deduplicated by what each peer is known to have;
-- the local loop: coalesced paths from the watcher are scanned (hashing in the
-  thread pool) and become events;
-- the reconciler: paths whose winning version differs from the disk are
-  written, deleted or fetched (``Fetcher``);
+- the local loop (``LocalChanges``): coalesced paths from the watcher are
+  scanned (hashing in the thread pool) and become events;
+- the reconciler (``Reconciler``): paths whose winning version differs from
+  the disk are written, deleted or fetched (``Fetcher``);
 - housekeeping: group-commit fsync of the log, saving the local state.
 All history mutations happen in the hub, through the single ``EventLog``.
 """
@@ -18,10 +18,8 @@ All history mutations happen in the hub, through the single ``EventLog``.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import gevent
@@ -34,41 +32,30 @@ from gevent.threadpool import ThreadPool
 from p2p import limits
 from p2p.config import LAN, Config
 from p2p.blocks.store import BlockMissing, BlockStore
-from p2p.folder.apply import FolderWriter, LocalChanged, UnsafeTarget
-from p2p.folder.archive import PendingArchive
-from p2p.folder.scan import Change, FileBusy, Scanner
+from p2p.folder.apply import FolderWriter
+from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.history.history import History
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
 from p2p.net.discovery import Discovery
 from p2p.net.fetcher import Fetcher
+from p2p.net.local_changes import LocalChanges
 from p2p.net.peers import PeerRegistry
+from p2p.net.reconciler import Reconciler
 from p2p.net.session import Session
 from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
-from p2p.sync.merge import winner
-from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
-                           local_parents, paths_to_recheck)
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
-from p2p.watch.watcher import Coalescer, FolderWatcher
+from p2p.units import human_size
+from p2p.watch.watcher import FolderWatcher
 from p2p.wire.messages import Neighbors, Summary
 
 log = logging.getLogger("p2p.node")
 
-HUMAN_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 PROGRESS_MIN_BYTES = 16 * limits.MiB
-ARCHIVE_QUIET = 0.5             # s without transfers before large files are archived
-
-
-def human_size(n: float) -> str:
-    for unit in HUMAN_SIZE_UNITS:
-        if n < 1024 or unit == HUMAN_SIZE_UNITS[-1]:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class Node:
@@ -90,16 +77,14 @@ class Node:
         self.ignore = IgnoreRules(self.root)
         self.scanner = Scanner(self.root, self.state, self.store, self.ignore.matches)
         self.writer = FolderWriter(self.root, self.state, self.store)
-        self.archive = PendingArchive(self.root, self.store)
         self.registry = PeerRegistry()
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
         self.greenlets = Group()
-        self.local_q: Queue = Queue()
+        self.local_changes = LocalChanges(self)
+        self.reconciler = Reconciler(self)
         self.broadcast_q: Queue = Queue()
-        self.dirty: set = set()
-        self._dirty_event = Event()
         self.stopped = Event()
         self.scanned = Event()          # the start-up scan is done
         self.recent: list = []          # the last events, for `p2p status`
@@ -123,16 +108,16 @@ class Node:
         self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
         self.say(f"listening on {host}:{self.listen_port}")
         self.say(mode_description(self.secret, self.trusted))
-        self.coalescer = Coalescer(self._local_paths)
-        self.watcher = FolderWatcher(self.root, self.coalescer)
+        self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.control = ControlServer(self)
         self.control.start()
-        for target in (self.coalescer.run, self._local_loop, self._broadcast_loop, self._reconcile_loop,
+        for target in (self.local_changes.coalescer.run, self.local_changes.run, self._broadcast_loop,
+                       self.reconciler.run,
                        self._housekeeping_loop, self._progress_loop):
             self._spawn(target)
-        self.local_q.put([""])  # the start-up scan: the whole folder
-        self.mark_dirty(list(self.history.paths()))
+        self.local_changes.rescan([""])  # the start-up scan: the whole folder
+        self.reconciler.mark_dirty(list(self.history.paths()))
         for address in self.config.peers:
             self._dial(address, static=True)
         if self.config.discovery is not None:
@@ -219,7 +204,7 @@ class Node:
             info.address = address
         self.say(f"+ peer {peer_id[:7]} at {address[0]}:{address[1]} connected")
         self._neighbors_changed(lost=False)
-        self.mark_dirty(list(self.fetcher_waiting()))
+        self.reconciler.mark_dirty(list(self.fetcher_waiting()))
         session.run()
         return True
 
@@ -322,7 +307,7 @@ class Node:
         if accepted:
             self.broadcast_q.put((accepted, session))
             self._remember(accepted)
-            self.mark_dirty([e.path for e in accepted])
+            self.reconciler.mark_dirty([e.path for e in accepted])
         return self.history.pending_count > 0
 
     def _remember(self, events) -> None:
@@ -346,261 +331,29 @@ class Node:
                 if events:
                     session.send_events(events)
 
-    # -- local changes -----------------------------------------------------------
-    def _local_paths(self, paths) -> None:
-        self.local_q.put(paths)
 
-    def _local_loop(self) -> None:
-        while True:
-            paths = list(self.local_q.get())
-            while not self.local_q.empty():
-                paths.extend(self.local_q.get_nowait())
-            if ".p2pignore" in paths:
-                self.ignore.reload()
-            scanned = self._expand(paths)
-            results = list(self.threadpool.imap(self._observe, scanned))
-            busy = [r.args[0] for r in results if isinstance(r, FileBusy)]
-            if busy:
-                self.coalescer.add(busy)   # still being written: look again when quiet
-            self._record([r for r in results if r is not None and not isinstance(r, FileBusy)])
-            self.mark_dirty(paths_to_recheck(scanned))
-            if "" in paths and not self.scanned.is_set():
-                self.scanned.set()
-                self._spawn(self._archive_unarchived)
-                self.say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
 
-    def _observe(self, path: str):
-        """Scan one path (in a pool thread, several at once): its Change, None if
-        unchanged or unreadable, or the FileBusy it raised."""
-        started = time.monotonic()
-        try:
-            change = self.scanner.observe(path)
-            if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
-                log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
-            return change
-        except FileBusy as busy:
-            log.debug("%s changed while being scanned: later", path)
-            return busy
-        except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
-        return None
 
-    def _expand(self, paths):
-        """Each reported path plus, for directories, everything under it (disk or record)."""
-        out = {}
-        for path in paths:
-            full = self.root / path
-            on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
-            if on_disk_dir:
-                startup = path == "" and not self.scanned.is_set()
-                for p in self.threadpool.apply(lambda: list(self.scanner.walk(path, startup))):
-                    out[p] = None
-            elif path:
-                out[path] = None
-            entry = self.state.get(path)
-            if on_disk_dir or (entry is not None and entry.kind == "dir"):
-                for p in self.state.under(path):  # children that may be gone
-                    out[p] = None
-        return sorted(out)
 
-    def _record(self, changes) -> None:
-        """Turn disk changes into events: renames paired by content, deletes children first."""
-        deleted = {c.path: c for c in changes if c.deleted}
-        created = [c for c in changes if not c.deleted]
-        by_hash = {}
-        for c in deleted.values():
-            entry = self.state.get(c.path)
-            if entry is not None and entry.kind == "file":
-                by_hash.setdefault(entry.hash, []).append(c)
-        new_events = []
-        for c in created:
-            moved_from = None
-            if c.kind == "file" and c.size and self.state.get(c.path) is None:
-                source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
-                if source is not None:
-                    deleted.pop(source.path, None)
-                    new_events += self._local_event(source, moved_to=c.path)
-                    moved_from = source.path
-            new_events += self._local_event(c, moved_from=moved_from)
-        for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-            new_events += self._local_event(c)
-        if new_events:
-            self.history.sync()  # one fsync for the batch, before any of it leaves this machine
-            self.broadcast_q.put((new_events, None))
-            self._remember(new_events)
-            for e in new_events:
-                label = e.type if not (e.moved_from or e.moved_to) else "rename"
-                if e.moved_to:
-                    continue
-                extra = f" (from {e.moved_from})" if e.moved_from else ""
-                self.say(f"> {label} {e.path}{extra}")
 
-    def _vanished_with(self, digest: str):
-        """A recorded file with this content that is gone from disk: the source of a
-        move whose two halves reached us in different batches (a moved directory)."""
-        for path in self.state.with_hash(digest):
-            if not os.path.lexists(self.root / path):
-                return Change(path, "file", deleted=True)
-        return None
 
-    def _local_event(self, change, moved_from=None, moved_to=None) -> list:
-        path = change.path
-        entry = self.state.get(path)
-        heads = self.history.heads(path)
-        current = winner(heads)
-        live = current is not None and current.type != "delete"
-        if change.deleted:
-            self.state.pop(path)
-            if not live or entry is None:
-                return []
-            parents = local_parents(entry.event_id, True, heads)
-            return [self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
-                                            moved_to=moved_to, durable=False)]
-        if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode:
-            self.state.set(path, change.entry(current.id))   # already what the history says
-            return []
-        parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
-        event = self.history.make_local(
-            "update" if live and entry is not None else "create", change.kind, path,
-            size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
-            parents=parents, time=time.time(), moved_from=moved_from, durable=False)
-        self.state.set(path, change.entry(event.id))
-        if not change.stored:
-            self.archive_later(path, change.blocks)
-        return [event]
 
-    # -- bringing the folder to the winning versions ----------------------------
-    def mark_dirty(self, paths) -> None:
-        self.dirty.update(paths)
-        if self.dirty:
-            self._dirty_event.set()
 
-    def _reconcile_loop(self) -> None:
-        self.scanned.wait()
-        while True:
-            self._dirty_event.wait()
-            self._dirty_event.clear()
-            paths, self.dirty = self.dirty, set()
-            targets = {p: self.history.current(p) for p in paths}
-            alive = sorted(p for p, t in targets.items() if t is not None and t.type != "delete")
-            gone = sorted((p for p in paths if p not in alive), key=lambda p: p.count("/"), reverse=True)
-            for path in alive + gone:
-                try:
-                    self._reconcile(path, targets[path])
-                except LocalChanged as exc:
-                    self.local_q.put([str(exc)])
-                except UnsafeTarget as exc:
-                    log.warning("refusing to write %s", exc)
-                except OSError as exc:
-                    log.warning("cannot apply %s: %s", path, exc)
 
-    def _reconcile(self, path: str, target) -> None:
-        if not path or self.ignore.matches(path):
-            return
-        self._keep_conflict_copies(path)
-        entry = self.state.get(path)
-        action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
-                               entry.event_id if entry else "")
-        if action == REMOVE:
-            if entry.kind == "file" and entry.event_id:
-                self._archive_now(path, self.history.get(entry.event_id))  # its history outlives it
-            if self.threadpool.apply(self.writer.remove, (path,)):
-                self.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
-                self.mark_dirty(paths_to_recheck([path]))
-            else:
-                log.info("kept directory %s: it holds files added meanwhile", path)
-        elif action == MAKE_DIR:
-            self.threadpool.apply(self.writer.make_dir, (path, target))
-        elif action == REPLACE:   # a file where a directory won, or the reverse
-            if entry.kind == "file" and entry.event_id:
-                self._archive_now(path, self.history.get(entry.event_id))
-            if not self.threadpool.apply(self.writer.remove, (path,)):
-                log.warning("cannot put a file at %s: the directory there holds files", path)
-                return
-            self.mark_dirty([path])   # now the plain make_dir or fetch
-        elif action == RELABEL:
-            self.state.set(path, replace(entry, event_id=target.id))
-        elif action == FETCH:
-            self.fetcher.want(path, target)
 
-    def _keep_conflict_copies(self, path: str) -> None:
-        """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
-        for copy, loser in conflict_copies(path, self.history.heads(path), self.device_id):
-            if self.history.heads(copy) or os.path.lexists(self.root / copy):
-                continue
-            self._archive_now(path, loser)
-            if self.store.missing(loser.blocks):
-                log.warning("cannot keep %s as %s: its content is gone from this peer", path, copy)
-                continue
-            self.threadpool.apply(self.writer.write_file, (copy, loser))
-            self.state.pop(copy)  # not recorded yet: the local loop records it
-            self.local_q.put([copy])
-            self.say(f"! conflict on {path}: our version kept as {copy}")
 
-    def still_wanted(self, path: str, event) -> bool:
-        current = self.history.current(path)
-        if current is None or current.id != event.id:
-            self.mark_dirty([path])
-            return False
-        return True
 
-    def commit_remote_file(self, pending) -> None:
-        """Called by the fetcher once every block is written: rename into place."""
-        path, event = pending.path, pending.event
-        if not self.still_wanted(path, event):
-            pending.abort()
-            return
-        self._keep_conflict_copies(path)
-        entry = self.state.get(path)
-        existed = entry is not None
-        if existed and entry.event_id:
-            self._archive_now(path, self.history.get(entry.event_id))  # the version we replace
-        try:
-            pool = self.bulkpool if event.size > limits.SMALL_BLOCK else self.threadpool
-            pool.apply(pending.commit)
-            if event.size > limits.ARCHIVE_LATER_MIN:
-                self.archive_later(path, event.blocks)
-        except LocalChanged:
-            self.local_q.put([path])
-            return
-        self.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {event.origin[:7]}")
-
-    def fetch_finished(self, job) -> None:
-        current = self.history.current(job.path)
-        if current is not None and current.id != job.event.id:
-            self.mark_dirty([job.path])
 
     def read_block(self, block_hash: str) -> bytes:
         self.last_served = time.monotonic()
         try:
             return self.store.get(block_hash)
         except BlockMissing:
-            return self.archive.read(block_hash)   # a large file not archived yet
+            return self.reconciler.archive.read(block_hash)   # a large file not archived yet
 
-    def archive_later(self, path: str, blocks) -> None:
-        """Copy a large file's blocks into the store in the background (history)."""
-        if self.archive.register(path, blocks):
-            self._spawn(self._archive_job, path, tuple(blocks))
 
-    def _archive_job(self, path: str, blocks) -> None:
-        # on two cores, archiving during a transfer would slow the transfer: wait
-        # until nothing has been fetched or served for a moment
-        while self.fetcher.jobs or time.monotonic() - self.last_served < ARCHIVE_QUIET:
-            gevent.sleep(ARCHIVE_QUIET)
-        self.archive.forget(self.bulkpool.apply(self.archive.store_all, (path, blocks)))
 
-    def _archive_now(self, path: str, event) -> None:
-        """Archive a version's pending blocks before its file is overwritten."""
-        if event is not None and any(h in self.archive for h, _ in event.blocks):
-            self.archive.forget(self.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
 
-    def _archive_unarchived(self) -> None:
-        """After a crash: archive the large current files whose blocks the store lacks."""
-        for path, event in self.history.tree().items():
-            entry = self.state.get(path)
-            if (event.kind == "file" and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
-                    and entry.hash == event.hash and self.store.missing(event.blocks)):
-                self.archive_later(path, event.blocks)
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
@@ -666,7 +419,7 @@ class Node:
                 "dirs": sum(1 for e in tree.values() if e.kind == "dir"),
                 "bytes": sum(e.size for e in tree.values() if e.kind == "file"),
                 "events": len(self.history), "pending": self.history.pending_count,
-                "in_sync": not self.dirty and not self.fetcher.jobs,
+                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs,
             },
             "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size}
                        for e in self.recent[-10:]],

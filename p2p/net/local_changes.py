@@ -1,0 +1,155 @@
+"""Turn changes on disk into events: the local loop.
+
+Coalesced paths from the watcher (and the start-up scan, path "") are
+expanded to their subtrees, scanned several at once in the thread pool, and
+recorded as events: moves paired by content hash into renames, deletes
+children first, parents from what the disk held (``p2p.sync.plan``). One
+fsync for the batch, then the broadcaster sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from gevent.queue import Queue
+
+from p2p import limits
+from p2p.units import human_size
+from p2p.folder.scan import Change, FileBusy
+from p2p.sync.merge import winner
+from p2p.sync.plan import local_parents, paths_to_recheck
+from p2p.watch.watcher import Coalescer
+
+log = logging.getLogger("p2p.local")
+
+
+class LocalChanges:
+    def __init__(self, node):
+        self.node = node
+        self.queue: Queue = Queue()
+        self.coalescer = Coalescer(self.rescan)
+
+    def rescan(self, paths) -> None:
+        """Scan these paths (from the watcher, or after a write met a local edit)."""
+        self.queue.put(list(paths))
+
+    def run(self) -> None:
+        while True:
+            paths = list(self.queue.get())
+            while not self.queue.empty():
+                paths.extend(self.queue.get_nowait())
+            if ".p2pignore" in paths:
+                self.node.ignore.reload()
+            scanned = self._expand(paths)
+            results = list(self.node.threadpool.imap(self._observe, scanned))
+            busy = [r.args[0] for r in results if isinstance(r, FileBusy)]
+            if busy:
+                self.coalescer.add(busy)   # still being written: look again when quiet
+            self._record([r for r in results if r is not None and not isinstance(r, FileBusy)])
+            self.node.reconciler.mark_dirty(paths_to_recheck(scanned))
+            if "" in paths and not self.node.scanned.is_set():
+                self.node.scanned.set()
+                self.node._spawn(self.node.reconciler.archive_unarchived)
+                self.node.say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
+
+    def _observe(self, path: str):
+        """Scan one path (in a pool thread, several at once): its Change, None if
+        unchanged or unreadable, or the FileBusy it raised."""
+        started = time.monotonic()
+        try:
+            change = self.node.scanner.observe(path)
+            if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
+                log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
+            return change
+        except FileBusy as busy:
+            log.debug("%s changed while being scanned: later", path)
+            return busy
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+        return None
+
+    def _expand(self, paths):
+        """Each reported path plus, for directories, everything under it (disk or record)."""
+        out = {}
+        for path in paths:
+            full = self.node.root / path
+            on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
+            if on_disk_dir:
+                startup = path == "" and not self.node.scanned.is_set()
+                for p in self.node.threadpool.apply(lambda: list(self.node.scanner.walk(path, startup))):
+                    out[p] = None
+            elif path:
+                out[path] = None
+            entry = self.node.state.get(path)
+            if on_disk_dir or (entry is not None and entry.kind == "dir"):
+                for p in self.node.state.under(path):  # children that may be gone
+                    out[p] = None
+        return sorted(out)
+
+    def _record(self, changes) -> None:
+        """Turn disk changes into events: renames paired by content, deletes children first."""
+        deleted = {c.path: c for c in changes if c.deleted}
+        created = [c for c in changes if not c.deleted]
+        by_hash = {}
+        for c in deleted.values():
+            entry = self.node.state.get(c.path)
+            if entry is not None and entry.kind == "file":
+                by_hash.setdefault(entry.hash, []).append(c)
+        new_events = []
+        for c in created:
+            moved_from = None
+            if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
+                source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                if source is not None:
+                    deleted.pop(source.path, None)
+                    new_events += self._local_event(source, moved_to=c.path)
+                    moved_from = source.path
+            new_events += self._local_event(c, moved_from=moved_from)
+        for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
+            new_events += self._local_event(c)
+        if new_events:
+            self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
+            self.node.broadcast_q.put((new_events, None))
+            self.node._remember(new_events)
+            for e in new_events:
+                label = e.type if not (e.moved_from or e.moved_to) else "rename"
+                if e.moved_to:
+                    continue
+                extra = f" (from {e.moved_from})" if e.moved_from else ""
+                self.node.say(f"> {label} {e.path}{extra}")
+
+    def _vanished_with(self, digest: str):
+        """A recorded file with this content that is gone from disk: the source of a
+        move whose two halves reached us in different batches (a moved directory)."""
+        for path in self.node.state.with_hash(digest):
+            if not os.path.lexists(self.node.root / path):
+                return Change(path, "file", deleted=True)
+        return None
+
+    def _local_event(self, change, moved_from=None, moved_to=None) -> list:
+        path = change.path
+        entry = self.node.state.get(path)
+        heads = self.node.history.heads(path)
+        current = winner(heads)
+        live = current is not None and current.type != "delete"
+        if change.deleted:
+            self.node.state.pop(path)
+            if not live or entry is None:
+                return []
+            parents = local_parents(entry.event_id, True, heads)
+            return [self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
+                                            moved_to=moved_to, durable=False)]
+        if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode:
+            self.node.state.set(path, change.entry(current.id))   # already what the history says
+            return []
+        parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
+        event = self.node.history.make_local(
+            "update" if live and entry is not None else "create", change.kind, path,
+            size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
+            parents=parents, time=time.time(), moved_from=moved_from, durable=False)
+        self.node.state.set(path, change.entry(event.id))
+        if not change.stored:
+            self.node.reconciler.archive_later(path, change.blocks)
+        return [event]

@@ -1,0 +1,162 @@
+"""Bring the folder to the winning versions: for every path whose winner may
+differ from the disk, remove, make a directory, replace what is in the way,
+or hand the file to the fetcher; keep our losing versions as conflict copies;
+archive large files into the block store once transfers are quiet.
+
+The decisions are the pure functions of ``p2p.sync.plan``; this is the gevent
+glue that applies them (file work in the node's thread pools).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import replace
+
+import gevent
+from gevent.event import Event
+
+from p2p import limits
+from p2p.units import human_size
+from p2p.folder.apply import LocalChanged, UnsafeTarget
+from p2p.folder.archive import PendingArchive
+from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
+                           paths_to_recheck)
+
+log = logging.getLogger("p2p.reconcile")
+
+ARCHIVE_QUIET = 0.5             # s without transfers before large files are archived
+
+
+class Reconciler:
+    def __init__(self, node):
+        self.node = node
+        self.archive = PendingArchive(node.root, node.store)
+        self.dirty: set = set()
+        self._wake = Event()
+
+    def mark_dirty(self, paths) -> None:
+        self.dirty.update(paths)
+        if self.dirty:
+            self._wake.set()
+
+    def run(self) -> None:
+        self.node.scanned.wait()
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            paths, self.dirty = self.dirty, set()
+            targets = {p: self.node.history.current(p) for p in paths}
+            alive = sorted(p for p, t in targets.items() if t is not None and t.type != "delete")
+            gone = sorted((p for p in paths if p not in alive), key=lambda p: p.count("/"), reverse=True)
+            for path in alive + gone:
+                try:
+                    self._reconcile(path, targets[path])
+                except LocalChanged as exc:
+                    self.node.local_changes.rescan([str(exc)])
+                except UnsafeTarget as exc:
+                    log.warning("refusing to write %s", exc)
+                except OSError as exc:
+                    log.warning("cannot apply %s: %s", path, exc)
+
+    def _reconcile(self, path: str, target) -> None:
+        if not path or self.node.ignore.matches(path):
+            return
+        self._keep_conflict_copies(path)
+        entry = self.node.state.get(path)
+        action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
+                               entry.event_id if entry else "")
+        if action == REMOVE:
+            if entry.kind == "file" and entry.event_id:
+                self._archive_now(path, self.node.history.get(entry.event_id))  # its history outlives it
+            if self.node.threadpool.apply(self.node.writer.remove, (path,)):
+                self.node.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
+                self.mark_dirty(paths_to_recheck([path]))
+            else:
+                log.info("kept directory %s: it holds files added meanwhile", path)
+        elif action == MAKE_DIR:
+            self.node.threadpool.apply(self.node.writer.make_dir, (path, target))
+        elif action == REPLACE:   # a file where a directory won, or the reverse
+            if entry.kind == "file" and entry.event_id:
+                self._archive_now(path, self.node.history.get(entry.event_id))
+            if not self.node.threadpool.apply(self.node.writer.remove, (path,)):
+                log.warning("cannot put a file at %s: the directory there holds files", path)
+                return
+            self.mark_dirty([path])   # now the plain make_dir or fetch
+        elif action == RELABEL:
+            self.node.state.set(path, replace(entry, event_id=target.id))
+        elif action == FETCH:
+            self.node.fetcher.want(path, target)
+
+    def _keep_conflict_copies(self, path: str) -> None:
+        """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
+        for copy, loser in conflict_copies(path, self.node.history.heads(path), self.node.device_id):
+            if self.node.history.heads(copy) or os.path.lexists(self.node.root / copy):
+                continue
+            self._archive_now(path, loser)
+            if self.node.store.missing(loser.blocks):
+                log.warning("cannot keep %s as %s: its content is gone from this peer", path, copy)
+                continue
+            self.node.threadpool.apply(self.node.writer.write_file, (copy, loser))
+            self.node.state.pop(copy)  # not recorded yet: the local loop records it
+            self.node.local_changes.rescan([copy])
+            self.node.say(f"! conflict on {path}: our version kept as {copy}")
+
+    def still_wanted(self, path: str, event) -> bool:
+        current = self.node.history.current(path)
+        if current is None or current.id != event.id:
+            self.mark_dirty([path])
+            return False
+        return True
+
+    def commit_remote_file(self, pending) -> None:
+        """Called by the fetcher once every block is written: rename into place."""
+        path, event = pending.path, pending.event
+        if not self.still_wanted(path, event):
+            pending.abort()
+            return
+        self._keep_conflict_copies(path)
+        entry = self.node.state.get(path)
+        existed = entry is not None
+        if existed and entry.event_id:
+            self._archive_now(path, self.node.history.get(entry.event_id))  # the version we replace
+        try:
+            pool = self.node.bulkpool if event.size > limits.SMALL_BLOCK else self.node.threadpool
+            pool.apply(pending.commit)
+            if event.size > limits.ARCHIVE_LATER_MIN:
+                self.archive_later(path, event.blocks)
+        except LocalChanged:
+            self.node.local_changes.rescan([path])
+            return
+        self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {event.origin[:7]}")
+
+    def fetch_finished(self, job) -> None:
+        current = self.node.history.current(job.path)
+        if current is not None and current.id != job.event.id:
+            self.mark_dirty([job.path])
+
+    def archive_later(self, path: str, blocks) -> None:
+        """Copy a large file's blocks into the store in the background (history)."""
+        if self.archive.register(path, blocks):
+            self.node._spawn(self._archive_job, path, tuple(blocks))
+
+    def _archive_job(self, path: str, blocks) -> None:
+        # on two cores, archiving during a transfer would slow the transfer: wait
+        # until nothing has been fetched or served for a moment
+        while self.node.fetcher.jobs or time.monotonic() - self.node.last_served < ARCHIVE_QUIET:
+            gevent.sleep(ARCHIVE_QUIET)
+        self.archive.forget(self.node.bulkpool.apply(self.archive.store_all, (path, blocks)))
+
+    def _archive_now(self, path: str, event) -> None:
+        """Archive a version's pending blocks before its file is overwritten."""
+        if event is not None and any(h in self.archive for h, _ in event.blocks):
+            self.archive.forget(self.node.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
+
+    def archive_unarchived(self) -> None:
+        """After a crash: archive the large current files whose blocks the store lacks."""
+        for path, event in self.node.history.tree().items():
+            entry = self.node.state.get(path)
+            if (event.kind == "file" and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
+                    and entry.hash == event.hash and self.node.store.missing(event.blocks)):
+                self.archive_later(path, event.blocks)
