@@ -51,7 +51,7 @@ class LocalChanges:
             self.node.reconciler.mark_dirty(paths_to_recheck(scanned))
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
-                self.node._spawn(self.node.reconciler.archive_unarchived)
+                self.node.spawn(self.node.reconciler.archive_unarchived)
                 self.node.say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
 
     def _observe(self, path: str):

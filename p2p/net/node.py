@@ -115,7 +115,7 @@ class Node:
         for target in (self.local_changes.coalescer.run, self.local_changes.run, self._broadcast_loop,
                        self.reconciler.run,
                        self._housekeeping_loop, self._progress_loop):
-            self._spawn(target)
+            self.spawn(target)
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
         self.reconciler.mark_dirty(list(self.history.paths()))
         for address in self.config.peers:
@@ -127,12 +127,12 @@ class Node:
         target = None if self.config.discovery == LAN else self.config.discovery[0]
         self.discovery = Discovery(Announce(self.device_id, self.listen_port, self.name),
                                    self.config.discovery_port, target, self.config.listen[0], self._discovered)
-        self._spawn(self.discovery.listen_loop)
-        self._spawn(self.discovery.announce_loop)
+        self.spawn(self.discovery.listen_loop)
+        self.spawn(self.discovery.announce_loop)
         where = "LAN broadcast " + ", ".join(self.discovery.targets()) if target is None else target
         self.say(f"discovery on {where} port {self.config.discovery_port}")
 
-    def _spawn(self, fn, *args):
+    def spawn(self, fn, *args):
         greenlet = self.greenlets.spawn(fn, *args)
         greenlet.link_exception(lambda g: log.error("%s crashed: %r", getattr(fn, "__name__", fn), g.exception))
         return greenlet
@@ -262,7 +262,7 @@ class Node:
         current = self._dialing.get(address)
         if current is not None and not current.dead:
             return
-        self._dialing[address] = self._spawn(self._dial_loop, address, static)
+        self._dialing[address] = self.spawn(self._dial_loop, address, static)
 
     def _dial_loop(self, address, static: bool) -> None:
         delay = limits.RECONNECT_MIN

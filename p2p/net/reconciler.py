@@ -139,7 +139,7 @@ class Reconciler:
     def archive_later(self, path: str, blocks) -> None:
         """Copy a large file's blocks into the store in the background (history)."""
         if self.archive.register(path, blocks):
-            self.node._spawn(self._archive_job, path, tuple(blocks))
+            self.node.spawn(self._archive_job, path, tuple(blocks))
 
     def _archive_job(self, path: str, blocks) -> None:
         # on two cores, archiving during a transfer would slow the transfer: wait
