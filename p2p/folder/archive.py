@@ -32,10 +32,11 @@ class PendingArchive:
         self._where: Dict[str, Tuple[str, int, int]] = {}   # block hash -> (path, offset, size)
 
     def register(self, path: str, blocks: Iterable[Tuple[str, int]]) -> bool:
-        """Remember where the blocks of ``path`` the store lacks are; True if any."""
+        """Remember where the blocks of ``path`` the store lacks are; True if any.
+        The latest location wins (a file moved before it was archived)."""
         offset, added = 0, False
         for block_hash, size in blocks:
-            if block_hash not in self._where and not self.store.has(block_hash):
+            if not self.store.has(block_hash):
                 self._where[block_hash] = (path, offset, size)
                 added = True
             offset += size
@@ -74,6 +75,8 @@ class PendingArchive:
                         "history here", path, len(handled) - kept)
         return handled
 
-    def forget(self, hashes: Iterable[str]) -> None:
+    def forget(self, path: str, hashes: Iterable[str]) -> None:
+        """Drop the entries of ``path`` (not those re-registered elsewhere since)."""
         for block_hash in hashes:
-            self._where.pop(block_hash, None)
+            if self._where.get(block_hash, ("",))[0] == path:
+                del self._where[block_hash]

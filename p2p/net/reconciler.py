@@ -146,12 +146,12 @@ class Reconciler:
         # until nothing has been fetched or served for a moment
         while self.node.fetcher.jobs or time.monotonic() - self.node.last_served < ARCHIVE_QUIET:
             gevent.sleep(ARCHIVE_QUIET)
-        self.archive.forget(self.node.bulkpool.apply(self.archive.store_all, (path, blocks)))
+        self.archive.forget(path, self.node.bulkpool.apply(self.archive.store_all, (path, blocks)))
 
     def _archive_now(self, path: str, event) -> None:
         """Archive a version's pending blocks before its file is overwritten."""
         if event is not None and any(h in self.archive for h, _ in event.blocks):
-            self.archive.forget(self.node.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
+            self.archive.forget(path, self.node.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
 
     def archive_unarchived(self) -> None:
         """After a crash: archive the large current files whose blocks the store lacks."""
