@@ -26,7 +26,7 @@ from p2p.net.session import SessionClosed
 
 log = logging.getLogger("p2p.fetch")
 
-MAX_FILES_AT_ONCE = 16
+MAX_FILES_AT_ONCE = 48
 RETRY_DELAY = 2.0
 
 

@@ -113,7 +113,7 @@ class Node:
         self.control = ControlServer(self)
         self.control.start()
         for target in (self.local_changes.coalescer.run, self.local_changes.run, self._broadcast_loop,
-                       self.reconciler.run,
+                       self.reconciler.run, self.reconciler.small_commits.run,
                        self._housekeeping_loop, self._progress_loop):
             self.spawn(target)
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
