@@ -39,7 +39,7 @@ from p2p import limits
 from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
 from p2p.history.index import HeadIndex, path_key
 from p2p.history.log import EventLog
-from p2p.sync.merge import winner
+from p2p.sync.merge import live_tree, winner
 
 log = logging.getLogger("p2p.history")
 
@@ -138,12 +138,7 @@ class History:
 
     def tree(self) -> Dict[str, Event]:
         """path -> winning event, for every path whose winner is not a delete."""
-        tree = {}
-        for path, heads in self.all_heads():
-            event = winner(heads)
-            if not event.is_delete:
-                tree[path] = event
-        return tree
+        return live_tree(self.all_heads())
 
     def get(self, event_id: str) -> Optional[Event]:
         """The event with this id, or None if not (yet) in the log."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Dict, Iterable, List, Tuple, Union
 
 from p2p.history.event import Event
-from p2p.sync.merge import winner
+from p2p.sync.merge import live_tree
 
 _EVENT_ID = re.compile(r"[A-Z2-7]{32}:[1-9][0-9]*\Z")
 
@@ -51,12 +51,7 @@ def state_of(events: Iterable[Event]) -> Dict[str, Event]:
             parents = set(event.parents)
             current[:] = [head for head in current if head.id not in parents]
             current.append(event)
-    state = {}
-    for path, path_heads in heads.items():
-        best = winner(path_heads)
-        if not best.is_delete:
-            state[path] = best
-    return state
+    return live_tree(heads.items())
 
 
 def events_at(history, at: str) -> Iterable[Event]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 from p2p.history.event import Event
 from p2p.history.paths import MAX_SEGMENT_BYTES
@@ -31,6 +31,16 @@ def precedence(event: Event):
 def winner(heads: Iterable[Event]) -> Optional[Event]:
     """The winning head among concurrent heads (None when there are none)."""
     return max(heads, key=precedence, default=None)
+
+
+def live_tree(heads_by_path: Iterable[Tuple[str, Iterable[Event]]]) -> Dict[str, Event]:
+    """path -> winning event, for every path whose winner is not a delete."""
+    tree = {}
+    for path, heads in heads_by_path:
+        best = winner(heads)
+        if best is not None and not best.is_delete:
+            tree[path] = best
+    return tree
 
 
 def conflict_name(path: str, loser: Event) -> str:
