@@ -125,7 +125,7 @@ def run(quick: bool = False) -> list:
 
             def big_arrived():
                 p = b.path("big.bin")
-                return p.exists() and p.stat().st_size == size and _sha(p) == digest
+                return p.exists() and p.stat().st_size == size and file_sha256(p) == digest
             wait_until(big_arrived, 300, "big file", interval=0.02)
             t_big = time.perf_counter() - start
             rows.append(_row(f"one {size // MiB} MiB file (encrypted)", t_big, refs, 1.2 if not quick else None,
@@ -168,7 +168,7 @@ def run(quick: bool = False) -> list:
     return rows
 
 
-def _sha(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(4 * MiB), b""):

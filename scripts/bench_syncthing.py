@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from peers import free_port, wait_until  # noqa: E402
 
-from bench_sync import many_small_files  # noqa: E402
+from bench_sync import file_sha256, many_small_files  # noqa: E402
 
 MiB = 1024 * 1024
 FOLDER_ID = "bench"
@@ -174,14 +174,6 @@ def _child(parent: ET.Element, tag: str) -> ET.Element:
     return found if found is not None else ET.SubElement(parent, tag)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _row(scenario: str, seconds: float, note: str = "") -> dict:
     return {"scenario": scenario, "syncthing s": round(seconds, 4), "note": note}
 
@@ -237,7 +229,7 @@ def run(quick: bool = False) -> list[dict]:
 
             def big_arrived():
                 p = b.path("big.bin")
-                return p.exists() and p.stat().st_size == size and _sha256(p) == digest
+                return p.exists() and p.stat().st_size == size and file_sha256(p) == digest
             before = a.wire_bytes()
             start = time.perf_counter()
             shutil.copyfile(base / "big.bin", a.path("big.bin"))
