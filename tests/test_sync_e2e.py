@@ -81,7 +81,6 @@ def test_sigkill_mid_transfer_leaves_no_partial_file_and_converges(make_peer):
 
 
 def test_a_file_written_in_a_hundred_pieces_is_one_event(make_peer):
-    import json
     import subprocess
     import sys
     a = make_peer("a").start()

@@ -241,15 +241,12 @@ def _validate_target(e: Event) -> None:
 
 
 def _validate_move(e: Event) -> None:
-    if e.moved_from is not None:
-        if e.type != "create":
-            raise InvalidEvent("moved_from belongs to the create half of a rename")
-        _event_path("moved_from", e.moved_from)
-        if e.moved_from == e.path:
-            raise InvalidEvent("moved_from equals path")
-    if e.moved_to is not None:
-        if e.type != "delete":
-            raise InvalidEvent("moved_to belongs to the delete half of a rename")
-        _event_path("moved_to", e.moved_to)
-        if e.moved_to == e.path:
-            raise InvalidEvent("moved_to equals path")
+    for name, half in (("moved_from", "create"), ("moved_to", "delete")):
+        other = getattr(e, name)
+        if other is None:
+            continue
+        if e.type != half:
+            raise InvalidEvent(f"{name} belongs to the {half} half of a rename")
+        _event_path(name, other)
+        if other == e.path:
+            raise InvalidEvent(f"{name} equals path")

@@ -52,6 +52,7 @@ class Fetcher:
     def __init__(self, node):
         self.node = node
         self.jobs: dict = {}            # path -> FileJob
+        self.unavailable: set = set()   # paths whose blocks no connected peer had
         self.pool = Pool(MAX_FILES_AT_ONCE)
 
     def want(self, path: str, event) -> None:
@@ -90,6 +91,7 @@ class Fetcher:
             pending = None
         except BlocksUnavailable as exc:
             log.info("%s: %s; retrying in %.0fs", job.path, exc, RETRY_DELAY)
+            self.unavailable.add(job.path)   # and at once when a peer connects
             gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
         except UnsafeTarget as exc:
             log.warning("refusing to write %s", exc)
@@ -153,6 +155,11 @@ class Fetcher:
         if not sessions:
             return None
         return min(sessions, key=lambda s: (not s.covers(event), s.outstanding))
+
+    def take_unavailable(self) -> set:
+        """The paths that waited for a peer with their blocks (a new one may have them)."""
+        paths, self.unavailable = self.unavailable, set()
+        return paths
 
     def status(self) -> list:
         return [job.progress() for job in self.jobs.values()]

@@ -17,6 +17,7 @@ All history mutations happen in the hub, through the single ``EventLog``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -204,7 +205,7 @@ class Node:
             info.address = address
         self.say(f"+ peer {peer_id[:7]} at {address[0]}:{address[1]} connected")
         self._neighbors_changed(lost=False)
-        self.reconciler.mark_dirty(list(self.fetcher_waiting()))
+        self.reconciler.mark_dirty(self.fetcher.take_unavailable())
         session.run()
         return True
 
@@ -212,14 +213,11 @@ class Node:
         """Run CPU-heavy work on a large buffer in the thread pool, off the hub."""
         return self.bulkpool.apply(fn)
 
-    def fetcher_waiting(self):
-        """Paths whose wanted content we do not have yet (a new peer may have it)."""
-        for path in self.history.paths():
-            target = self.history.current(path)
-            if target is not None and target.type != "delete" and target.kind == "file":
-                entry = self.state.get(path)
-                if entry is None or entry.hash != target.hash:
-                    yield path
+    def digest(self, data) -> bytes:
+        """sha256 of a received block; a large one is hashed off the hub."""
+        if len(data) > limits.SMALL_BLOCK:
+            return self.bulkpool.apply(hashlib.sha256, (data,)).digest()
+        return hashlib.sha256(data).digest()
 
     def session_ended(self, session: Session) -> None:
         if self.registry.detach(session.peer_id, session):
@@ -344,8 +342,14 @@ class Node:
 
 
 
-    def read_block(self, block_hash: str) -> bytes:
+    def read_block(self, block_hash: str, size: int) -> bytes:
+        """A block for a peer, verified; large ones are read and hashed off the hub."""
         self.last_served = time.monotonic()
+        if size > limits.SMALL_BLOCK:
+            return self.bulkpool.apply(self._read_block, (block_hash,))
+        return self._read_block(block_hash)
+
+    def _read_block(self, block_hash: str) -> bytes:
         try:
             return self.store.get(block_hash)
         except BlockMissing:

@@ -16,7 +16,6 @@ frame, or sends none, for ``limits.IDLE_TIMEOUT`` is dropped. Any
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import time
@@ -330,7 +329,7 @@ class Session:
         """Queue the reply; a block of another size than asked is not served,
         as it would overrun the reply budget reserved for it."""
         try:
-            data = self.node.read_block(msg.hash.hex())
+            data = self.node.read_block(msg.hash.hex(), msg.size)
         except (BlockMissing, CorruptBlock, OSError):
             data = None
         if data is not None and len(data) == msg.size:
@@ -344,7 +343,7 @@ class Session:
         result = self._pending.pop(msg.req_id, None)
         if result is None:
             return  # cancelled or unknown request: ignore
-        if msg.status == 0 and hashlib.sha256(msg.data).digest() != msg.hash:
+        if msg.status == 0 and self.node.digest(msg.data) != msg.hash:
             raise WireError(f"peer sent a block whose content does not match its hash {msg.hash.hex()[:12]}")
         result.set(msg)
 
