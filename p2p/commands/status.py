@@ -52,6 +52,10 @@ def render(st: dict) -> str:
               f"  {f['files']} files, {f['dirs']} directories, {human_size(f['bytes'])}; "
               f"{f['events']} events in history" + (f", {f['pending']} waiting" if f["pending"] else ""),
               "  " + ("in sync" if f["in_sync"] else "syncing…")]
+    not_synced = st.get("not_synced") or []
+    if not_synced:
+        lines += ["", f"NOT SYNCED ({len(not_synced)})"]
+        lines += [f"  {p['path']!r}: {p['reason']}" for p in not_synced]
     if st.get("recent"):
         lines += ["", "RECENT EVENTS"]
         for e in reversed(st["recent"]):

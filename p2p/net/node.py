@@ -36,6 +36,7 @@ from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.apply import FolderWriter
 from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
+from p2p.folder.unsynced import Unsynced
 from p2p.history.history import History
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
@@ -79,6 +80,7 @@ class Node:
         self.scanner = Scanner(self.root, self.state, self.store, self.ignore.matches)
         self.writer = FolderWriter(self.root, self.state, self.store)
         self.registry = PeerRegistry()
+        self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
@@ -423,8 +425,9 @@ class Node:
                 "dirs": sum(1 for e in tree.values() if e.kind == "dir"),
                 "bytes": sum(e.size for e in tree.values() if e.kind == "file"),
                 "events": len(self.history), "pending": self.history.pending_count,
-                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs,
+                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs and not len(self.unsynced),
             },
+            "not_synced": self.unsynced.listing(),
             "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size}
                        for e in self.recent[-10:]],
             "now": now,
