@@ -26,6 +26,8 @@ SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own bu
                                  # small file never waits behind a large one
 ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after syncing, not on
                                  # the critical path (p2p/folder/archive.py)
+RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
+                                 # ones keep their received blocks in the store, so they resume anyway)
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
@@ -55,6 +57,17 @@ COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at lea
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
+
+FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often
+
+# --- supervision -----------------------------------------------------------
+RESTART_DELAY = 1.0              # a crashed component restarts after this: a bug in a loop never spins
+MAX_RESTARTS = 5                 # this many crashes of one component ...
+RESTART_WINDOW = 60.0            # ... within this many seconds: stop the peer (exit 1) and say why
+
+# --- local state -------------------------------------------------------------
+STATE_JOURNAL_MAX = 50_000       # journal lines before .p2p/local.json is rewritten: rare enough that
+                                 # the O(folder) snapshot never runs per change
 
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
+from p2p.folder.marker import MARKER
+
 LOOPBACK_BROADCAST = "127.255.255.255"
 
 
@@ -38,13 +40,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
 
 
 def tree(root: Path) -> Dict[str, object]:
-    """Every path under root: file -> bytes, directory -> 'dir'."""
+    """Every path under root but the folder marker: file -> bytes, directory -> 'dir'."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for d in dirnames:
             out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
         for f in filenames:
             p = os.path.join(dirpath, f)
+            if dirpath == str(root) and f == MARKER:
+                continue
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, root)] = fh.read()
     return out

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from p2p import limits
+from p2p.folder.marker import MARKER
 from p2p.folder.apply import FolderWriter, UnsafeTarget, folds_case
 from p2p.folder.state import LocalState
 from p2p.history.event import Event
@@ -88,7 +89,7 @@ def target(tmp_path_factory):
 def assert_unharmed(target: Target, case: str) -> None:
     assert target.t.alive(), f"T died:\n{target.t.output()[-3000:]}"
     assert os.listdir(target.sentinel) == [], "something was written outside T's folder"
-    assert set(os.listdir(target.t.root)) <= {"escape", "sync", "rogue-ok"}, os.listdir(target.t.root)
+    assert set(os.listdir(target.t.root)) <= {"escape", "sync", "rogue-ok", MARKER}, os.listdir(target.t.root)
     target.sync_round(case)
     assert target.t.alive()
 

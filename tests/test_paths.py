@@ -55,8 +55,9 @@ def test_normalises_to_nfc():
     (".p2p/blocks/ab/cd", "internal"),
     ("events.jsonl", "internal"),
     ("events.jsonl.torn-1700000000", "internal"),
-    (".p2p-tmp-1234", "internal"),
-    ("a/b/.p2p-tmp-abcd", "internal"),
+    (".p2p-tmp-0123456789abcdef", "internal"),
+    ("a/b/.p2p-tmp-00000000ffffffff", "internal"),
+    (".p2p-folder", "internal"),
     ("a\udcff", "Unicode"),
 ])
 def test_refuses_bad_paths(path, reason):
@@ -76,7 +77,11 @@ def test_segment_limit_counts_utf8_bytes():
 
 def test_is_internal():
     assert is_internal(".p2p") and is_internal(".p2p/x") and is_internal("events.jsonl")
-    assert is_internal("a/.p2p-tmp-x") and is_internal("events.jsonl.torn-5")
+    assert is_internal("a/.p2p-tmp-0123456789abcdef") and is_internal("events.jsonl.torn-5")
+    assert is_internal(".p2p-folder") and not is_internal("a/.p2p-folder")
+    # a name the user chose is the user's, even with p2p's prefix: synced, never removed
+    assert not is_internal("a/.p2p-tmp-x") and not is_internal(".p2p-tmp-0123456789ABCDEF")
+    assert not is_internal(".p2p-tmp-0123456789abcdef0")
     assert not is_internal("a/.p2p") and not is_internal("a/events.jsonl") and not is_internal("shared/x")
 
 

@@ -166,7 +166,7 @@ class BlockStore:
                 if whole.hexdigest() != expected_hash:
                     raise CorruptBlock(expected_hash, f" (assembled {whole.hexdigest()} for {dest})")
                 if mode is not None:
-                    os.fchmod(out.fileno(), mode & 0o7777)
+                    os.fchmod(out.fileno(), mode & 0o777)  # never setuid, setgid or sticky
                 os.fsync(out.fileno())
             if mtime_ns is not None:
                 os.utime(temp, ns=(mtime_ns, mtime_ns))

@@ -38,13 +38,15 @@ def run(args) -> int:
     setup_logging(args.log_level, args.log_json)
     from p2p.net.node import Node  # imports gevent-using modules only when running
 
+    from p2p.folder.marker import FolderUnavailable
     from p2p.history.log import LogLocked
     from p2p.security.identity import IdentityError
 
     try:
         config = config_from_args(args)
         node = Node(config, out=lambda line: print(line, flush=True))
-    except (ValueError, OSError, LogLocked, IdentityError) as exc:  # bad setting, busy home, unsafe key
+    except (ValueError, OSError, LogLocked, IdentityError, FolderUnavailable) as exc:  # a bad setting,
+        # a busy home, an unsafe key, a missing folder: one line
         print(f"p2p run: {exc}", file=sys.stderr)
         return 2
     try:
@@ -57,4 +59,4 @@ def run(args) -> int:
         gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
     node.serve_forever()
     logging.getLogger("p2p").info("stopped")
-    return 0
+    return node.exit_code

@@ -16,6 +16,7 @@ overwrite that other path. Blocking code: the node runs it in the thread pool.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat as statmod
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 from p2p.blocks.store import BlockStore
-from p2p.folder.scan import TEMP_PREFIX
-from p2p.folder.state import Entry, LocalState
+from p2p.folder.state import PERMISSIONS, Entry, LocalState
+from p2p.history.paths import TEMP_PREFIX, TEMP_TOKEN_HEX
 
 
 class LocalChanged(Exception):
@@ -39,7 +40,7 @@ class UnsafeTarget(Exception):
 def folds_case(directory: Path) -> bool:
     """True if the file system holding ``directory`` treats names that differ
     only by case as one name: a mixed-case probe file, removed at once."""
-    probe = Path(directory) / f"{TEMP_PREFIX}Case-Probe-{secrets.token_hex(6)}"
+    probe = Path(directory) / f"{TEMP_PREFIX.upper()}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}"
     fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.close(fd)
@@ -110,14 +111,26 @@ class FolderWriter:
                 raise LocalChanged(rel)
 
     # -- writes ------------------------------------------------------------
-    def begin_file(self, path: str, event) -> "PendingFile":
-        """A temporary file beside ``path`` that blocks are written into as they arrive."""
+    def begin_file(self, path: str, event, resume_as: Optional[str] = None) -> "PendingFile":
+        """A temporary file beside ``path`` that blocks are written into as they
+        arrive. ``resume_as``: the temporary file (relative to the folder) of an
+        interrupted transfer of this version, reopened if it is there."""
         self._check_case(path)
         self._ensure_parents(path)
-        dest = self.root / path
-        tmp = dest.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        return PendingFile(self, path, event, tmp, fd)
+        if resume_as is None:
+            tmp = (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            return PendingFile(self, path, event, tmp, fd)
+        tmp = self.root / resume_as
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            return PendingFile(self, path, event, tmp, fd)
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeTarget(f"{path}: its temporary file {resume_as} is not a regular file")
+        return PendingFile(self, path, event, tmp, fd, resumed=True)
 
     def write_file(self, path: str, event) -> Entry:
         """Materialise ``event``'s content at ``path`` from blocks already in the store."""
@@ -136,11 +149,31 @@ class FolderWriter:
         try:
             st = os.lstat(dest)
         except FileNotFoundError:
-            os.mkdir(dest, (event.mode & 0o7777) or 0o755)
+            os.mkdir(dest, 0o700)
             st = os.lstat(dest)
         if not statmod.S_ISDIR(st.st_mode):
             raise LocalChanged(path)
+        mode = event.mode & PERMISSIONS or 0o755
+        if statmod.S_IMODE(st.st_mode) != mode:   # the version's permissions, not the umask's
+            os.chmod(dest, mode)
+            st = os.lstat(dest)
         self.state.set(path, Entry.from_stat(st, "", event.id))
+
+    def remove_temporary(self, rel: str) -> None:
+        """Remove a temporary file p2p made (an abandoned transfer's)."""
+        _remove_quietly(self.root / rel)
+
+    def set_metadata(self, path: str, event) -> Entry:
+        """Give the file at ``path`` (already holding ``event``'s content) the
+        event's permissions and mtime, in place: no content is written."""
+        self._check_unchanged(path)
+        dest = self.root / path
+        if event.mode & PERMISSIONS:
+            os.chmod(dest, event.mode & PERMISSIONS)   # a regular file: _check_unchanged saw it
+        os.utime(dest, ns=(event.mtime, event.mtime), follow_symlinks=False)
+        entry = Entry.from_stat(os.lstat(dest), event.hash, event.id)
+        self.state.set(path, entry)
+        return entry
 
     def remove(self, path: str) -> bool:
         """Remove a file, or a directory once it is empty. False if kept."""
@@ -171,8 +204,10 @@ class PendingFile:
     ``commit`` fsyncs it and renames it into place (after the local-edit check),
     ``abort`` removes it. Every block was verified against its hash on arrival."""
 
-    def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int):
+    def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int, resumed: bool = False):
         self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
+        self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
+        self._entry: Optional[Entry] = None
         os.ftruncate(fd, event.size)
 
     def layout(self) -> dict:
@@ -190,6 +225,16 @@ class PendingFile:
             while view:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
+
+    def blocks_present(self, blocks: dict, sizes: dict) -> set:
+        """Of ``blocks`` (hash -> offsets), those already written at every
+        offset (an interrupted transfer's file), each verified against its hash."""
+        present = set()
+        for block_hash, offsets in blocks.items():
+            if all(hashlib.sha256(os.pread(self.fd, sizes[block_hash], at)).hexdigest() == block_hash
+                   for at in offsets):
+                present.add(block_hash)
+        return present
 
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
         """Copy a block from the store to its offsets (verified first unless the
@@ -210,7 +255,7 @@ class PendingFile:
         batch durable at once (``sync_filesystem``) before placing it."""
         event = self.event
         try:
-            os.fchmod(self.fd, event.mode & 0o7777 or 0o644)
+            os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
             if durable:
                 os.fsync(self.fd)
             os.close(self.fd)
@@ -220,25 +265,39 @@ class PendingFile:
             self.abort()
             raise
 
+    def intend(self) -> Entry:
+        """Journal that the path is about to hold this file (LocalState.intend):
+        a crash before or after the rename is then told apart at restart."""
+        if self._entry is None:
+            self._entry = Entry.from_stat(os.lstat(self.tmp), self.event.hash, self.event.id)  # rename keeps it
+            self.writer.state.intend(self.path, self._entry)
+        return self._entry
+
     def place(self) -> Entry:
         """Rename the finished, durable file into place, unless the user changed
         the path meanwhile (LocalChanged)."""
         dest = self.writer.root / self.path
         try:
             self.writer._check_unchanged(self.path)
+            if self._entry is None:
+                self.intend()
+                self.writer.state.sync()
             os.replace(self.tmp, dest)
         except BaseException:
             self.abort()
             raise
-        entry = Entry.from_stat(os.lstat(dest), self.event.hash, self.event.id)
-        self.writer.state.set(self.path, entry)
-        return entry
+        self.writer.state.set(self.path, self._entry)
+        return self._entry
 
     def abort(self) -> None:
+        self.keep()
+        _remove_quietly(self.tmp)
+
+    def keep(self) -> None:
+        """Stop writing, but leave the temporary file for a later attempt to resume."""
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        _remove_quietly(self.tmp)
 
 
 def sync_filesystem(directory: Path) -> bool:

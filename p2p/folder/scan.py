@@ -20,12 +20,10 @@ from typing import Callable, Iterator, Optional, Tuple
 from p2p import limits
 from p2p.blocks.chunking import FileChanged, hash_file
 from p2p.blocks.store import BlockStore
-from p2p.folder.state import Entry, LocalState
-from p2p.history.paths import UnsafePath, check_path, is_internal
+from p2p.folder.state import PERMISSIONS, Entry, LocalState
+from p2p.history.paths import UnsafePath, check_path, is_internal, is_temp_name
 
 log = logging.getLogger("p2p.scan")
-
-TEMP_PREFIX = ".p2p-tmp-"
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,7 @@ class Scanner:
         self.state = state
         self.store = store
         self.ignored = ignored
+        self.keep_temporaries: frozenset = frozenset()   # interrupted transfers that will resume
 
     def syncable(self, path: str) -> bool:
         return bool(path) and not is_internal(path) and not self.ignored(path)
@@ -73,7 +72,7 @@ class Scanner:
         if entry is not None and entry.same_stat(st):
             return None
         if statmod.S_ISDIR(st.st_mode):
-            return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode), mtime=st.st_mtime_ns, stat=st)
+            return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS, mtime=st.st_mtime_ns, stat=st)
         large = st.st_size > limits.ARCHIVE_LATER_MIN
         try:
             read = hash_file if large else self.store.ingest_file
@@ -83,14 +82,15 @@ class Scanner:
         after = os.lstat(self.root / path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
             raise FileBusy(path)  # still being written: the watcher will report it again
-        return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode),
+        return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS,
                       mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st, stored=not large)
 
     def walk(self, top: str = "", remove_temporaries: bool = False) -> Iterator[str]:
         """Every syncable path at or under ``top`` on disk, parents before children.
 
         With ``remove_temporaries`` (the start-up scan, before any transfer
-        starts), leftover temporary files of an interrupted write are removed.
+        starts), leftover temporary files of an interrupted write are removed,
+        except ``keep_temporaries`` (transfers that resume).
         """
         base = self.root / top if top else self.root
         if top:
@@ -108,13 +108,17 @@ class Scanner:
                     yield rel
             dirnames[:] = keep
             for name in sorted(filenames):
-                if name.startswith(TEMP_PREFIX):
-                    if remove_temporaries:
+                if is_temp_name(name):
+                    if remove_temporaries and self._join(rel_dir, name) not in self.keep_temporaries:
                         _remove_quietly(os.path.join(dirpath, name))
                     continue
                 rel = self._relative(rel_dir, name)
                 if rel is not None and self.syncable(rel):
                     yield rel
+
+    @staticmethod
+    def _join(rel_dir: str, name: str) -> str:
+        return f"{rel_dir}/{name}" if rel_dir else name
 
     @staticmethod
     def _relative(rel_dir: str, name: str) -> Optional[str]:

@@ -15,11 +15,14 @@ import unicodedata
 MAX_PATH_BYTES = 4096        # Linux PATH_MAX
 MAX_SEGMENT_BYTES = 255      # NAME_MAX on every common file system
 
-INTERNAL_TOP_LEVEL = (".p2p", "events.jsonl")   # p2p's home may be the folder itself
+INTERNAL_TOP_LEVEL = (".p2p", "events.jsonl", ".p2p-folder")   # the home may be the folder itself;
+                                                                # .p2p-folder is the folder marker
 INTERNAL_TOP_LEVEL_PREFIX = "events.jsonl."     # events.jsonl.torn-<time> and friends
-TEMP_PREFIX = ".p2p-tmp-"                       # files being assembled, anywhere
+TEMP_PREFIX = ".p2p-tmp-"                       # files being assembled, anywhere: the prefix and
+TEMP_TOKEN_HEX = 16                             # 16 lowercase hex digits; other names are the user's
 PATH_CACHE = 65536                              # recently validated paths (a replay sees each many times)
 
+_TEMP_NAME = re.compile(r"\.p2p-tmp-[0-9a-f]{%d}\Z" % TEMP_TOKEN_HEX)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 _RESERVED = frozenset(
@@ -32,12 +35,18 @@ class UnsafePath(ValueError):
 
 
 def is_internal(path: str) -> bool:
-    """True for p2p's own files (``.p2p/``, ``events.jsonl``, ``.p2p-tmp-*``)."""
+    """True for p2p's own files (``.p2p/``, ``events.jsonl``, the folder
+    marker, and temporary files ``.p2p-tmp-`` + 16 hex digits)."""
     segments = path.split("/")
     first = segments[0]
     if first in INTERNAL_TOP_LEVEL or first.startswith(INTERNAL_TOP_LEVEL_PREFIX):
         return True
-    return any(segment.startswith(TEMP_PREFIX) for segment in segments)
+    return any(is_temp_name(segment) for segment in segments)
+
+
+def is_temp_name(name: str) -> bool:
+    """A temporary file p2p made (a file the user named ``.p2p-tmp-notes`` is not)."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def check_path(path) -> str:

@@ -6,8 +6,11 @@ in a large file moves about 1 MiB), and requests the others from the
 connected peers in parallel — each block from the least busy peer that has
 the event, falling back to the others. Each block is verified on arrival (the
 session checks its hash), kept in the store for history, and written at its
-offsets; the file is written once, then fsynced and renamed into place. Jobs run in a bounded pool; a job that cannot finish (no peer has a
-block yet) is retried later.
+offsets; the file is written once, then fsynced and renamed into place. Jobs
+run in a bounded pool. A job that cannot finish (no connected peer has a
+block) is listed as "waiting for a peer that has its content" (one warning),
+retried with a back-off and at once when a peer connects; a large file keeps
+what arrived (``p2p.folder.partials``), so the transfer resumes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed
+from p2p.units import human_size
 
 log = logging.getLogger("p2p.fetch")
 
@@ -65,34 +69,46 @@ class Fetcher:
     def _run(self, job: FileJob) -> None:
         node = self.node
         pending = None
+        temp = None
         try:
             event = job.event
             if not node.reconciler.still_wanted(job.path, event):
                 return
-            pending = node.writer.begin_file(job.path, event)  # a few metadata syscalls
+            if event.size > limits.RESUME_MIN:
+                temp, stale = node.partials.begin(job.path, event.id)
+                for old in stale:   # an older version's interrupted transfer: superseded
+                    node.writer.remove_temporary(old)
+            pending = node.writer.begin_file(job.path, event, resume_as=temp)  # a few metadata syscalls
             layout = pending.layout()
             local = {h: offs for h, offs in layout.items() if node.store.has(h)}
             in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.reconciler.archive}
             remote = {h: offs for h, offs in layout.items() if h not in local and h not in in_files}
             sizes = dict(event.blocks)
+            if pending.resumed and remote:   # an interrupted transfer: keep what it verifiably has
+                here = node.bulkpool.apply(pending.blocks_present, (remote, sizes))
+                if here:
+                    log.info("%s: resuming, %s of %s already here", job.path,
+                             human_size(sum(sizes[h] for h in here)), human_size(event.size))
+                remote = {h: offs for h, offs in remote.items() if h not in here}
             job.total = sum(sizes[h] for h in remote)
             if local:
                 node.bulkpool.apply(pending.copy_from_store, (local,))
             if in_files:   # blocks of a large file that is not archived yet
                 remote.update(node.bulkpool.apply(self._copy_from_files, (pending, in_files)))
             if remote:
-                workers = [gevent.spawn(self._fetch_block, job, pending, h, sizes[h], offs)
-                           for h, offs in remote.items()]
-                gevent.joinall(workers, raise_error=False)
-                failed = [w for w in workers if not w.successful()]
-                if failed:
-                    raise BlocksUnavailable(f"{len(failed)} of {len(workers)} blocks unavailable")
+                missing = self._fetch_all(job, pending, remote, sizes)
+                if missing:
+                    raise BlocksUnavailable(f"{missing} of {len(remote)} blocks")
             node.reconciler.commit_remote_file(pending)
             pending = None
         except BlocksUnavailable as exc:
-            log.info("%s: %s; retrying in %.0fs", job.path, exc, RETRY_DELAY)
+            problem = node.unsynced.report(job.path, "waiting for a peer that has its content", time.time())
+            log.debug("%s: %s unavailable; retrying in %.0fs", job.path, exc, problem.retry_at - time.time())
             self.unavailable.add(job.path)   # and at once when a peer connects
-            gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
+            gevent.spawn_later(max(0.0, problem.retry_at - time.time()), node.reconciler.mark_dirty, [job.path])
+            if pending is not None and temp is not None:
+                pending.keep()   # what arrived stays, verified again when the transfer resumes
+                pending = temp = None
         except UnsafeTarget as exc:
             log.warning("refusing to write %s", exc)
         except Exception:
@@ -101,15 +117,37 @@ class Fetcher:
         finally:
             if pending is not None:
                 pending.abort()
+            if temp is not None:
+                node.partials.end(temp)
             self.jobs.pop(job.path, None)
             node.reconciler.fetch_finished(job)
 
-    def _fetch_block(self, job: FileJob, pending, block_hash: str, size: int, offsets) -> None:
+    def _fetch_all(self, job: FileJob, pending, remote: dict, sizes: dict) -> int:
+        """Fetch every block of ``remote`` in parallel; how many no peer could give.
+        A worker that fails for a reason other than a missing block is a bug:
+        re-raised here, once."""
+        workers = [gevent.spawn(self._fetch_block_or_error, job, pending, h, sizes[h], offs)
+                   for h, offs in remote.items()]
+        gevent.joinall(workers)
+        errors = [w.value for w in workers if isinstance(w.value, Exception)]
+        if errors:
+            raise errors[0]
+        return sum(1 for w in workers if w.value is not True)
+
+    def _fetch_block_or_error(self, job: FileJob, pending, block_hash: str, size: int, offsets):
+        """True once the block is written; False if no connected peer has it;
+        the exception if something else went wrong (the job reports it)."""
+        try:
+            return self._fetch_block(job, pending, block_hash, size, offsets)
+        except Exception as exc:
+            return exc
+
+    def _fetch_block(self, job: FileJob, pending, block_hash: str, size: int, offsets) -> bool:
         tried = set()
         while True:
             session = self._pick(job.event, tried)
             if session is None:
-                raise BlocksUnavailable(block_hash)
+                return False
             tried.add(session)
             try:
                 data = session.request_block(block_hash, size)
@@ -124,7 +162,7 @@ class Fetcher:
             else:
                 self.node.bulkpool.apply(self._land, (pending, block_hash, data, offsets))
             job.done += len(data)
-            return
+            return True
 
     def _land(self, pending, block_hash: str, data, offsets) -> None:
         """Keep a verified block in the store (for history) and write it into the

@@ -89,7 +89,12 @@ class LocalChanges:
         return sorted(out)
 
     def _record(self, changes) -> None:
-        """Turn disk changes into events: renames paired by content, deletes children first."""
+        """Turn disk changes into events: renames paired by content, deletes children first.
+        Nothing is recorded while the folder's marker is missing: a moved or
+        unmounted folder would otherwise read as every file deleted."""
+        if changes and not self.node.folder_present():
+            self.node.folder_missing()   # rescans the whole folder once it is back
+            return
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
@@ -141,7 +146,8 @@ class LocalChanges:
             parents = local_parents(entry.event_id, True, heads)
             return [self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
                                             moved_to=moved_to, durable=False)]
-        if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode:
+        if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
+                and (change.kind == "dir" or current.mtime == change.mtime):
             self.node.state.set(path, change.entry(current.id))   # already what the history says
             return []
         parents = local_parents(entry.event_id if entry else None, entry is not None, heads)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import gevent
 from gevent.event import Event
-from gevent.pool import Group, Pool
+from gevent.pool import Pool
 from gevent.queue import Queue
 from gevent.server import StreamServer
 from gevent.threadpool import ThreadPool
@@ -34,6 +34,9 @@ from p2p import limits
 from p2p.config import LAN, Config
 from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.apply import FolderWriter
+from p2p.folder.marker import MARKER, FolderUnavailable, prepare as prepare_folder
+from p2p.folder.marker import present as folder_marker_present
+from p2p.folder.partials import Partials
 from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
@@ -46,6 +49,7 @@ from p2p.net.local_changes import LocalChanges
 from p2p.net.peers import PeerRegistry
 from p2p.net.reconciler import Reconciler
 from p2p.net.session import Session
+from p2p.net.supervisor import Supervisor
 from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
@@ -66,7 +70,6 @@ class Node:
         self.out = out
         self.home = Path(config.home)
         self.root = Path(config.root)
-        self.root.mkdir(parents=True, exist_ok=True)
         (self.home / ".p2p").mkdir(parents=True, exist_ok=True)
         self.identity = Identity.load_or_create(self.home)
         self.device_id = self.identity.device_id
@@ -74,22 +77,36 @@ class Node:
         self.secret = load_secret(config.secret_file, config.secret_env)
         self.trusted = load_trusted(self.home)
         self.history = History.open(self.home, self.device_id)
-        self.store = BlockStore(self.home / ".p2p" / "blocks")
         self.state = LocalState(self.home / ".p2p" / "local.json")
+        try:
+            prepare_folder(self.root, self.home, len(self.history), self.state.paths())
+        except FolderUnavailable:
+            self.history.close()
+            self.state.close()
+            raise
+        self.store = BlockStore(self.home / ".p2p" / "blocks")
+        settled = self.state.settle(self.root)                 # replaces a crash interrupted
+        doubtful = self.state.forget_unknown(self.history.knows)  # versions the log lost: rehash
+        if settled or doubtful:
+            log.info("local state: %d interrupted writes settled, %d entries to rehash", settled, doubtful)
         self.ignore = IgnoreRules(self.root)
         self.scanner = Scanner(self.root, self.state, self.store, self.ignore.matches)
         self.writer = FolderWriter(self.root, self.state, self.store)
+        self.partials = Partials(self.home / ".p2p" / "partials.json")
         self.registry = PeerRegistry()
         self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
-        self.greenlets = Group()
+        self.supervisor = Supervisor(self.fail)
+        self.exit_code = 0
         self.local_changes = LocalChanges(self)
         self.reconciler = Reconciler(self)
         self.broadcast_q: Queue = Queue()
         self.stopped = Event()
         self.scanned = Event()          # the start-up scan is done
+        self.folder_ready = Event()     # the folder and its marker are there (cleared: paused)
+        self.folder_ready.set()
         self.recent: list = []          # the last events, for `p2p status`
         self.listen_port = config.listen[1]
         self.server = None
@@ -119,6 +136,7 @@ class Node:
                        self.reconciler.run, self.reconciler.small_commits.run,
                        self._housekeeping_loop, self._progress_loop):
             self.spawn(target)
+        self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
         self.reconciler.mark_dirty(list(self.history.paths()))
         for address in self.config.peers:
@@ -135,10 +153,20 @@ class Node:
         where = "LAN broadcast " + ", ".join(self.discovery.targets()) if target is None else target
         self.say(f"discovery on {where} port {self.config.discovery_port}")
 
+    def _wanted_id(self, path: str):
+        current = self.history.current(path)
+        return current.id if current is not None else None
+
     def spawn(self, fn, *args):
-        greenlet = self.greenlets.spawn(fn, *args)
-        greenlet.link_exception(lambda g: log.error("%s crashed: %r", getattr(fn, "__name__", fn), g.exception))
-        return greenlet
+        """A greenlet owned by the node: supervised (logged once and restarted,
+        or fatal), killed on stop."""
+        return self.supervisor.spawn(fn, *args)
+
+    def fail(self, reason: str) -> None:
+        """A component cannot go on: stop the peer, exit code 1."""
+        self.exit_code = 1
+        self.say(f"stopping: {reason}")
+        gevent.spawn(self.stop)
 
     def serve_forever(self) -> None:
         self.stopped.wait()
@@ -154,17 +182,42 @@ class Node:
             self.server.stop(timeout=1)
         if self.control:
             self.control.stop()
-        self.greenlets.kill(block=True, timeout=2)
+        self.supervisor.kill(timeout=2)
         self.fetcher.pool.kill(block=True, timeout=2)
         if self.discovery:
             self.discovery.close()
         self.history.close()
-        self.state.save()
+        self.state.close()
         self.stopped.set()
 
     def say(self, text: str) -> None:
         """A line for the human running ``p2p run`` (stdout); logs go to stderr."""
         self.out(f"{time.strftime('%H:%M:%S')}  {text}")
+
+    # -- the folder itself -----------------------------------------------------
+    def folder_present(self) -> bool:
+        return folder_marker_present(self.root)
+
+    def folder_missing(self) -> None:
+        """The folder or its marker vanished while running (moved, unmounted):
+        pause local changes and writes until it is back, so nothing turns into deletes."""
+        if not self.folder_ready.is_set():
+            return
+        self.folder_ready.clear()
+        log.error("%s is gone or lost its %s marker (moved or unmounted?): syncing paused until it is back",
+                  self.root, MARKER)
+        self.spawn(self._await_folder)
+
+    def _await_folder(self) -> None:
+        while not self.folder_present():
+            gevent.sleep(limits.FOLDER_CHECK_INTERVAL)
+        if self.watcher:   # the old watches went with the old directory
+            self.watcher.stop()
+        self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
+        self.watcher.start()
+        self.folder_ready.set()
+        self.say(f"folder {self.root} is back: resuming")
+        self.local_changes.rescan([""])
 
     # -- connections -----------------------------------------------------------
     def _handle_inbound(self, sock, address) -> None:
@@ -368,8 +421,8 @@ class Node:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self.history.sync()
             ticks += 1
-            if ticks % 25 == 0:
-                self.threadpool.apply(self.state.save)
+            if self.state.journal_lines > limits.STATE_JOURNAL_MAX:
+                self.threadpool.apply(self.state.compact)
             if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
                 self._prune()
 
@@ -425,9 +478,11 @@ class Node:
                 "dirs": sum(1 for e in tree.values() if e.kind == "dir"),
                 "bytes": sum(e.size for e in tree.values() if e.kind == "file"),
                 "events": len(self.history), "pending": self.history.pending_count,
-                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs and not len(self.unsynced),
+                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs and not len(self.unsynced)
+                and self.folder_ready.is_set(),
             },
             "not_synced": self.unsynced.listing(),
+            "paused": "" if self.folder_ready.is_set() else f"the folder or its {MARKER} marker is missing",
             "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size}
                        for e in self.recent[-10:]],
             "now": now,

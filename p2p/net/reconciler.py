@@ -21,7 +21,7 @@ from p2p import limits
 from p2p.units import human_size
 from p2p.folder.apply import LocalChanged, UnsafeTarget, sync_filesystem
 from p2p.folder.archive import PendingArchive
-from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
+from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
                            paths_to_recheck)
 
 log = logging.getLogger("p2p.reconcile")
@@ -56,6 +56,7 @@ class SmallCommits:
             gevent.sleep(self.GATHER)
             self._wake.clear()
             batch, self.waiting = self.waiting, []
+            self.node.history.sync()   # the events these files are versions of, before the files
             outcomes = self.node.threadpool.apply(self._commit_all, ([p for p, _ in batch],))
             for (_, result), outcome in zip(batch, outcomes):
                 if isinstance(outcome, BaseException):
@@ -64,12 +65,14 @@ class SmallCommits:
                     result.set(outcome)
 
     def _commit_all(self, pendings) -> list:
-        """In a pool thread: durable first (syncfs, or fsync each), then placed."""
+        """In a pool thread: durable first (syncfs, or fsync each) with the
+        local state's record of the coming renames, then placed."""
         together = len(pendings) >= self.BATCH_MIN
         outcomes = []
         for pending in pendings:
             try:
                 pending.finish(durable=not together)
+                pending.intend()
                 outcomes.append(None)
             except Exception as exc:
                 outcomes.append(exc)
@@ -77,6 +80,7 @@ class SmallCommits:
             for pending, outcome in zip(pendings, outcomes):
                 if outcome is None:
                     _fsync_path(pending.tmp)
+        self.node.state.sync()   # a no-op after syncfs when the home shares the folder's disk
         for i, pending in enumerate(pendings):
             if outcomes[i] is None:
                 try:
@@ -111,6 +115,7 @@ class Reconciler:
         self.node.scanned.wait()
         while True:
             self._wake.wait()
+            self.node.folder_ready.wait()   # paused while the folder is missing: never write beside it
             self._wake.clear()
             paths, self.dirty = self.dirty, set()
             targets = {p: self.node.history.current(p) for p in paths}
@@ -132,7 +137,7 @@ class Reconciler:
         self._keep_conflict_copies(path)
         entry = self.node.state.get(path)
         action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
-                               entry.event_id if entry else "")
+                               entry.event_id if entry else "", (entry.mode, entry.mtime) if entry else None)
         if action == REMOVE:
             if entry.kind == "file" and entry.event_id:
                 self._archive_now(path, self.node.history.get(entry.event_id))  # its history outlives it
@@ -150,6 +155,9 @@ class Reconciler:
                 log.warning("cannot put a file at %s: the directory there holds files", path)
                 return
             self.mark_dirty([path])   # now the plain make_dir or fetch
+        elif action == METADATA:
+            self.node.threadpool.apply(self.node.writer.set_metadata, (path, target))
+            self.node.say(f"< metadata {path} (from {target.origin[:7]})")
         elif action == RELABEL:
             self.node.state.set(path, replace(entry, event_id=target.id))
         elif action == FETCH:
@@ -189,6 +197,7 @@ class Reconciler:
             self._archive_now(path, self.node.history.get(entry.event_id))  # the version we replace
         try:
             if event.size > limits.SMALL_BLOCK:
+                self.node.history.sync()   # the event this file is a version of, before the file
                 self.node.bulkpool.apply(pending.commit)
             else:
                 self.small_commits.commit(pending)
@@ -197,6 +206,7 @@ class Reconciler:
         except LocalChanged:
             self.node.local_changes.rescan([path])
             return
+        self.node.unsynced.clear(path)
         self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {event.origin[:7]}")
 
     def fetch_finished(self, job) -> None:

@@ -29,6 +29,8 @@ FETCH = "fetch"          # get the winner's blocks and write the file
 REPLACE = "replace"      # a file is where the winner is a directory, or the reverse:
                          # remove it (once its content is safe), then make_dir / fetch
 RELABEL = "relabel"      # the disk already has the content: record the winner's id
+METADATA = "metadata"    # the disk has the content, with other permissions or mtime: apply the
+                         # winner's (a chmod- or touch-only change moves no content)
 
 
 def local_parents(on_disk_event: Optional[str], known_on_disk: bool, heads: Sequence) -> List[str]:
@@ -58,8 +60,12 @@ def conflict_copies(path: str, heads: Sequence, me: str) -> List[Tuple[str, obje
             and loser.kind == "file" and loser.hash != best.hash]
 
 
-def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_disk_event: str) -> str:
-    """The action that makes the disk hold ``target`` (the winner, or None)."""
+def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_disk_event: str,
+                  on_disk_meta: Optional[Tuple[int, int]] = None) -> str:
+    """The action that makes the disk hold ``target`` (the winner, or None).
+
+    ``on_disk_meta``: the file's (permission bits, mtime in ns), when known.
+    """
     if target is None or target.is_delete:
         return REMOVE if on_disk_kind is not None else NOTHING
     if target.kind == "dir":
@@ -71,7 +77,11 @@ def folder_action(target, on_disk_kind: Optional[str], on_disk_hash: str, on_dis
     if on_disk_kind == "dir":
         return REPLACE
     if on_disk_kind == "file" and on_disk_hash == target.hash:
-        return NOTHING if on_disk_event == target.id else RELABEL
+        if on_disk_event == target.id:
+            return NOTHING
+        if on_disk_meta is not None and on_disk_meta != (target.mode & 0o777 or on_disk_meta[0], target.mtime):
+            return METADATA
+        return RELABEL
     return FETCH
 
 
