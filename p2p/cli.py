@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     restore = sub.add_parser("restore", help="rebuild the folder (or one path) as it was at a moment")
     _home(restore)
-    restore.add_argument("path", nargs="?", help="bring only this file or directory back, in place")
-    restore.add_argument("--at", required=True, help="an ISO-8601 time or an event id")
-    restore.add_argument("--to", help="rebuild the whole folder into this (empty or new) directory")
+    restore.add_argument("path", nargs="?", help="bring only this file or directory back, in place "
+                         "(with neither PATH nor --to: the whole folder, in place)")
+    restore.add_argument("--at", required=True, help="an ISO-8601 time, an event id, or 'now'")
+    restore.add_argument("--to", help="rebuild the folder into this (empty or new) directory instead")
     restore.add_argument("--root", default=env("P2P_ROOT"), help="the synced folder (default HOME/shared)")
 
     ls = sub.add_parser("ls", help="list a connected peer's folder, as its events say, without syncing")

@@ -4,7 +4,9 @@
 that moment into DIR (new or empty), byte for byte, with modes and mtimes,
 from the block store (given a PATH too: only that file or subtree).
 ``p2p restore PATH --at WHEN`` puts that file (or subtree) back in place in
-the folder, each file atomically (temporary file + rename); files created
+the folder (with no PATH and no --to: the whole folder, so one command undoes
+a mass delete; ``--at now`` is the latest state, for a folder that went
+missing), each file atomically (temporary file + rename); files created
 since are left alone. It does not append to the history itself (the running
 node owns events.jsonl): the node's watcher, or the next start-up scan,
 records the restored content as a new change, so the restore is history and
@@ -19,11 +21,13 @@ import os
 import secrets
 import stat as statmod
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
+from p2p.folder.marker import write_marker
 from p2p.units import human_size
 from p2p.history.event import Event
 from p2p.history.history import History
@@ -41,9 +45,9 @@ class RestoreError(Exception):
 
 def run(args) -> int:
     home = Path(args.home)
+    if args.at.strip().lower() == "now":
+        args.at = datetime.now().isoformat(timespec="seconds")
     try:
-        if args.path is None and not args.to:
-            raise RestoreError("restoring the whole folder needs --to DIR (or name a PATH to restore in place)")
         history = History.open(home, None, read_only=True)
         try:
             state = state_at(history, args.at)
@@ -56,7 +60,8 @@ def run(args) -> int:
                 raise RestoreError(f"{args.path} did not exist as of {args.at}")
             summary = restore_tree(chosen, store, Path(args.to), args.at)
         else:
-            summary = restore_in_place(state, store, Path(args.root), _user_path(args.path), args.at)
+            path = _user_path(args.path) if args.path is not None else ""
+            summary = restore_in_place(state, store, Path(args.root), path, args.at)
     except (RestoreError, BadMoment) as exc:
         print(f"p2p restore: {exc}", file=sys.stderr)
         return 1
@@ -134,12 +139,17 @@ def restore_tree(state, store: BlockStore, dest: Path, at: str) -> str:
 
 
 def restore_in_place(state, store: BlockStore, root: Path, path: str, at: str) -> str:
-    """Bring ``path`` (a file or a subtree) back in ``root`` as it was in ``state``."""
+    """Bring ``path`` (a file, a subtree, or "" for the whole folder) back in
+    ``root`` as it was in ``state``. Restoring the whole folder also marks it
+    as the synced folder (``p2p.folder.marker``): it is the one to sync."""
     entries = select(state, path)
     if not entries:
-        raise RestoreError(f"{path} did not exist as of {at}")
+        raise RestoreError(f"{path or 'the folder'} was empty as of {at}" if not path
+                           else f"{path} did not exist as of {at}")
     _check_content(entries, store, at)
     root.mkdir(parents=True, exist_ok=True)
+    if not path:
+        write_marker(root)
     written = 0
     for rel, event in entries:
         target = root / rel
@@ -165,11 +175,12 @@ def restore_in_place(state, store: BlockStore, root: Path, path: str, at: str) -
                 continue  # already identical
             _write_file(store, rel, event, target, at, keep_mtime=False)
         written += 1
+    name = path or f"the folder {root}"
     if not written:
-        return f"{path} is already as it was at {at}: nothing to restore"
+        return f"{name} is already as it was at {at}: nothing to restore"
     detail = "" if len(entries) == 1 else f" ({written} of {len(entries)} entries written, the rest already identical)"
-    return (f"restored {path} as of {at}{detail}. The running peer records this as a new change "
-            f"and syncs it (or at its next start).")
+    return (f"restored {name} as of {at}{detail}. The running peer records this as new changes "
+            f"and syncs them (or at its next start); files created since were left in place.")
 
 
 def _refuse_symlinked_parents(root: Path, rel: str) -> None:

@@ -77,6 +77,9 @@ def state_at(history, at: str) -> Dict[str, Event]:
 
 
 def select(state: Dict[str, Event], path: str) -> List[Tuple[str, Event]]:
-    """The entries of ``state`` at ``path`` or inside it, sorted (parents first)."""
+    """The entries of ``state`` at ``path`` or inside it ("" is the whole
+    folder), sorted (parents first)."""
+    if not path:
+        return sorted(state.items())
     prefix = path + "/"
     return sorted((p, e) for p, e in state.items() if p == path or p.startswith(prefix))

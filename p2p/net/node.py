@@ -134,7 +134,7 @@ class Node:
         self.control.start()
         for target in (self.local_changes.coalescer.run, self.local_changes.run, self._broadcast_loop,
                        self.reconciler.run, self.reconciler.small_commits.run,
-                       self._housekeeping_loop, self._progress_loop):
+                       self._housekeeping_loop, self._progress_loop, self._folder_check_loop):
             self.spawn(target)
         self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
@@ -207,6 +207,14 @@ class Node:
         log.error("%s is gone or lost its %s marker (moved or unmounted?): syncing paused until it is back",
                   self.root, MARKER)
         self.spawn(self._await_folder)
+
+    def _folder_check_loop(self) -> None:
+        """The watcher may say nothing when the folder itself is moved or
+        unmounted: look for the marker now and then (one stat)."""
+        while True:
+            gevent.sleep(limits.FOLDER_CHECK_INTERVAL)
+            if self.folder_ready.is_set() and not self.folder_present():
+                self.folder_missing()
 
     def _await_folder(self) -> None:
         while not self.folder_present():
