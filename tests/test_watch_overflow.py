@@ -85,6 +85,14 @@ class Watched:
         self.greenlet.kill()
 
 
+def wait_until_hub(condition, what, timeout=10.0):
+    """wait_until for this process's hub: gevent sleeps, so the watcher's inbox is drained."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        gevent.sleep(0.02)
+
+
 @pytest.fixture
 def watched(tmp_path):
     root = tmp_path / "shared"
@@ -105,9 +113,10 @@ def test_the_watch_mask_holds_only_changes(watched):
 
 
 def test_reading_and_listing_the_folder_queues_no_event(watched):
-    (watched.root / "new").write_bytes(b"seen")
-    wait_until_hub(lambda: "new" in watched.paths, "the watcher to work")
+    (watched.root / "d1" / "new").write_bytes(b"seen")
+    wait_until_hub(lambda: "d1/new" in watched.paths, "the watcher to work")
     watched.settle()
+    assert set(watched.paths) == {"d1/new"}    # not its directory (which would rescan all of d1)
     watched.raw.clear()
     watched.paths.clear()
     for _ in range(3):
@@ -144,13 +153,6 @@ def test_a_write_through_an_outside_hard_link_is_invisible_to_the_watcher(watche
     outside.write_bytes(b"changed behind the watcher's back")
     watched.settle(quiet=1.0)
     assert watched.paths == []
-
-
-def wait_until_hub(condition, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        gevent.sleep(0.02)
 
 
 # -- the queue overflow -------------------------------------------------------------------
@@ -227,3 +229,16 @@ def test_a_bad_rescan_interval_is_a_clear_error(tmp_path):
                               "--listen", "127.0.0.1:0", "--rescan-interval", value],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 2 and "--rescan-interval" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_rescan_interval_defaults_to_an_hour_and_has_an_environment_variable(monkeypatch):
+    from p2p import limits
+    from p2p.cli import build_parser
+    from p2p.commands.run import config_from_args
+
+    monkeypatch.delenv("P2P_RESCAN_INTERVAL", raising=False)
+    assert build_parser().parse_args(["run"]).rescan_interval == limits.RESCAN_INTERVAL == 3600
+    monkeypatch.setenv("P2P_RESCAN_INTERVAL", "0")
+    args = build_parser().parse_args(["run", "--home", "h", "--root", "r", "--listen", "127.0.0.1:0"])
+    assert config_from_args(args).rescan_interval == 0
+    assert build_parser().parse_args(["run", "--rescan-interval", "2.5"]).rescan_interval == 2.5

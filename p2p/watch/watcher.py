@@ -10,8 +10,9 @@ pieces is scanned once), but no longer than ``limits.COALESCE_MAX_DELAY``.
 Only what changes content or names is watched (``CHANGES``): reading or
 listing the folder, as every scan and walk does, queues no inotify event.
 When the kernel's inotify queue overflows, events were dropped: watchdog
-only re-adds its watches, so we also ask for a rescan of the whole folder
-(path ``""``) through the same thread-safe inbox.
+(7.1: ``on_queue_overflow``) only re-adds its watches, so we also ask for a
+rescan of the whole folder (path ``""``) through the same thread-safe inbox.
+This uses watchdog's inotify observer (Linux) directly, to hook the overflow.
 """
 
 from __future__ import annotations
