@@ -2,14 +2,16 @@
 
 Every ``run`` flag has an environment variable (``P2P_HOME``, ``P2P_ROOT``,
 ``P2P_LISTEN``, ``P2P_DISCOVERY``, ``P2P_PEERS``, ``P2P_SECRET``,
-``P2P_SECRET_FILE``, ``P2P_NAME``); flags win over the environment. The
-sub-command modules are imported lazily so ``--help`` stays fast.
+``P2P_SECRET_FILE``, ``P2P_NAME``, ``P2P_RESCAN_INTERVAL``, ...); flags win
+over the environment. The sub-command modules are imported lazily so
+``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import socket
 import sys
 from pathlib import Path
@@ -28,6 +30,13 @@ def _logging(p: argparse.ArgumentParser) -> None:
                    choices=["debug", "info", "warning", "error"], help="log verbosity (env P2P_LOG_LEVEL)")
     p.add_argument("--log-json", action="store_true", default=env("P2P_LOG_JSON") == "1",
                    help="structured logs: one JSON object per line on stderr (env P2P_LOG_JSON=1)")
+
+
+def _seconds(text) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds, 0 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bound the block store (old versions) to this many bytes (env P2P_KEEP_BYTES)")
     run.add_argument("--keep-days", type=float, default=env("P2P_KEEP_DAYS"),
                      help="prune old versions' blocks older than this (env P2P_KEEP_DAYS)")
+    run.add_argument("--rescan-interval", type=_seconds, default=env("P2P_RESCAN_INTERVAL", limits.RESCAN_INTERVAL),
+                     metavar="SECONDS", help="rescan the whole folder this often, for changes the watcher missed; "
+                                             "0 = never (env P2P_RESCAN_INTERVAL, default %g)" % limits.RESCAN_INTERVAL)
     _logging(run)
 
     status = sub.add_parser("status", help="peers, transfers and the folder of the running peer")

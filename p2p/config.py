@@ -31,6 +31,7 @@ class Config:
     name: str = field(default_factory=socket.gethostname)
     keep_bytes: Optional[int] = None
     keep_days: Optional[float] = None
+    rescan_interval: float = limits.RESCAN_INTERVAL  # seconds between full rescans; 0: never
 
     @property
     def discovery_port(self) -> int:

@@ -54,6 +54,8 @@ MAX_CONNECTIONS_PER_ADDRESS = 8  # inbound connections from one IP address
 # --- local changes ---------------------------------------------------------
 COALESCE_DELAY = 0.03            # quiet time before a changed path is scanned: one scan for a burst of writes
 COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at least this often
+RESCAN_INTERVAL = 3600.0         # default seconds between full rescans: the last safety net for changes
+                                 # the watcher missed, rare enough that its cost (a stat per path) is noise
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes

@@ -25,6 +25,7 @@ def config_from_args(args) -> Config:
         name=args.name,
         keep_bytes=int(args.keep_bytes) if args.keep_bytes else None,
         keep_days=float(args.keep_days) if args.keep_days else None,
+        rescan_interval=args.rescan_interval,
     )
 
 

@@ -11,7 +11,8 @@ Greenlets, each owned here and killed on stop:
   scanned (hashing in the thread pool) and become events;
 - the reconciler (``Reconciler``): paths whose winning version differs from
   the disk are written, deleted or fetched (``Fetcher``);
-- housekeeping: group-commit fsync of the log, saving the local state.
+- housekeeping: group-commit fsync of the log, saving the local state;
+- the periodic rescan of the whole folder (``config.rescan_interval``).
 All history mutations happen in the hub, through the single ``EventLog``.
 """
 
@@ -136,6 +137,7 @@ class Node:
                        self.reconciler.run, self.reconciler.small_commits.run,
                        self._housekeeping_loop, self._progress_loop, self._folder_check_loop):
             self.spawn(target)
+        self.spawn(self._rescan_loop)
         self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
         self.reconciler.mark_dirty(list(self.history.paths()))
@@ -433,6 +435,14 @@ class Node:
                 self.threadpool.apply(self.state.compact)
             if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
                 self._prune()
+
+    def _rescan_loop(self) -> None:
+        """The last safety net for changes the watcher missed: the whole folder, every
+        ``config.rescan_interval`` seconds (0: never). Unchanged paths record nothing."""
+        while self.config.rescan_interval:
+            gevent.sleep(self.config.rescan_interval)
+            log.debug("rescanning the folder (every %gs)", self.config.rescan_interval)
+            self.local_changes.rescan([""])
 
     def _prune(self) -> None:
         keep = {h for e in self.history.tree().values() for h, _ in e.blocks}

@@ -6,22 +6,44 @@ loop ``async`` watcher (the thread-safe way into a gevent loop); it never
 touches a gevent object otherwise. In the hub, ``Coalescer`` waits until a
 path has been quiet for ``limits.COALESCE_DELAY`` (so a file written in 100
 pieces is scanned once), but no longer than ``limits.COALESCE_MAX_DELAY``.
+
+Only what changes content or names is watched (``CHANGES``): reading or
+listing the folder, as every scan and walk does, queues no inotify event.
+When the kernel's inotify queue overflows, events were dropped: watchdog
+(7.1: ``on_queue_overflow``) only re-adds its watches, so we also ask for a
+rescan of the whole folder (path ``""``) through the same thread-safe inbox.
+This uses watchdog's inotify observer (Linux) directly, to hook the overflow.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable
 
 import gevent
 from gevent.event import Event
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from watchdog.events import (DirAttribEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent,
+                             FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                             FileSystemEvent, FileSystemEventHandler)
+from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
 
 from p2p import limits
+
+log = logging.getLogger("p2p.watch")
+
+# The events that change content or names. watchdog turns this filter into the
+# inotify mask CREATE|DELETE|MODIFY|ATTRIB|CLOSE_WRITE|MOVED_FROM|MOVED_TO
+# (+ DELETE_SELF, always): never OPEN, ACCESS or CLOSE_NOWRITE, which every
+# read and every directory walk (ours, or watchdog's re-add walk after an
+# overflow) would otherwise pour into the kernel queue. ATTRIB is a chmod (or
+# touch); no event class here asks for IN_MOVE_SELF, which watchdog ignores.
+CHANGES = (FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileModifiedEvent,
+           FileClosedEvent, FileMovedEvent, DirMovedEvent, FileAttribEvent, DirAttribEvent)
 
 
 class Coalescer:
@@ -71,10 +93,6 @@ class _Handler(FileSystemEventHandler):
         return "" if rel == "." else rel.replace(os.sep, "/")
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        if event.is_directory and event.event_type == "modified":
-            return  # a child changed: the child's own event says which
         paths = [self._rel(event.src_path)]
         dest = getattr(event, "dest_path", "")
         if dest:
@@ -107,14 +125,46 @@ class ThreadInbox:
         self._async.close()
 
 
+@dataclass
+class _WatchGroup(InotifyWatchGroup):
+    """watchdog's inotify watches of the folder, which also say when events were lost."""
+    on_lost: Callable[[], None] = lambda: None
+
+    def on_queue_overflow(self) -> None:  # watchdog's inotify thread
+        super().on_queue_overflow()       # watchdog re-adds its watches, and reports nothing
+        if self.is_active:
+            self.on_lost()
+
+
+class _Emitter(InotifyEmitter):
+    """watchdog's inotify emitter, with ``_WatchGroup`` as its watches."""
+
+    def __init__(self, event_queue, watch, *, on_lost: Callable[[], None], **kwargs):
+        super().__init__(event_queue, watch, **kwargs)
+        self._on_lost = on_lost
+
+    def on_thread_start(self) -> None:  # as InotifyEmitter's, with our watch group
+        self._inotify = _WatchGroup(self._inotify_fd, os.fsencode(self.watch.path),
+                                    event_mask=self.get_event_mask_from_filter(),
+                                    is_recursive=self.watch.is_recursive,
+                                    follow_symlink=self.watch.follow_symlink, on_lost=self._on_lost)
+
+
 class FolderWatcher:
     """Starts a watchdog observer on ``root`` feeding ``coalescer``."""
 
     def __init__(self, root: Path, coalescer: Coalescer):
         self.inbox = ThreadInbox(coalescer.add)
-        self.observer = Observer()
+        self.observer = InotifyObserver()
+        self.observer._emitter_class = _Emitter      # watchdog's observer, with our emitter
+        self.observer._emitter_kwargs["on_lost"] = self._lost
         self.observer.daemon = True
-        self.observer.schedule(_Handler(str(root), self.inbox), str(root), recursive=True)
+        self.observer.schedule(_Handler(str(root), self.inbox), str(root), recursive=True,
+                               event_filter=list(CHANGES))
+
+    def _lost(self) -> None:  # watchdog's inotify thread
+        log.warning("file-system events were lost (inotify queue overflow): rescanning the folder")
+        self.inbox.put([""])
 
     def start(self) -> None:
         self.observer.start()
