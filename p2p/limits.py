@@ -12,6 +12,13 @@ DEFAULT_TCP_PORT = 9998          # peer channels
 DEFAULT_UDP_PORT = 9999          # discovery announces
 DISCOVERY_INTERVAL = 5.0         # seconds between announces: the prototype's 5 s
 PEER_EXPIRY = 3 * DISCOVERY_INTERVAL + 1  # forget a discovered peer after 3 missed announces
+MAX_DISCOVERED = 1024            # peers heard of by discovery but never connected: more than a LAN holds;
+                                 # a forger's flood of announces stops here (each entry costs ~1 KiB)
+MAX_DISCOVERED_PER_HOST = 16     # of those, announced from one host: several peers may share a host (containers,
+                                 # tests on 127.0.0.1), thousands never do
+DIALS_PER_HOST = 8               # dial attempts to the peers one host announced, per DIAL_WINDOW: a host naming
+                                 # thousands of device ids and ports gets only these
+DIAL_WINDOW = DISCOVERY_INTERVAL  # the window of DIALS_PER_HOST: one announce period
 
 # --- framing ---------------------------------------------------------------
 MAX_FRAME = 16 * MiB             # largest frame accepted; checked before allocation

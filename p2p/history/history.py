@@ -60,6 +60,7 @@ class History:
         self._lamport = 0
         self._pending: Dict[str, Dict[int, Tuple[Event, Optional[int]]]] = {}
         self._pending_count = 0
+        self._brought: Dict[Tuple[str, int], tuple] = {}   # (origin, seq) waiting -> the sources that sent it
         self._since_snapshot = 0
         self._cache: "OrderedDict[int, Event]" = OrderedDict()
 
@@ -189,13 +190,17 @@ class History:
         self._commit([(event, None)], durable=durable)
         return event
 
-    def merge(self, items: Iterable[Union[dict, Event]]) -> Tuple[List[Event], List[Tuple[object, str]]]:
+    def merge(self, items: Iterable[Union[dict, Event]], source: object = None
+              ) -> Tuple[List[Event], List[Tuple[object, str]]]:
         """Merge events from a peer: (newly appended events in causal order, rejected items with reasons).
 
         Idempotent and order-independent. An event is appended once its seq is
         the next of its origin and all its parents are known; until then it
         waits in a buffer bounded by ``limits.MAX_PENDING_EVENTS``. Known and
-        already-buffered events are ignored.
+        already-buffered events are ignored. ``source`` (any hashable: the
+        session) is remembered for the events that wait, so that
+        ``drop_pending(source)`` can free them when it ends; events merged
+        without a source wait until their turn comes.
         """
         if self._log.read_only:
             raise PermissionError("read-only history")
@@ -207,26 +212,59 @@ class History:
             except InvalidEvent as exc:
                 rejected.append((item, str(exc)))
                 continue
-            if self.knows(event.id) or event.seq in self._pending.get(event.origin, ()):
+            if self.knows(event.id):
                 continue
-            self._hold(event, None)
+            if event.seq in self._pending.get(event.origin, ()):   # waiting already: one more source has it
+                sources = self._brought.get((event.origin, event.seq))
+                if sources is not None and source not in sources:
+                    if source is None:
+                        del self._brought[(event.origin, event.seq)]   # no source: never dropped
+                    else:
+                        self._brought[(event.origin, event.seq)] = sources + (source,)
+                continue
+            self._hold(event, None, source)
             held.append((item, event))
         ready = self._release()
         while self._pending_count > limits.MAX_PENDING_EVENTS and held:  # refuse this batch's overflow
             item, event = held.pop()
-            waiting = self._pending.get(event.origin, {})
-            if waiting.pop(event.seq, None) is not None:
-                self._pending_count -= 1
-                if not waiting:
-                    del self._pending[event.origin]
+            if self._unhold(event.origin, event.seq):
                 rejected.append((item, f"causal buffer full ({limits.MAX_PENDING_EVENTS} events wait for parents)"))
         self._commit(ready, durable=False)
         return [event for event, offset in ready if offset is None], rejected
 
+    def drop_pending(self, source: object) -> int:
+        """``source`` ended: drop the events that wait in the causal buffer and
+        that only it sent (their parents would have come from it); returns how
+        many. One pass over the buffer, once per ended session."""
+        dropped = 0
+        for key, sources in list(self._brought.items()):
+            if source not in sources:
+                continue
+            if len(sources) > 1:
+                self._brought[key] = tuple(s for s in sources if s != source)
+            elif self._unhold(*key):
+                dropped += 1
+        if not self._brought:
+            self._brought = {}   # a dict keeps its largest table: let it go
+        return dropped
+
     # -- internals: causal buffer and index --------------------------------
-    def _hold(self, event: Event, offset: Optional[int]) -> None:
+    def _hold(self, event: Event, offset: Optional[int], source: object = None) -> None:
         self._pending.setdefault(event.origin, {})[event.seq] = (event, offset)
         self._pending_count += 1
+        if source is not None:
+            self._brought[(event.origin, event.seq)] = (source,)
+
+    def _unhold(self, origin: str, seq: int) -> bool:
+        """Take one waiting event out of the causal buffer, unapplied; False if it was not there."""
+        self._brought.pop((origin, seq), None)
+        waiting = self._pending.get(origin, {})
+        if waiting.pop(seq, None) is None:
+            return False
+        self._pending_count -= 1
+        if not waiting:
+            del self._pending[origin]
+        return True
 
     def _release(self) -> List[Tuple[Event, Optional[int]]]:
         """Take every buffered event whose turn has come, in a causal order."""
@@ -248,6 +286,7 @@ class History:
                     if entry is None or not all(known(p) for p in entry[0].parents):
                         break
                     del waiting[next_seq]
+                    self._brought.pop((origin, next_seq), None)
                     self._pending_count -= 1
                     ready.append(entry)
                     advanced[origin] = advanced.get(origin, 0) + 1

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import ujson
 
+from p2p.history.event import is_device_id
+
 MAGIC = b"P2PD"
 VERSION = 1
 MAX_ANNOUNCE = 512
@@ -45,7 +47,7 @@ class Announce:
         if not isinstance(obj, dict):
             raise BadAnnounce("announce body is not an object")
         device, port, name = obj.get("id"), obj.get("port"), obj.get("name", "")
-        if not isinstance(device, str) or not device.isalnum() or len(device) != 32:
+        if not is_device_id(device):   # canonical only: the form device ids are compared in
             raise BadAnnounce("bad device id")
         if type(port) is not int or not 0 < port < 65536:
             raise BadAnnounce("bad port")

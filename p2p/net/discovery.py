@@ -7,6 +7,8 @@ with SO_REUSEADDR and SO_REUSEPORT, so many peers on one host all receive
 each broadcast. Targets: in LAN mode the broadcast address of every IPv4
 interface (read with SIOCGIFBRDADDR), else the one configured address (for
 example 127.255.255.255 on loopback). Our own announces are ignored.
+``on_tick`` runs once per announce interval (the node forgets stale peers
+there, even when nobody announces).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import socket
 import struct
 import time
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import gevent
 
@@ -56,12 +58,13 @@ class Discovery:
     """Announces ``announce`` and calls ``on_peer(announce, host)`` for others."""
 
     def __init__(self, announce: Announce, port: int, target: str, bind_host: str,
-                 on_peer: Callable[[Announce, str], None]):
+                 on_peer: Callable[[Announce, str], bool], on_tick: Optional[Callable[[], None]] = None):
         self.announce = announce
         self.port = port
         self.target = target          # an address, or None for every LAN broadcast address
         self.bind_host = bind_host
         self.on_peer = on_peer
+        self.on_tick = on_tick
         self._last_reply = 0.0
         self.recv_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.recv_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -86,6 +89,8 @@ class Discovery:
     def announce_loop(self) -> None:
         while True:
             self.send()
+            if self.on_tick is not None:
+                self.on_tick()
             gevent.sleep(limits.DISCOVERY_INTERVAL)
 
     def listen_loop(self) -> None:

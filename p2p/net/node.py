@@ -149,7 +149,8 @@ class Node:
     def _start_discovery(self) -> None:
         target = None if self.config.discovery == LAN else self.config.discovery[0]
         self.discovery = Discovery(Announce(self.device_id, self.listen_port, self.name),
-                                   self.config.discovery_port, target, self.config.listen[0], self._discovered)
+                                   self.config.discovery_port, target, self.config.listen[0], self._discovered,
+                                   on_tick=self._forget_stale_peers)
         self.spawn(self.discovery.listen_loop)
         self.spawn(self.discovery.announce_loop)
         where = "LAN broadcast " + ", ".join(self.discovery.targets()) if target is None else target
@@ -259,12 +260,14 @@ class Node:
         peer_id = result.peer_id
         initiator = self.device_id if role == "initiator" else peer_id
         session = Session(self, result.channel, peer_id, address, initiator)
-        to_close = self.registry.attach(peer_id, session, time.time())
-        if to_close is session:
+        if role == "initiator":
+            self.registry.reached(address, peer_id)
+        closing = self.registry.attach(peer_id, session, time.time(), self.device_id)
+        if session in closing:
             session.close("duplicate channel")
             return True
-        if to_close is not None:
-            to_close.close("duplicate channel")
+        for old in closing:  # see peers.resolve: both ends close the same channels
+            old.close("replaced by a newer channel" if old.initiator_id == initiator else "duplicate channel")
         info = self.registry.get(peer_id)
         if role == "initiator":
             info.address = address
@@ -285,6 +288,10 @@ class Node:
         return hashlib.sha256(data).digest()
 
     def session_ended(self, session: Session) -> None:
+        dropped = self.history.drop_pending(session)
+        if dropped:
+            log.info("dropped %d events from %s that waited for predecessors it never sent",
+                     dropped, session.peer_id[:7])
         if self.registry.detach(session.peer_id, session):
             self.say(f"- peer {session.peer_id[:7]} disconnected")
             self._neighbors_changed(lost=True)
@@ -311,36 +318,40 @@ class Node:
         info.name = session.name
 
     def _discovered(self, announce: Announce, host: str) -> bool:
-        info = self.registry.get(announce.device_id)
-        new = info.discovered_at is None
-        info.discovered_at = time.time()
-        info.name = info.name or announce.name
         address = (host, announce.port)
-        info.address = info.address or address
-        if info.session is None and self.device_id < announce.device_id:
+        info, new = self.registry.heard(announce.device_id, announce.name, address, time.time())
+        if info is not None and info.session is None and self.device_id < announce.device_id:
             self._dial(address, static=False)  # the smaller id dials; the other waits
         return new
+
+    def _forget_stale_peers(self) -> None:
+        """Peers announced once and never connected go after limits.PEER_EXPIRY."""
+        self.registry.expire(time.time())
 
     def _dial(self, address, static: bool) -> None:
         current = self._dialing.get(address)
         if current is not None and not current.dead:
             return
-        self._dialing[address] = self.spawn(self._dial_loop, address, static)
+        greenlet = self._dialing[address] = self.spawn(self._dial_loop, address, static)
+        greenlet.link(lambda g: self._dialing.pop(address) if self._dialing.get(address) is g else None)
 
     def _dial_loop(self, address, static: bool) -> None:
         delay = limits.RECONNECT_MIN
         while not self.stopped.is_set():
             if not static and self._address_connected(address):
                 return
-            try:
-                sock = socket.create_connection(address, timeout=5, source_address=self._dial_source())
-                sock.settimeout(None)
-            except OSError as exc:
-                log.debug("dial %s:%s failed: %s", address[0], address[1], exc)
+            if not self.registry.may_dial(address, static, time.monotonic()):
+                log.debug("not dialling %s:%s now (peer connected, or its host's dial budget spent)", *address)
             else:
-                started = time.monotonic()
-                if self._run_channel(sock, address, "initiator") and time.monotonic() - started > 5:
-                    delay = limits.RECONNECT_MIN
+                try:
+                    sock = socket.create_connection(address, timeout=5, source_address=self._dial_source())
+                    sock.settimeout(None)
+                except OSError as exc:
+                    log.debug("dial %s:%s failed: %s", address[0], address[1], exc)
+                else:
+                    started = time.monotonic()
+                    if self._run_channel(sock, address, "initiator") and time.monotonic() - started > 5:
+                        delay = limits.RECONNECT_MIN
             if not static and not self._still_announced(address):
                 return
             gevent.sleep(delay)
@@ -363,7 +374,7 @@ class Node:
     # -- events from peers -----------------------------------------------------
     def on_remote_events(self, session: Session, raw_events) -> bool:
         """Merge a batch from a peer; True if some wait for missing predecessors."""
-        accepted, rejected = self.history.merge(raw_events)
+        accepted, rejected = self.history.merge(raw_events, source=session)
         for item, reason in rejected:
             path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
             log.warning("rejected an event from %s for %r: %s", session.peer_id[:7], path, reason)

@@ -1,16 +1,44 @@
 """The peer registry: every peer we know, by device id, with its address,
-state, channel and times; and the rule that keeps one channel per peer pair.
+state, channel and times; the rule that keeps one channel per peer pair
+(``resolve``); the bounds on peers only heard of by discovery; the dial
+budget per announcing host (``DialBudget``).
 
-Greenlet-safe by construction: it is only touched from the hub, and no
-method yields, so each call is atomic with respect to other greenlets.
+Pure: no sockets, no gevent, no clock reads (time is passed in). Only the
+hub touches it and no method yields, so each call is atomic with respect to
+other greenlets.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from p2p import limits
 
 Address = Tuple[str, int]
+
+KEEP_NEW = "keep new"    # the new channel replaces the old one, which is closed now
+KEEP_OLD = "keep old"    # the new channel is closed now
+KEEP_BOTH = "keep both"  # both are ours: use the new one, close neither; the responder closes the loser
+
+
+def resolve(me: str, old_initiator: str, new_initiator: str) -> str:
+    """Which of two channels with the same peer survives (docs/PROTOCOL.md,
+    "One channel per pair"). Device ids are compared in their canonical
+    32-character form, as byte (ASCII) strings.
+
+    * Different initiators: the channel dialled by the smaller device id.
+      Both ends see both initiators, so both close the same channel.
+    * Same initiator: the newer one, in the order the *responder* completed
+      the two handshakes. The responder knows that order and closes the
+      older channel at once: that is how a peer whose old link died without
+      a FIN gets in at once. The initiator cannot know it (its own order may
+      differ), so it closes neither and leaves the choice to the responder.
+    """
+    if old_initiator != new_initiator:
+        return KEEP_NEW if new_initiator < old_initiator else KEEP_OLD
+    return KEEP_BOTH if new_initiator == me else KEEP_NEW
 
 
 @dataclass
@@ -22,24 +50,41 @@ class PeerInfo:
     connected_since: Optional[float] = None
     last_seen: Optional[float] = None
     discovered_at: Optional[float] = None
+    standby: List[object] = field(default_factory=list)  # our own older channels (KEEP_BOTH), newest last
 
     @property
     def state(self) -> str:
         return "connected" if self.session is not None else "disconnected"
 
 
-def keep_new_channel(existing_initiator: str, new_initiator: str) -> bool:
-    """Both peers dialled at once: keep the channel dialled by the smaller id.
+class DialBudget:
+    """At most ``limits.DIALS_PER_HOST`` dial attempts to the peers announced
+    by one host in each ``limits.DIAL_WINDOW`` seconds."""
 
-    Both ends evaluate the same rule on the same two channels, so they close
-    the same one.
-    """
-    return new_initiator < existing_initiator
+    def __init__(self):
+        self._windows: Dict[str, Tuple[float, int]] = {}   # host -> (window start, attempts in it)
+
+    def allow(self, host: str, now: float) -> bool:
+        start, count = self._windows.get(host, (now, 0))
+        if now - start >= limits.DIAL_WINDOW:
+            start, count = now, 0
+        allowed = count < limits.DIALS_PER_HOST
+        self._windows[host] = (start, count + allowed)
+        if len(self._windows) > limits.MAX_DISCOVERED:   # forget the hosts whose window has passed
+            self._windows = {h: w for h, w in self._windows.items() if now - w[0] < limits.DIAL_WINDOW}
+        return allowed
 
 
 @dataclass
 class PeerRegistry:
     peers: Dict[str, PeerInfo] = field(default_factory=dict)
+    dials: DialBudget = field(default_factory=DialBudget)
+    # peers heard of by discovery and never connected: device id -> announcing
+    # host, least recently announced first (expiry and the caps read this)
+    _strangers: "OrderedDict[str, str]" = field(default_factory=OrderedDict)
+    _strangers_per_host: Dict[str, int] = field(default_factory=dict)
+    # the peer each address we dialled last led to, most recent last (at most MAX_DISCOVERED)
+    _reached: "OrderedDict[Address, str]" = field(default_factory=OrderedDict)
 
     def get(self, device_id: str) -> PeerInfo:
         info = self.peers.get(device_id)
@@ -51,26 +96,115 @@ class PeerRegistry:
         return (p for p in list(self.peers.values()) if p.session is not None)
 
     def sessions(self) -> list:
-        return [p.session for p in self.peers.values() if p.session is not None]
+        """Every live session: each peer's channel, then its standby ones."""
+        return [s for p in self.peers.values() if p.session is not None for s in (p.session, *p.standby)]
 
-    def attach(self, device_id: str, session, now: float) -> Optional[object]:
-        """Make ``session`` the peer's channel; return the session to close, if any."""
+    # -- channels ----------------------------------------------------------------
+    def attach(self, device_id: str, session, now: float, me: str) -> List[object]:
+        """Make ``session`` the peer's channel if ``resolve`` keeps it; return
+        the sessions to close now (``session`` itself if it lost)."""
         info = self.get(device_id)
         old = info.session
-        if old is not None and not keep_new_channel(old.initiator_id, session.initiator_id):
-            return session
+        verdict = KEEP_NEW if old is None else resolve(me, old.initiator_id, session.initiator_id)
+        if verdict == KEEP_OLD:
+            return [session]
+        if verdict == KEEP_BOTH:
+            info.standby.append(old)
+            closing = []
+        else:
+            closing = [s for s in (old, *info.standby) if s is not None]
+            info.standby = []
+        self._forget_stranger(device_id)
         info.session = session
         info.connected_since = now
         info.last_seen = now
-        return old
+        return closing
 
     def detach(self, device_id: str, session) -> bool:
+        """A session ended; True if the peer has no channel left. A standby
+        channel takes over when the peer's channel ends."""
         info = self.peers.get(device_id)
-        if info is not None and info.session is session:
-            info.session = None
-            info.connected_since = None
-            return True
-        return False
+        if info is None:
+            return False
+        if session in info.standby:
+            info.standby.remove(session)
+            return False
+        if info.session is not session:
+            return False
+        if info.standby:
+            info.session = info.standby.pop()
+            return False
+        info.session = None
+        info.connected_since = None
+        return True
+
+    # -- dialling ----------------------------------------------------------------
+    def reached(self, address: Address, device_id: str) -> None:
+        """Our dial to ``address`` reached ``device_id`` (handshake done)."""
+        self._reached[address] = device_id
+        self._reached.move_to_end(address)
+        if len(self._reached) > limits.MAX_DISCOVERED:
+            self._reached.popitem(last=False)
+
+    def may_dial(self, address: Address, static: bool, now: float) -> bool:
+        """Whether a dialer may try ``address`` now: not while the peer it last
+        led to is connected (by another address or by its own dial: a second
+        channel from us would only replace the first), and, for an address
+        heard from discovery, within its host's ``DialBudget``."""
+        peer = self.peers.get(self._reached.get(address, ""))
+        if peer is not None and peer.session is not None:
+            return False
+        return static or self.dials.allow(address[0], now)
+
+    # -- discovery -------------------------------------------------------------
+    def heard(self, device_id: str, name: str, address: Address, now: float) -> Tuple[Optional[PeerInfo], bool]:
+        """An announce from ``address``: (the peer's entry, whether it is newly
+        announced). (None, False) when the table of peers heard of but never
+        connected is full (``limits.MAX_DISCOVERED``, or
+        ``limits.MAX_DISCOVERED_PER_HOST`` for the announcing host): the
+        announce is ignored."""
+        self.expire(now)
+        info = self.peers.get(device_id)
+        host = address[0]
+        if info is None:
+            if (len(self._strangers) >= limits.MAX_DISCOVERED
+                    or self._strangers_per_host.get(host, 0) >= limits.MAX_DISCOVERED_PER_HOST):
+                return None, False
+            info = self.peers[device_id] = PeerInfo(device_id, address=address)
+            self._strangers[device_id] = host
+            self._strangers_per_host[host] = self._strangers_per_host.get(host, 0) + 1
+        elif device_id in self._strangers:
+            self._strangers.move_to_end(device_id)
+        new = info.discovered_at is None
+        info.discovered_at = now
+        info.name = info.name or name
+        info.address = info.address or address
+        return info, new
+
+    def expire(self, now: float) -> int:
+        """Forget the peers heard of but never connected whose last announce is
+        ``limits.PEER_EXPIRY`` old; returns how many. Reads only the stale
+        entries and one more: cheap enough to run on every announce."""
+        count = 0
+        while self._strangers:
+            device_id = next(iter(self._strangers))
+            if now - self.peers[device_id].discovered_at < limits.PEER_EXPIRY:
+                break
+            self._forget_stranger(device_id)
+            del self.peers[device_id]
+            count += 1
+        return count
+
+    def strangers(self) -> int:
+        """Peers heard of by discovery and never connected."""
+        return len(self._strangers)
+
+    def _forget_stranger(self, device_id: str) -> None:
+        host = self._strangers.pop(device_id, None)
+        if host is not None:
+            self._strangers_per_host[host] -= 1
+            if not self._strangers_per_host[host]:
+                del self._strangers_per_host[host]
 
     def find(self, text: str) -> Optional[PeerInfo]:
         """A peer by device id, unique id prefix (dashes ignored) or name."""
