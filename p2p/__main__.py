@@ -10,10 +10,15 @@ them unpatched keeps OpenSSL out of memory (about 2 MB less per peer).
 """
 
 
-def main(argv=None):
+def patch() -> None:
+    """gevent's monkey-patching, as every p2p process needs it (before anything else)."""
     from gevent import monkey
 
     monkey.patch_all(thread=False, select=False, queue=False, ssl=False, subprocess=False)
+
+
+def main(argv=None):
+    patch()
 
     from p2p.cli import main as cli_main
 

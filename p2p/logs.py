@@ -29,4 +29,4 @@ def setup_logging(level: str = "info", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("watchdog").setLevel(logging.WARNING)  # its debug output is per inotify event
+    logging.getLogger("watchdog").setLevel(logging.ERROR)  # per-event debug; its overflow warnings: ours says it

@@ -154,8 +154,6 @@ def test_destination_must_be_empty(scripted, tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("x")
     assert restore(scripted.home, scripted.points[0][1], to=tmp_path / "full") == 1
     assert "empty" in capsys.readouterr().err
-    assert restore(scripted.home, scripted.points[0][1]) == 1
-    assert "--to" in capsys.readouterr().err
 
 
 def test_bad_moments(scripted, tmp_path, capsys):

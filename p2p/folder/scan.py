@@ -123,6 +123,8 @@ class Scanner:
     @staticmethod
     def _relative(rel_dir: str, name: str) -> Optional[str]:
         rel = f"{rel_dir}/{name}" if rel_dir else name
+        if is_internal(rel):
+            return None   # p2p's own (the folder marker): never synced, nothing to warn about
         try:
             checked = check_path(rel)
         except UnsafePath as exc:

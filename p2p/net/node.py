@@ -133,8 +133,11 @@ class Node:
         self.watcher.start()
         self.control = ControlServer(self)
         self.control.start()
-        for target in (self.local_changes.coalescer.run, self.local_changes.run, self._broadcast_loop,
-                       self.reconciler.run, self.reconciler.small_commits.run,
+        # a crashed loop may have dropped the batch it held: it restarts after
+        # looking at the whole folder again (rare, and said once in the log)
+        self.spawn(self.local_changes.run, recover=lambda: self.local_changes.rescan([""]))
+        self.spawn(self.reconciler.run, recover=lambda: self.reconciler.mark_dirty(list(self.history.paths())))
+        for target in (self.local_changes.coalescer.run, self._broadcast_loop, self.reconciler.small_commits.run,
                        self._housekeeping_loop, self._progress_loop, self._folder_check_loop):
             self.spawn(target)
         self.spawn(self._rescan_loop)
@@ -160,10 +163,10 @@ class Node:
         current = self.history.current(path)
         return current.id if current is not None else None
 
-    def spawn(self, fn, *args):
+    def spawn(self, fn, *args, recover=None):
         """A greenlet owned by the node: supervised (logged once and restarted,
-        or fatal), killed on stop."""
-        return self.supervisor.spawn(fn, *args)
+        after ``recover()`` if given, or fatal), killed on stop."""
+        return self.supervisor.spawn(fn, *args, recover=recover)
 
     def fail(self, reason: str) -> None:
         """A component cannot go on: stop the peer, exit code 1."""

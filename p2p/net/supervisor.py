@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import gevent
 from gevent.pool import Group
@@ -32,12 +32,13 @@ class Supervisor:
         self._clock = clock
         self._failures: Dict[str, deque] = {}
 
-    def spawn(self, fn, *args, name: str = "") -> gevent.Greenlet:
-        """Run ``fn(*args)`` in a greenlet of the group, supervised."""
-        label = name or getattr(fn, "__qualname__", None) or repr(fn)
-        return self.group.spawn(self._supervise, label, fn, args)
+    def spawn(self, fn, *args, recover: Optional[Callable[[], None]] = None) -> gevent.Greenlet:
+        """Run ``fn(*args)`` in a greenlet of the group, supervised. ``recover``
+        runs before a restart: it re-queues the work the crash may have dropped."""
+        label = getattr(fn, "__qualname__", None) or repr(fn)
+        return self.group.spawn(self._supervise, label, fn, args, recover)
 
-    def _supervise(self, label: str, fn, args) -> None:
+    def _supervise(self, label: str, fn, args, recover) -> None:
         while True:
             try:
                 fn(*args)
@@ -51,7 +52,9 @@ class Supervisor:
                     self._on_fatal(f"{label} keeps failing: {type(exc).__name__}: {exc}")
                     return
                 log.error("%s crashed; restarting it in %.0fs", label, limits.RESTART_DELAY, exc_info=True)
-                gevent.sleep(limits.RESTART_DELAY)
+            gevent.sleep(limits.RESTART_DELAY)
+            if recover is not None:
+                recover()
 
     def _record_failure(self, label: str) -> bool:
         """Count a failure; True once there were too many recently."""
