@@ -46,7 +46,7 @@ class RestoreError(Exception):
 def run(args) -> int:
     home = Path(args.home)
     if args.at.strip().lower() == "now":
-        args.at = datetime.now().isoformat(timespec="seconds")
+        args.at = datetime.now().isoformat(timespec="microseconds")
     try:
         history = History.open(home, None, read_only=True)
         try:
