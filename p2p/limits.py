@@ -35,6 +35,7 @@ ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after
                                  # the critical path (p2p/folder/archive.py)
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
+VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)

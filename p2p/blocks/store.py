@@ -72,7 +72,9 @@ class BlockStore:
 
     def put(self, block_hash: str, data, *, verified: bool = False) -> None:
         """Store ``data`` under ``block_hash`` after checking that it is its sha256
-        (``verified=True``: the caller has just checked it)."""
+        (``verified=True``: the caller has just checked it against this very
+        ``block_hash``, as ``Session.request_block`` does; never pass it for
+        data checked against a hash someone else named)."""
         if not verified and hashlib.sha256(data).hexdigest() != block_hash:
             raise CorruptBlock(block_hash)
         self._store(block_hash, data)

@@ -102,6 +102,7 @@ class Session:
         self.bytes_received = 0
         self._ids = itertools.count(1)
         self._pending: dict = {}
+        self._asked: dict = {}           # block request id -> (hash, size) we asked for
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._small_budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         # What we owe the peer, until written: blocks mirror its request budget,
@@ -340,28 +341,44 @@ class Session:
                       bulk=msg.size > limits.SMALL_BLOCK)
 
     def _on_block_data(self, msg: BlockData) -> None:
+        """An answer is checked against the hash and size WE asked for (never
+        against the hash the peer put in its reply): a peer that sends other
+        content is dropped, and the block is fetched from another."""
         result = self._pending.pop(msg.req_id, None)
-        if result is None:
+        asked = self._asked.pop(msg.req_id, None)
+        if result is None or asked is None:
             return  # cancelled or unknown request: ignore
-        if msg.status == 0 and self.node.digest(msg.data) != msg.hash:
-            raise WireError(f"peer sent a block whose content does not match its hash {msg.hash.hex()[:12]}")
+        wanted, size = asked
+        if msg.status == BlockStatus.OK:
+            problem = ""
+            if len(msg.data) != size:
+                problem = f"{len(msg.data)} bytes for the block {wanted.hex()[:12]} of {size} bytes we asked for"
+            elif self.node.digest(msg.data) != wanted:
+                problem = f"a block whose content does not match the hash we asked for, {wanted.hex()[:12]}"
+            if problem:
+                result.set_exception(SessionClosed(f"{self.peer_id[:7]} sent {problem}"))
+                raise WireError(f"peer sent {problem}")
         result.set(msg)
 
     def request_block(self, block_hash: str, size: int):
-        """Fetch one block from this peer: its bytes, or None if it lacks it."""
+        """Fetch one block from this peer: its bytes, checked against
+        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it."""
         budget = self._small_budget if size <= limits.SMALL_BLOCK else self._budget
         budget.acquire(size)
+        req_id = next(self._ids) & 0xFFFFFFFF
         try:
             if self.closed.is_set():
                 raise SessionClosed(self.peer_id)
-            req_id = next(self._ids) & 0xFFFFFFFF
             result = AsyncResult()
             self._pending[req_id] = result
+            self._asked[req_id] = (bytes.fromhex(block_hash), size)
             self.send(BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash)))
             msg = result.get(timeout=limits.IDLE_TIMEOUT)
             return msg.data if msg.status == 0 else None
         finally:
             budget.release(size)
+            self._pending.pop(req_id, None)
+            self._asked.pop(req_id, None)
 
     @property
     def outstanding(self) -> int:
