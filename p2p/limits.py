@@ -68,6 +68,7 @@ MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counte
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
 
+MAX_IGNORE_BYTES = 1 * MiB       # a larger .p2pignore is not used: it is read in the hub, and no real one is this big
 FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often
 
 # --- supervision -----------------------------------------------------------
