@@ -44,6 +44,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import ujson
 
 from p2p import limits
+from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.state")
 
@@ -194,7 +195,7 @@ class LocalState:
             generation = self._generation
         tmp = self.file.with_name(self.file.name + ".tmp")
         body = {"journal": generation, "entries": {p: asdict(e) for p, e in entries.items()}}
-        with open(tmp, "w", encoding="utf-8") as out:
+        with os.fdopen(create_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
             out.write(ujson.dumps(body))
             out.flush()
             os.fsync(out.fileno())

@@ -39,6 +39,7 @@ from p2p import limits
 from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
 from p2p.history.index import HeadIndex, path_key
 from p2p.history.log import EventLog
+from p2p.security.private import create_private
 from p2p.sync.merge import live_tree, winner
 
 log = logging.getLogger("p2p.history")
@@ -383,6 +384,7 @@ class History:
         for part in body:
             crc = zlib.crc32(part, crc)
         body.append(b"%08x" % crc)
+        os.close(create_private(self.home / ".p2p" / f".{SNAPSHOT_NAME}.tmp"))   # opened below, it stays 0600
         target = self.home / ".p2p" / SNAPSHOT_NAME
         temp = target.with_name(f".{SNAPSHOT_NAME}.tmp")
         with open(temp, "wb") as out:

@@ -54,6 +54,7 @@ from p2p.net.supervisor import Supervisor
 from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id
 from p2p.security.membership import load_secret, load_trusted, mode_description
+from p2p.security.private import make_home_private
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.units import human_size
@@ -71,7 +72,9 @@ class Node:
         self.out = out
         self.home = Path(config.home)
         self.root = Path(config.root)
-        (self.home / ".p2p").mkdir(parents=True, exist_ok=True)
+        tightened = make_home_private(self.home)   # .p2p 0700, its files and events.jsonl 0600
+        if tightened:
+            log.info("made %d entries of the home %s private (0700/0600)", tightened, self.home)
         self.identity = Identity.load_or_create(self.home)
         self.device_id = self.identity.device_id
         self.name = config.name
