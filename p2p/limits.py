@@ -46,6 +46,12 @@ MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one pee
 MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
 MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
 MAX_PENDING_EVENTS = 100_000     # events held while waiting for their causal parents
+MAX_PENDING_BYTES = 64 * MiB     # ... and their serialized bytes: 100,000 usual events fit, 100,000 of 25 KiB
+                                 # (2.4 GiB) do not
+MAX_INVALID_EVENTS = 100         # invalid events from one session within INVALID_WINDOW before it is dropped:
+INVALID_WINDOW = 60.0            # an honest peer sends none, a broken or hostile one is not heard forever
+REJECT_LOG_INTERVAL = 10.0       # one log line per session and kind of rejected event this often (with a count)
+MAX_REJECT_KINDS = 16            # kinds of rejection told apart per session; more share one line
 SEND_QUEUE_FRAMES = 4096         # frames queued for one peer before it is resynced
 
 # --- timeouts --------------------------------------------------------------

@@ -41,6 +41,7 @@ from p2p.folder.partials import Partials
 from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
+from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
@@ -294,6 +295,8 @@ class Node:
         return hashlib.sha256(data).digest()
 
     def session_ended(self, session: Session) -> None:
+        for line in session.rejections.unsaid():
+            log.warning("rejected events from %s: %s", session.peer_id[:7], line)
         dropped = self.history.drop_pending(session)
         if dropped:
             log.info("dropped %d events from %s that waited for predecessors it never sent",
@@ -378,17 +381,32 @@ class Node:
                    for p in self.registry.peers.values())
 
     # -- events from peers -----------------------------------------------------
-    def on_remote_events(self, session: Session, raw_events) -> bool:
-        """Merge a batch from a peer; True if some wait for missing predecessors."""
+    def on_remote_events(self, session: Session, raw_events):
+        """Merge a batch from a peer: (whether some wait for missing
+        predecessors, the rejected items). Rejections are logged one line per
+        session, kind and interval (``Rejections``); a session that keeps
+        sending invalid events is closed."""
         accepted, rejected = self.history.merge(raw_events, source=session)
-        for item, reason in rejected:
-            path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
-            log.warning("rejected an event from %s for %r: %s", session.peer_id[:7], path, reason)
+        if rejected:
+            self._rejected(session, rejected)
         if accepted:
             self.broadcast_q.put((accepted, session))
             self._remember(accepted)
             self.reconciler.mark_dirty([e.path for e in accepted])
-        return self.history.pending_count > 0
+        return self.history.pending_count > 0, rejected
+
+    def _rejected(self, session: Session, rejected) -> None:
+        now = time.monotonic()
+        for item, reason in rejected:
+            path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
+            line = session.rejections.note(str(reason), f"for {path!r}: {reason}", isinstance(reason, InvalidEvent),
+                                           now)
+            if line is not None:
+                log.warning("rejected an event from %s %s", session.peer_id[:7], line)
+        if session.rejections.too_many() and not session.closed.is_set():
+            log.warning("dropping %s: it sent %d invalid events within %.0fs", session.peer_id[:7],
+                        session.rejections.invalid_count, limits.INVALID_WINDOW)
+            session.close("too many invalid events")
 
     def _remember(self, events) -> None:
         self.recent.extend(events)

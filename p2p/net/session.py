@@ -28,6 +28,7 @@ from gevent.pool import Group
 
 from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
+from p2p.net.rejections import Rejections
 from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
@@ -114,6 +115,7 @@ class Session:
         self._serving = Group()
         self._writer = None
         self._summary_due = False
+        self.rejections = Rejections()   # the events it sent that we rejected (the node logs and counts them)
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -270,11 +272,14 @@ class Session:
         self.ready = True
 
     def _on_events(self, msg: Events) -> None:
+        gaps, rejected = self.node.on_remote_events(self, msg.events)
+        # what the peer has, from the events the history validated (took, holds
+        # or had) only: a rejected one's origin and seq would grow peer_vv and
+        # make us withhold real events that it claims to have
+        refused = {id(item) for item, _ in rejected}
         for raw in msg.events:
-            origin, seq = raw.get("origin"), raw.get("seq")
-            if isinstance(origin, str) and type(seq) is int:
-                self._saw(origin, seq)
-        gaps = self.node.on_remote_events(self, msg.events)
+            if id(raw) not in refused:
+                self._saw(raw["origin"], raw["seq"])
         if gaps and not self._summary_due:
             self._summary_due = True
             gevent.spawn_later(1.0, self._ask_again)
