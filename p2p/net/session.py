@@ -32,6 +32,7 @@ from p2p.net.rejections import Rejections
 from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
+from p2p.wire.text import display_name
 from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
                                ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
 
@@ -262,7 +263,7 @@ class Session:
             handler(msg)
 
     def _on_hello(self, msg: Hello) -> None:
-        self.name = msg.name
+        self.name = display_name(msg.name)   # shown by status, logs, ls: no terminal escapes
         self.listen_port = msg.port
         self.node.peer_hello(self)
 
