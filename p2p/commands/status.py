@@ -22,6 +22,11 @@ def _ago(t, now) -> str:
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
 
 
+def _printable(path: str) -> str:
+    """A not-synced path as typed, quoted and escaped when it holds control characters."""
+    return path if path.isprintable() else repr(path)
+
+
 def _bar(done: int, total: int, width: int = 24) -> str:
     frac = done / total if total else 1.0
     filled = int(frac * width)
@@ -55,7 +60,7 @@ def render(st: dict) -> str:
     not_synced = st.get("not_synced") or []
     if not_synced:
         lines += ["", f"NOT SYNCED ({len(not_synced)})"]
-        lines += [f"  {p['path']!r}: {p['reason']}" for p in not_synced]
+        lines += [f"  {_printable(p['path'])}: {p['reason']}" for p in not_synced]
     if st.get("recent"):
         lines += ["", "RECENT EVENTS"]
         for e in reversed(st["recent"]):
