@@ -48,10 +48,8 @@ class LocalChanges:
             paths = list(self.queue.get())
             while not self.queue.empty():
                 paths.extend(self.queue.get_nowait())
-            try:
-                self._scan(paths)
-            except Exception:  # a bug: log it, and keep turning later changes into events
-                log.exception("scanning %d changed paths failed", len(paths))
+            self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
+            # loop after a full rescan (Node.start), so the batch is not lost
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)
