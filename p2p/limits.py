@@ -63,6 +63,8 @@ COALESCE_DELAY = 0.03            # quiet time before a changed path is scanned: 
 COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at least this often
 RESCAN_INTERVAL = 3600.0         # default seconds between full rescans: the last safety net for changes
                                  # the watcher missed, rare enough that its cost (a stat per path) is noise
+RECORD_EVERY = 256               # a long scan records (and sends) its changes this many at a time ...
+RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes

@@ -60,8 +60,12 @@ class LocalChanges:
         if ".p2pignore" in paths:
             self.node.ignore.reload()
         scanned = self._expand(paths)
-        changes, busy, renamed = [], [], []
+        changes, busy, renamed, deleted = [], [], [], []
+        flushed = time.monotonic()
         for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
+            if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
+                self._record_each_path_apart(changes)   # events leave while the scan goes on
+                changes, flushed = [], time.monotonic()
             if isinstance(result, NotSynced):
                 self._not_synced(path, result.reason)
             elif isinstance(result, Exception) and not isinstance(result, (FileBusy, Renamed)):
@@ -75,12 +79,12 @@ class LocalChanges:
                 elif isinstance(result, Renamed):
                     renamed.append(result.new)
                 elif result is not None:
-                    changes.append(result)
+                    (deleted if result.deleted else changes).append(result)
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
-        self._record_each_path_apart(changes)
+        self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
         self.node.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
