@@ -83,3 +83,13 @@ STATE_JOURNAL_MAX = 50_000       # journal lines before .p2p/local.json is rewri
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often
 SNAPSHOT_EVERY = 50_000          # events appended between index snapshots
+SEQ_RESERVE = 1000               # own seqs reserved per fsync of .p2p/seq.mark: one small fsync per 1000
+                                 # local events, and a lost log is noticed unless it lost fewer than this
+                                 # after a crash (p2p/history/seqmark.py)
+
+# --- disk faults -------------------------------------------------------------
+DISK_PROBE_INTERVAL = 5.0        # s between probes of a home disk that refused a history write: a change
+                                 # made meanwhile is recorded at most this long after space returns
+DISK_PROBE_BYTES = 64 * KiB      # the probe writes this much: room for a batch of events, not just one line
+MAX_DEFERRED_PATHS = 10_000      # paths remembered while the history cannot be written; beyond, one full
+                                 # rescan at recovery instead (bounded memory)
