@@ -164,6 +164,22 @@ def ids_agree(*peers):
     return seen
 
 
+def in_sync(*peers):
+    try:
+        return converged(*peers)
+    except FileNotFoundError:   # a file being placed (its temporary renamed) while read
+        return False
+
+
+def state_files(peer):
+    """The local state: .p2p/local.json and its journals, name -> bytes."""
+    return {p.name: p.read_bytes() for p in (peer.home / ".p2p").glob("local.*")}
+
+
+def state_names(peer, path):
+    return any(path.encode() in data for data in state_files(peer).values())
+
+
 def device_id(peer):
     return Identity.load_or_create(peer.home).device_id
 
@@ -173,7 +189,7 @@ def test_a_peer_whose_log_was_deleted_takes_a_new_device_id(make_peer):
     a = make_peer("a", peers=[b]).start()
     a.write("one.txt", b"first")
     a.write("two.txt", b"second")
-    wait_until(lambda: converged(a, b) and b.has("two.txt", b"second"), 20, "the first sync")
+    wait_until(lambda: in_sync(a, b) and b.has("two.txt", b"second"), 20, "the first sync")
     old_id = device_id(a)
     assert a.stop() == 0 and b.stop() == 0
     (a.home / "events.jsonl").unlink()                          # the folder stays
@@ -183,7 +199,7 @@ def test_a_peer_whose_log_was_deleted_takes_a_new_device_id(make_peer):
     wait_until(lambda: b.has("three.txt", b"made after the log was lost"), 30, "the new change on b")
     a.write("one.txt", b"first, edited")
     wait_until(lambda: b.has("one.txt", b"first, edited"), 20, "an edit of a file the old id made")
-    wait_until(lambda: converged(a, b), 20, "convergence")
+    wait_until(lambda: in_sync(a, b), 20, "convergence")
     new_id = device_id(a)
     assert new_id != old_id and f"NEW DEVICE ID: " in a.output() and "deleted or replaced" in a.output()
     assert (a.home / ".p2p" / f"identity.key.retired-{old_id}").exists()
@@ -208,7 +224,7 @@ def test_two_copies_of_one_home_never_issue_the_same_id(make_peer, tmp_path):
     a.write("from-a.txt", b"made on the original")
     a2.write("from-a2.txt", b"made on the copy")
     a2.write("shared.txt", b"edited on the copy")
-    wait_until(lambda: converged(a, a2, c) and c.has("from-a.txt", b"made on the original")
+    wait_until(lambda: in_sync(a, a2, c) and c.has("from-a.txt", b"made on the original")
                and c.has("from-a2.txt", b"made on the copy") and c.has("shared.txt", b"edited on the copy"),
                30, "all three to converge")
     wait_until(lambda: set(ids_agree(a)) == set(ids_agree(a2)) == set(ids_agree(c)), 20, "the same events")
@@ -228,8 +244,7 @@ def test_a_log_older_than_the_local_state_takes_a_new_id_at_start(make_peer):
     a.write("three.txt", b"3")
     wait_until(lambda: b.has("two.txt", b"2") and b.has("three.txt", b"3"), 20, "the later files on b")
     old_id = device_id(a)
-    local_state = a.home / ".p2p" / "local.json"   # saved every 5 s
-    wait_until(lambda: local_state.exists() and b"three.txt" in local_state.read_bytes(), 20, "the local state")
+    wait_until(lambda: state_names(a, "three.txt"), 20, "the local state")
     a.stop(signal.SIGKILL)
     (a.home / "events.jsonl").write_bytes(older)   # 1 of our 3 events
     a.start()
@@ -237,7 +252,7 @@ def test_a_log_older_than_the_local_state_takes_a_new_id_at_start(make_peer):
     assert a.has("two.txt", b"2") and a.has("three.txt", b"3")   # never taken for files to remove
     a.write("four.txt", b"4")
     wait_until(lambda: b.has("four.txt", b"4"), 20, "a's next change on b, under its new id")
-    wait_until(lambda: converged(a, b), 20, "convergence")
+    wait_until(lambda: in_sync(a, b), 20, "convergence")
     seen = ids_agree(a, b)
     assert f"{device_id(a)}:1" in seen and device_id(a) != old_id
     assert not any(".sync-conflict-" in name for name in os.listdir(a.root) + os.listdir(b.root))
@@ -249,23 +264,25 @@ def test_a_peer_holding_more_of_our_events_than_our_log_makes_us_take_a_new_id(m
     a = make_peer("a", peers=[b]).start()
     a.write("one.txt", b"1")
     wait_until(lambda: b.has("one.txt", b"1"), 20, "one.txt on b")
-    local_state = a.home / ".p2p" / "local.json"
-    wait_until(lambda: local_state.exists() and b"one.txt" in local_state.read_bytes(), 20, "the local state")
-    older = {name: (a.home / name).read_bytes() for name in ("events.jsonl", ".p2p/local.json")}
+    wait_until(lambda: state_names(a, "one.txt"), 20, "the local state")
+    older_log, older_state = (a.home / "events.jsonl").read_bytes(), state_files(a)
     a.write("two.txt", b"2")
     wait_until(lambda: b.has("two.txt", b"2"), 20, "two.txt on b")
     os.remove(a.path("two.txt"))
     wait_until(lambda: b.lacks("two.txt"), 20, "the delete on b")
     old_id = device_id(a)
     a.stop(signal.SIGKILL)
-    for name, data in older.items():                # the folder matches them again: nothing to record
-        (a.home / name).write_bytes(data)
+    (a.home / "events.jsonl").write_bytes(older_log)   # the folder matches them again: nothing to record
+    for path in (a.home / ".p2p").glob("local.*"):
+        path.unlink()
+    for name, data in older_state.items():
+        (a.home / ".p2p" / name).write_bytes(data)
     a.start()
     wait_until(lambda: "NEW DEVICE ID" in a.output(), 20, "a to notice b holds more of its events")
     assert "holds 3 events of this device id, our log 1" in a.output()   # on connect, not at start
     assert device_id(a) != old_id
     a.write("four.txt", b"4")
     wait_until(lambda: b.has("four.txt", b"4"), 20, "a's next change on b, under its new id")
-    wait_until(lambda: converged(a, b), 20, "convergence")
+    wait_until(lambda: in_sync(a, b), 20, "convergence")
     seen = ids_agree(a, b)
     assert f"{device_id(a)}:1" in seen and f"{old_id}:3" in seen and f"{old_id}:4" not in seen
