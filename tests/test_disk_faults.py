@@ -347,6 +347,9 @@ def test_a_full_folder_disk_keeps_the_history_going_and_catches_up(make_peer, tm
         os.rename(a.path("old-name.txt"), a.path("new-name.txt"))   # needs no room: recorded and sent
         wait_until(lambda: b.has("new-name.txt", b"renamed while the folder's disk is full"), 20, "the rename on b")
         assert not a.has("from-b.bin", (b.root / "from-b.bin").read_bytes()) and a.alive()
+        wait_until(lambda: "not syncing 'from-b.bin': cannot write it: No space left on device" in a.output(),
+                   20, "a to list from-b.bin as not synced, with the reason")
+        assert "Traceback" not in a.output()
         os.remove(disk / "filler")
         wait_until(lambda: same_trees(a.root, b.root), 30, "a to get from-b.bin once there is room")
         assert not [n for n in os.listdir(a.root) if n.startswith(".p2p-tmp-")]
