@@ -14,7 +14,7 @@ from p2p import limits
 from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.history.seqmark import MARK_NAME, SeqMark
-from p2p.security.identity import KEY_FILE, Identity, home_moved, record_home
+from p2p.security.identity import KEY_FILE, Identity, home_copied, record_home
 
 from peers import converged, wait_until
 
@@ -123,20 +123,20 @@ def test_a_corrupt_line_holding_one_of_our_events_counts_as_lost(tmp_path):
 def test_a_copied_home_is_told_from_a_moved_one(tmp_path):
     home = tmp_path / "home"
     identity = Identity.load_or_create(home)
-    assert home_moved(home, identity.device_id) is None        # no record yet: not a copy
+    assert home_copied(home, identity.device_id) is None        # no record yet: not a copy
     record_home(home, identity.device_id)
-    assert home_moved(home, identity.device_id) is None
+    assert home_copied(home, identity.device_id) is None
     moved = tmp_path / "moved"
     home.rename(moved)                                         # mv on one file system: the same home
-    assert home_moved(moved, identity.device_id) is None
+    assert home_copied(moved, identity.device_id) is None
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-a", str(moved), str(copy)], check=True)
-    assert "this home was copied from another place (inode of .p2p changed)" == home_moved(copy, identity.device_id)
-    assert home_moved(copy, "C" * 32) is None                  # recorded for another id: the key was replaced
+    assert "this home was copied from another place (inode of .p2p changed)" == home_copied(copy, identity.device_id)
+    assert home_copied(copy, "C" * 32) is None                  # recorded for another id: the key was replaced
     record = ujson.loads((copy / ".p2p" / "home.fingerprint").read_bytes())
     record["machine"] = "another-machine"
     (moved / ".p2p" / "home.fingerprint").write_bytes(ujson.dumps(record).encode())
-    assert "from another machine" in home_moved(moved, identity.device_id)
+    assert "from another machine" in home_copied(moved, identity.device_id)
 
 
 def test_replacing_the_identity_keeps_the_old_key_aside(tmp_path):

@@ -60,7 +60,7 @@ from p2p.net.reconciler import Reconciler
 from p2p.net.session import Session
 from p2p.net.supervisor import Supervisor
 from p2p.security.handshake import perform_handshake
-from p2p.security.identity import Identity, format_device_id, home_moved, record_home
+from p2p.security.identity import Identity, format_device_id, home_copied, record_home
 from p2p.security.membership import load_secret, load_trusted, mode_description
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
@@ -523,7 +523,7 @@ class Node:
     def _check_device_id(self) -> None:
         """At start: a copied home, or a history that lacks events we issued,
         takes a new device id (the start-up scan then records the folder under it)."""
-        why = [reason for reason in (home_moved(self.home, self.device_id), self.history.lost_own_events,
+        why = [reason for reason in (home_copied(self.home, self.device_id), self.history.lost_own_events,
                                      self._own_events_only_in_state()) if reason]
         if why:
             self.retire_identity("; ".join(why))
@@ -556,7 +556,7 @@ class Node:
             self.retire_identity(f"peer {session.peer_id[:7]} holds {seq} events of this device id, our log "
                                  f"{self.history.own_count}: a lost or older events.jsonl, or a copy of this "
                                  f"home running elsewhere")
-        except OSError as exc:   # going on under the old id could reuse a seq
+        except Exception as exc:   # whatever it is: going on under the old id could reuse a seq
             self.fail(f"cannot take a new device id: {exc}")
         return True
 

@@ -218,7 +218,7 @@ def home_fingerprint(home: Path) -> dict:
     return {"machine": _machine_id(), "fs": os.statvfs(directory).f_fsid or info.st_dev, "inode": info.st_ino}
 
 
-def home_moved(home: Path, device_id: str) -> Optional[str]:
+def home_copied(home: Path, device_id: str) -> Optional[str]:
     """Why ``home``, last run as ``device_id``, is not where it was then (a copy), or None.
 
     No record yet, or a record of another device id (the key was replaced by
