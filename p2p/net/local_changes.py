@@ -189,6 +189,9 @@ class LocalChanges:
         if changes and not self.node.folder_present():
             self.node.folder_missing()   # rescans the whole folder once it is back
             return
+        if changes and self.node.disk.held:   # scanned again once the history can be written
+            self.node.disk.defer(c.path for c in changes)
+            return
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
