@@ -203,11 +203,15 @@ class LocalState:
             generation = self._generation
         tmp = self.file.with_name(self.file.name + ".tmp")
         body = {"journal": generation, "entries": {p: asdict(e) for p, e in entries.items()}}
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(ujson.dumps(body))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.file)
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                out.write(ujson.dumps(body))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.file)
+        except OSError:
+            _remove_quietly(tmp)   # the journals (old and new) still hold every change
+            raise
         for gen in range(old_generation, generation):
             _remove_quietly(self._journal_path(gen))
 

@@ -473,13 +473,18 @@ class Node:
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
-        ticks = 0
+        ticks = compact_after = 0
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self._sync_history()
             ticks += 1
-            if self.state.journal_lines > limits.STATE_JOURNAL_MAX:
-                self.threadpool.apply(self.state.compact)
+            if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
+                try:
+                    self.threadpool.apply(self.state.compact)
+                except OSError as exc:   # a full home disk: the journal goes on; try again later
+                    log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
+                                limits.COMPACT_RETRY)
+                    compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
             if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
                 self._prune()
 
