@@ -600,20 +600,33 @@ class Node:
                              f"at {human_size(job['rate'])}/s")
 
     def list_entries(self, path: str):
-        """The folder one level under ``path``, as our history says (for `p2p ls`)."""
+        """``path`` as our history says (for `p2p ls`): a directory (or "" for the
+        folder) is an entry "." for itself, then the entries one level under it;
+        a file or symlink is its own entry; a path we do not have, no entry."""
+        def entry(name, e=None):  # no event: a directory implied by deeper paths
+            if e is None:
+                return {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""}
+            return {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime, "origin": e.origin,
+                    "hash": e.hash}
+
         prefix = path.strip("/")
         start = prefix + "/" if prefix else ""
+        tree = self.history.tree()
+        own = tree.get(prefix) if prefix else None
+        if own is not None and own.kind != "dir":
+            return [entry(prefix.rpartition("/")[2], own)]
         out = {}
-        for p, e in self.history.tree().items():
+        for p, e in tree.items():
             if not p.startswith(start) or p == prefix:
                 continue
             name, _, rest = p[len(start):].partition("/")
             if rest:
-                out.setdefault(name, {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""})
+                out.setdefault(name, entry(name))
             else:
-                out[name] = {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime,
-                             "origin": e.origin, "hash": e.hash}
-        return sorted(out.values(), key=lambda d: d["name"])
+                out[name] = entry(name, e)
+        if prefix and own is None and not out:
+            return []
+        return [entry(".", own)] + sorted(out.values(), key=lambda d: d["name"])
 
     def status(self) -> dict:
         tree = self.history.tree()
