@@ -116,6 +116,12 @@ class Identity:
         return cls(rng(SEED_SIZE))
 
     @classmethod
+    def load(cls, home: Path) -> "Identity":
+        """The identity stored under ``home``; FileNotFoundError if it has none yet
+        (nothing is created: for read-only commands such as ``p2p id``)."""
+        return cls._load(Path(home) / KEY_FILE)
+
+    @classmethod
     def load_or_create(cls, home: Path, rng: Callable[[int], bytes] = os.urandom) -> "Identity":
         """The identity stored under ``home``, created there on first use."""
         path = Path(home) / KEY_FILE
