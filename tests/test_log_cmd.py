@@ -135,6 +135,18 @@ def test_a_path_outside_the_folder_or_unknown_is_said_so(tmp_path, capsys):
         f"p2p log: no event in the history concerns no/such.txt (in the folder {tmp_path / 'shared'})")
 
 
+def test_a_corrupt_line_is_skipped_and_said(tmp_path, capsys):
+    build(tmp_path)
+    with open(tmp_path / "events.jsonl", "ab") as log:
+        log.write(b'{"not": "an event"}\n')
+    assert len(run_log(tmp_path, capsys)) == 7
+    lines = run_log(tmp_path, capsys, path="docs")
+    assert len(lines) == 4
+    assert log_cmd.run(Namespace(home=str(tmp_path), root=str(tmp_path / "shared"), path=None, json=False,
+                                 limit=None)) == 0
+    assert "skipping a corrupt line at byte" in capsys.readouterr().err
+
+
 def test_no_history_yet(tmp_path, capsys):
     assert log_error(tmp_path, capsys) == (
         f"p2p log: no history in {tmp_path} (no events.jsonl): `p2p run` records one from its first start there")

@@ -18,7 +18,7 @@ the home; otherwise as a path inside the folder (``docs/a.txt``).
 
 Read-only, beside a running node. Time order needs the whole log: one pass
 keeps only (time, offset) of the matching events, then the lines shown are
-read again by offset.
+read again by offset and validated (a corrupt line is skipped and said).
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import sys
 import unicodedata
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
+
+import ujson
 
 from p2p.commands.home import no_history
-from p2p.history.event import Event
+from p2p.history.event import Event, InvalidEvent
 from p2p.history.log import EventLog
 from p2p.security.identity import SHORT_ID_LENGTH
 from p2p.units import human_size
@@ -44,12 +46,10 @@ class PathOutside(ValueError):
     """A file-system path given to ``p2p log`` that is not inside the folder."""
 
 
-def matches(event: Event, prefix: Optional[str]) -> bool:
-    """True if ``event`` concerns ``prefix`` (a path, or a directory and what is inside it)."""
-    if not prefix:
-        return True
-    return any(p is not None and (p == prefix or p.startswith(prefix + "/"))
-               for p in (event.path, event.moved_from, event.moved_to))
+def matches(paths, prefix: str) -> bool:
+    """True if one of an event's ``paths`` (path, moved_from, moved_to) is
+    ``prefix`` or inside it ("" matches everything)."""
+    return not prefix or any(isinstance(p, str) and (p == prefix or p.startswith(prefix + "/")) for p in paths)
 
 
 def short_id(event: Event) -> str:
@@ -104,6 +104,34 @@ def _inside(path: str, root: str) -> Optional[str]:
     return None
 
 
+def _select(log: EventLog, prefix: str, every: bool) -> Iterator[Tuple[float, int]]:
+    """(time, offset) of the events to show. Only the fields needed are parsed
+    here (a full parse of every line would be several times slower); the lines
+    shown are validated when read. Without ``every`` (--json), the create half
+    of a rename ("rename a -> b") stands for the pair."""
+    for offset, line in log.iter_lines():
+        try:
+            fields = ujson.loads(line)
+            when, paths = float(fields["time"]), (fields["path"], fields.get("moved_from"), fields.get("moved_to"))
+        except (ValueError, TypeError, KeyError) as exc:
+            _corrupt(offset, exc)
+            continue
+        if (every or paths[2] is None) and matches(paths, prefix):
+            yield when, offset
+
+
+def _corrupt(offset: int, exc: Exception) -> None:
+    print(f"p2p log: events.jsonl: skipping a corrupt line at byte {offset}: {exc}", file=sys.stderr)
+
+
+def _read(log: EventLog, offset: int) -> Optional[Event]:
+    try:
+        return log.read_at(offset)
+    except InvalidEvent as exc:
+        _corrupt(offset, exc)
+        return None
+
+
 def run(args) -> int:
     missing = no_history(args.home)
     if missing:
@@ -118,14 +146,12 @@ def run(args) -> int:
         return 0
     log = EventLog(Path(args.home) / "events.jsonl", read_only=True)
     try:
-        found = [(event.time, offset) for offset, event in log.iter_from()
-                 if (args.json or event.moved_to is None) and matches(event, prefix)]
-        # the create half ("rename a -> b") stands for the pair, unless --json
+        found = list(_select(log, prefix, args.json))
         if args.limit is None:
             found.sort(reverse=True)
         else:
             found = heapq.nlargest(args.limit, found)
-        events = [log.read_at(offset) for _, offset in found]
+        events = [event for event in (_read(log, offset) for _, offset in found) if event is not None]
     finally:
         log.close()
     if not events:
