@@ -42,26 +42,37 @@ def test_ctrl_c_removes_everything_the_demo_made(tmp_path):
     with open(out_path, "w") as out:
         demo = subprocess.Popen([str(REPO / "scripts" / "lan.sh"), "2"], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    tag = f"p2p{demo.pid}"
+    namespaces = [f"{tag}h1", f"{tag}h2", f"{tag}sw"]
+    work = None
     try:
         wait_until(lambda: "Ctrl-C stops every host" in out_path.read_text() or demo.poll() is not None, 60,
                    "the demo to start")
         text = out_path.read_text()
         assert demo.poll() is None, text
         work = re.search(r"folder (/tmp/p2p-lan\.\w+)/host1/shared", text).group(1)
-        tag = f"p2p{demo.pid}"
         assert f"p2p status --home {work}/host1" in text and f"p2p status --home {work}/host2" in text
-        namespaces = [f"{tag}h1", f"{tag}h2", f"{tag}sw"]
+        for i in (1, 2):
+            log = Path(work) / f"host{i}" / "run.log"
+            wait_until(lambda: "scanned the folder" in log.read_text(errors="replace"), 60, f"host{i} to run")
         hosts = [int(pid) for ns in namespaces[:2] for pid in
                  subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
         assert hosts, "no process runs in the hosts"
         os.killpg(demo.pid, signal.SIGINT)
         assert demo.wait(60) == 0, out_path.read_text()
-    finally:
+        assert f"removed their namespaces and {work}" in out_path.read_text()
+        assert not os.path.exists(work)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not any(ns in listed for ns in namespaces), listed
+        assert not [pid for pid in hosts if os.path.exists(f"/proc/{pid}")]
+    finally:  # whatever the script left behind, if it failed
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
-    assert f"removed their namespaces and {work}" in out_path.read_text()
-    assert not os.path.exists(work)
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not any(ns in listed for ns in namespaces), listed
-    assert not [pid for pid in hosts if os.path.exists(f"/proc/{pid}")]
+        for ns in namespaces:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if work:
+            shutil.rmtree(work, ignore_errors=True)
