@@ -249,7 +249,7 @@ def differences(readme: str, outputs: Dict[str, str]) -> List[str]:
 def update(readme: str, outputs: Dict[str, str]) -> str:
     def replace(match):
         name = match.group(1)
-        body = outputs.get(name, match.group(2)).strip("\n") + "\n"
+        body = "".join(line.rstrip() + "\n" for line in outputs.get(name, match.group(2)).strip("\n").splitlines())
         return f"<!-- output: {name} -->\n```\n{body}```\n"
     return MARKER.sub(replace, readme)
 
