@@ -107,8 +107,8 @@ def _inside(path: str, root: str) -> Optional[str]:
 def _select(log: EventLog, prefix: str, every: bool) -> Iterator[Tuple[float, int]]:
     """(time, offset) of the events to show. Only the fields needed are parsed
     here (a full parse of every line would be several times slower); the lines
-    shown are validated when read. Without ``every`` (--json), the create half
-    of a rename ("rename a -> b") stands for the pair."""
+    shown are validated when read. ``every`` (--json) keeps both halves of a
+    rename; otherwise its create half ("rename a -> b") stands for the pair."""
     for offset, line in log.iter_lines():
         try:
             fields = ujson.loads(line)
