@@ -2,7 +2,7 @@
 process whose chosen component raises, as a bug would.
 
 Usage: python tests/faulty_peer.py once|always run ...(p2p run's flags).
-``once``: the local loop's first recording of changes raises; ``always``: the
+``once``: the local loop's first scan of a batch of changes raises; ``always``: the
 housekeeping loop raises every time it runs.
 """
 
@@ -18,16 +18,16 @@ from p2p.net.node import Node  # noqa: E402
 mode = sys.argv.pop(1)
 
 if mode == "once":
-    real_record = LocalChanges._record
+    real_scan = LocalChanges._scan
     fired = []
 
-    def record_once(self, changes):
-        if changes and not fired:
+    def scan_once(self, paths):
+        if self.node.scanned.is_set() and not fired:   # the first batch after the start-up scan
             fired.append(True)
             raise RuntimeError("injected fault in the local loop")
-        return real_record(self, changes)
+        return real_scan(self, paths)
 
-    LocalChanges._record = record_once
+    LocalChanges._scan = scan_once
 else:
     def housekeeping_always_fails(self):
         raise RuntimeError("injected fault in housekeeping")

@@ -239,8 +239,8 @@ def test_events_through_a_symlink_pointing_outside(target, rogue):
     rogue.serve(content)
     rogue.send_events([file_event(rogue.device_id, 1, "escape/evil.txt", content),
                        dir_event(rogue.device_id, 2, "escape/evil-dir")])
-    target.log_has("refusing to write escape/evil-dir: parent escape is a symbolic link")
-    target.log_has("escape/evil.txt: parent escape is a symbolic link")
+    target.log_has("not syncing 'escape/evil-dir': parent escape is a symbolic link")
+    target.log_has("not syncing 'escape/evil.txt': parent escape is a symbolic link")
     assert os.path.islink(target.t.root / "escape")
     assert_unharmed(target, "symlink")
 

@@ -46,9 +46,12 @@ class CorruptBlock(ValueError):
 
 
 class BlockStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, create: bool = True):
+        """``create=False`` for readers (``p2p restore``): a missing store is
+        left missing, and every block in it reads as absent."""
         self.root = Path(root)
-        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
 
     def _path(self, block_hash: str) -> Path:
         if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):

@@ -11,6 +11,7 @@ import time
 
 import ujson
 
+from p2p.commands.home import no_history
 from p2p.net.control import ask
 from p2p.units import human_size
 
@@ -20,6 +21,11 @@ def _ago(t, now) -> str:
         return "-"
     s = max(0, now - t)
     return f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
+
+
+def _printable(path: str) -> str:
+    """A not-synced path as typed, quoted and escaped when it holds control characters."""
+    return path if path.isprintable() else repr(path)
 
 
 def _bar(done: int, total: int, width: int = 24) -> str:
@@ -55,7 +61,7 @@ def render(st: dict) -> str:
     not_synced = st.get("not_synced") or []
     if not_synced:
         lines += ["", f"NOT SYNCED ({len(not_synced)})"]
-        lines += [f"  {p['path']!r}: {p['reason']}" for p in not_synced]
+        lines += [f"  {_printable(p['path'])}: {p['reason']}" for p in not_synced]
     if st.get("recent"):
         lines += ["", "RECENT EVENTS"]
         for e in reversed(st["recent"]):
@@ -69,8 +75,8 @@ def run(args) -> int:
         try:
             st = ask(args.home, {"cmd": "status"})
         except OSError:
-            print(f"p2p status: no peer is running with home {args.home} (start one with `p2p run`)",
-                  file=sys.stderr)
+            print(f"p2p status: no peer is running with home {args.home}: "
+                  + (no_history(args.home) or "start one with `p2p run`"), file=sys.stderr)
             return 1
         if args.json:
             print(ujson.dumps(st, indent=2, ensure_ascii=False))

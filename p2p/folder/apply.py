@@ -9,8 +9,10 @@ hash (``ContentMismatch``), fsynced, and only then renamed into place —
 after checking that the path on disk is still exactly what the local state
 says. If it is not, the user
 changed it meanwhile: ``LocalChanged`` is raised and the caller rescans it, so
-the edit becomes an event and the conflict rules decide. Parents that are
-symbolic links are refused, so a write never leaves the folder. Where the file
+the edit becomes an event and the conflict rules decide. A symbolic link, a
+FIFO, a socket or a device file at the path or at a parent is never written
+through, replaced or removed (``UnsafeTarget``): a write never leaves the
+folder, and never blocks on a FIFO. Where the file
 system folds case (detected once per folder, with a probe file), a name that
 differs only by case from one already on disk is refused too: writing it would
 overwrite that other path. Blocking code: the node runs it in the thread pool.
@@ -41,8 +43,35 @@ class ContentMismatch(OSError):
 
 
 class UnsafeTarget(Exception):
-    """Writing the path would go through a symbolic link, or onto another
-    path's file where the file system folds case."""
+    """Writing ``path`` would go through or replace a symbolic link or a special
+    file, or land on another path's file where the file system folds case;
+    ``reason`` says which."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _special(st: os.stat_result) -> Optional[str]:
+    """What a node is, if p2p must never write through or replace it."""
+    mode = st.st_mode
+    if statmod.S_ISLNK(mode):
+        return "a symbolic link"
+    if statmod.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if statmod.S_ISSOCK(mode):
+        return "a socket"
+    if statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode):
+        return "a device file"
+    return None
+
+
+def _refuse_special(path: str, rel: str, st: os.stat_result) -> None:
+    """UnsafeTarget if ``rel`` (``path`` itself or one of its parents) is a link or special file."""
+    what = _special(st)
+    if what is not None:
+        raise UnsafeTarget(path, f"{what} is in the way; p2p never replaces it" if rel == path
+                           else f"parent {rel} is {what}")
 
 
 def folds_case(directory: Path) -> bool:
@@ -75,7 +104,10 @@ class FolderWriter:
             if entry is not None and entry.kind == "file":
                 raise LocalChanged(path)  # deleted locally, not scanned yet
             return
-        if entry is None or not entry.same_stat(st):
+        if entry is None:
+            _refuse_special(path, path, st)   # never recorded: rescanning it would change nothing
+            raise LocalChanged(path)
+        if not entry.same_stat(st):
             raise LocalChanged(path)
 
     def _check_case(self, path: str) -> None:
@@ -94,11 +126,13 @@ class FolderWriter:
             folded = part.casefold()
             for name in names:
                 if name != part and name.casefold() == folded:
-                    raise UnsafeTarget(f"{path}: {part!r} differs only by case from {name!r} on this file system")
+                    raise UnsafeTarget(path, f"{part!r} differs only by case from {name!r} on this file system")
             current = current / part
 
-    def _ensure_parents(self, path: str) -> None:
-        """Create missing parent directories; refuse symlinks and files in the way."""
+    def _ensure_parents(self, path: str, create: bool = True) -> None:
+        """Create missing parent directories (unless not ``create``: then stop
+        at the first missing one); refuse symlinks, special files and files in
+        the way."""
         parts = path.split("/")[:-1]
         current = self.root
         rel = ""
@@ -108,15 +142,27 @@ class FolderWriter:
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
+                if not create:
+                    return
                 os.mkdir(current)
                 st = os.lstat(current)
                 if self.state.get(rel) is None:
                     self.state.set(rel, Entry.from_stat(st, "", ""))
                 continue
-            if statmod.S_ISLNK(st.st_mode):
-                raise UnsafeTarget(f"{path}: parent {rel} is a symbolic link")
+            _refuse_special(path, rel, st)
             if not statmod.S_ISDIR(st.st_mode):
                 raise LocalChanged(rel)
+
+    def check_target(self, path: str) -> None:
+        """Before fetching a version of ``path``: raise UnsafeTarget if a
+        symbolic link or special file is at the path or a parent (nothing is
+        changed on disk)."""
+        self._ensure_parents(path, create=False)
+        try:
+            st = os.lstat(self.root / path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        _refuse_special(path, path, st)
 
     # -- writes ------------------------------------------------------------
     def begin_file(self, path: str, event, resume_as: Optional[str] = None) -> "PendingFile":
@@ -137,7 +183,7 @@ class FolderWriter:
             return PendingFile(self, path, event, tmp, fd)
         if not statmod.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise UnsafeTarget(f"{path}: its temporary file {resume_as} is not a regular file")
+            raise UnsafeTarget(path, f"its temporary file {resume_as} is not a regular file")
         return PendingFile(self, path, event, tmp, fd, resumed=True)
 
     def write_file(self, path: str, event) -> Entry:
@@ -160,6 +206,7 @@ class FolderWriter:
             os.mkdir(dest, 0o700)
             st = os.lstat(dest)
         if not statmod.S_ISDIR(st.st_mode):
+            _refuse_special(path, path, st)
             raise LocalChanged(path)
         mode = event.mode & PERMISSIONS or 0o755
         if statmod.S_IMODE(st.st_mode) != mode:   # the version's permissions, not the umask's

@@ -4,8 +4,14 @@
 local state remembers, hashes it into the block store and returns a
 ``Change``; ``Scanner.walk()`` lists every syncable path for the start-up
 scan. Blocking code: the node runs it in the thread pool. Symbolic links are
-skipped (never followed), as are internal and ignored paths and names that
-cannot be synced safely to every platform.
+skipped (never followed), as are internal and ignored paths.
+
+A name that no event can carry (``check_path``: control characters,
+backslashes, Windows reserved names, names that are not UTF-8, ...) raises
+``NotSynced`` with the reason, so the caller lists it as not synced; what is
+inside such a directory is neither walked nor reported (the directory is). A
+name in another Unicode form than NFC is renamed on disk to its NFC form
+(``Renamed``: scan the new name), unless that name exists too.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat as statmod
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Tuple
@@ -69,6 +76,8 @@ class Scanner:
             if entry is None:
                 return None
             return Change(path, entry.kind, deleted=True)
+        if entry is None and not self._check_name(path, st):
+            return None  # inside a directory whose own name is reported (or renamed)
         if entry is not None and entry.same_stat(st):
             return None
         if statmod.S_ISDIR(st.st_mode):
@@ -90,21 +99,26 @@ class Scanner:
 
         With ``remove_temporaries`` (the start-up scan, before any transfer
         starts), leftover temporary files of an interrupted write are removed,
-        except ``keep_temporaries`` (transfers that resume).
+        except ``keep_temporaries`` (transfers that resume). Paths whose names
+        cannot be synced are listed too (``observe`` says why), but
+        directories with such names are not entered.
         """
         base = self.root / top if top else self.root
         if top:
             if not self.syncable(top):
                 return
             yield top
+            if not is_event_path(top):
+                return
         for dirpath, dirnames, filenames in os.walk(base):
             rel_dir = os.path.relpath(dirpath, self.root)
             rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
             keep = []
             for name in sorted(dirnames):
-                rel = self._relative(rel_dir, name)
-                if rel is not None and self.syncable(rel) and not os.path.islink(os.path.join(dirpath, name)):
-                    keep.append(name)
+                rel = self._join(rel_dir, name)
+                if self.syncable(rel) and not os.path.islink(os.path.join(dirpath, name)):
+                    if is_event_path(rel):
+                        keep.append(name)
                     yield rel
             dirnames[:] = keep
             for name in sorted(filenames):
@@ -112,32 +126,86 @@ class Scanner:
                     if remove_temporaries and self._join(rel_dir, name) not in self.keep_temporaries:
                         _remove_quietly(os.path.join(dirpath, name))
                     continue
-                rel = self._relative(rel_dir, name)
-                if rel is not None and self.syncable(rel):
+                rel = self._join(rel_dir, name)
+                if self.syncable(rel):
                     yield rel
 
     @staticmethod
     def _join(rel_dir: str, name: str) -> str:
         return f"{rel_dir}/{name}" if rel_dir else name
 
-    @staticmethod
-    def _relative(rel_dir: str, name: str) -> Optional[str]:
-        rel = f"{rel_dir}/{name}" if rel_dir else name
-        if is_internal(rel):
-            return None   # p2p's own (the folder marker): never synced, nothing to warn about
+    def _check_name(self, path: str, st: os.stat_result) -> bool:
+        """True if ``path`` (a file or directory on disk, ``st``) can be an
+        event's path as it is; False if a parent's name cannot (that parent is
+        observed itself). Raises NotSynced if its own name cannot, and Renamed
+        once an NFD (or other non-NFC) name has been given its NFC form."""
         try:
-            checked = check_path(rel)
+            if check_path(path) == path:
+                return True
+            problem = None
         except UnsafePath as exc:
-            log.warning("not syncing %r: %s", rel, exc)
-            return None
-        if checked != rel:
-            log.warning("not syncing %r: name is not in Unicode NFC form", rel)
-            return None
-        return rel
+            problem = str(exc)
+        parent = path.rpartition("/")[0]
+        if parent and not is_event_path(parent):
+            return False
+        if problem is not None:
+            raise NotSynced(path, problem)
+        nfc = unicodedata.normalize("NFC", path)   # only the last name changes: the parent is NFC
+        self._normalize(path, nfc, st)
+        raise Renamed(path, nfc)
+
+    def _normalize(self, path: str, nfc: str, st: os.stat_result) -> None:
+        """Rename ``path`` to its NFC form ``nfc`` (as Syncthing's
+        autoNormalize), never over another file: if ``nfc`` exists too,
+        ``path`` is not synced."""
+        src, dst = self.root / path, self.root / nfc
+        twin = f"its NFC form {nfc!r} exists too: rename or remove one of the two"
+        try:
+            other = os.lstat(dst)
+        except FileNotFoundError:
+            other = None
+        if other is not None and not os.path.samestat(other, st):
+            raise NotSynced(path, twin)
+        if statmod.S_ISDIR(st.st_mode) or other is not None:
+            os.rename(src, dst)   # onto an empty directory at most, or itself (a normalising file system)
+        else:
+            try:
+                os.link(src, dst)  # unlike rename, never replaces a twin made meanwhile
+            except FileExistsError:
+                raise NotSynced(path, twin) from None
+            except OSError:        # no hard links on this file system
+                os.rename(src, dst)
+            else:
+                os.unlink(src)
+        log.info("renamed %a to its NFC form %a", path, nfc)
 
 
 class FileBusy(Exception):
     """The file changed while it was being hashed."""
+
+
+class NotSynced(Exception):
+    """A path on disk whose name no event can carry; ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+
+class Renamed(Exception):
+    """``path`` was renamed on disk to its NFC form ``new``: scan that instead."""
+
+    def __init__(self, path: str, new: str):
+        super().__init__(path, new)
+        self.path, self.new = path, new
+
+
+def is_event_path(path: str) -> bool:
+    """True if ``path`` can name an event as it is (safe, and already NFC)."""
+    try:
+        return check_path(path) == path
+    except UnsafePath:
+        return False
 
 
 def _remove_quietly(path: str) -> None:

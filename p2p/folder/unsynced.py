@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from p2p import limits
+from p2p.history.paths import shown
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Unsynced:
         return len(self._problems) + self.overflow
 
     def listing(self) -> List[dict]:
-        """For `p2p status --json`: every listed problem, by path."""
-        return [{"path": p.path, "reason": p.reason, "since": p.since, "attempts": p.attempts}
+        """For `p2p status --json`: every listed problem, by path (as valid
+        UTF-8 text: a name that is not UTF-8 shows its bytes as \\xNN)."""
+        return [{"path": shown(p.path), "reason": shown(p.reason), "since": p.since, "attempts": p.attempts}
                 for p in sorted(self._problems.values(), key=lambda p: p.path)]

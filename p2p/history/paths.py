@@ -49,6 +49,22 @@ def is_temp_name(name: str) -> bool:
     return _TEMP_NAME.match(name) is not None
 
 
+def shown(path: str) -> str:
+    """``path`` as valid UTF-8 text for display and JSON; never raises. The
+    undecodable bytes of a non-UTF-8 name (surrogate escapes, as ``os.walk``
+    gives them) are shown as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def check_path(path) -> str:
     """Return ``path`` in Unicode NFC if it is a safe relative POSIX path, else raise UnsafePath."""
     if not isinstance(path, str):
@@ -65,7 +81,7 @@ def _check_text(path: str) -> str:
         path = unicodedata.normalize("NFC", path)
         size = len(path.encode("utf-8"))
     except UnicodeError:
-        raise UnsafePath(f"path {path!r} is not valid Unicode") from None
+        raise UnsafePath(f"path {path!r} is not valid Unicode (UTF-8)") from None
     if size > MAX_PATH_BYTES:
         raise UnsafePath(f"path is {size} bytes long (limit {MAX_PATH_BYTES})")
     if path.startswith("/"):

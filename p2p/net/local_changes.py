@@ -5,6 +5,19 @@ expanded to their subtrees, scanned several at once in the thread pool, and
 recorded as events: moves paired by content hash into renames, deletes
 children first, parents from what the disk held (``p2p.sync.plan``). One
 fsync for the batch, then the broadcaster sends it.
+
+One path never stops the loop: a name no event can carry, a file that cannot
+be read, or an unexpected error while handling one path is listed in
+``node.unsynced`` (one warning; a traceback once for an unexpected error), and
+the rest of the batch goes on. Such a path leaves the table once a scan finds
+it gone or syncable.
+
+A history write the home disk refuses (or a block or a local-state line it
+cannot store) holds the node (``DiskGuard``): the local state is updated only
+for changes whose event was written, so the others are found again when their
+paths are rescanned once the disk has room (a change whose event was written
+but not its state line is then found already recorded); meanwhile paths to
+scan are remembered, not scanned.
 """
 
 from __future__ import annotations
@@ -17,7 +30,10 @@ from gevent.queue import Queue
 
 from p2p import limits
 from p2p.units import human_size
-from p2p.folder.scan import Change, FileBusy
+from p2p.folder.scan import Change, FileBusy, NotSynced, Renamed, is_event_path
+from p2p.history.event import make_id
+from p2p.history.log import LogBroken, LogWriteFailed
+from p2p.net.disk_guard import DISK_ERRNOS
 from p2p.sync.merge import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
@@ -25,14 +41,22 @@ from p2p.watch.watcher import Coalescer
 log = logging.getLogger("p2p.local")
 
 
+class StoreFull(FileBusy):
+    """The path's blocks could not be stored (the home disk is full): scan it again later."""
+
+
 class LocalChanges:
     def __init__(self, node):
         self.node = node
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
+        self.reported: set = set()   # paths this loop listed in node.unsynced
 
     def rescan(self, paths) -> None:
         """Scan these paths (from the watcher, or after a write met a local edit)."""
+        if self.node.disk.held:
+            self.node.disk.defer(paths)   # scanned when the history can be written again
+            return
         self.queue.put(list(paths))
 
     def run(self) -> None:
@@ -40,23 +64,80 @@ class LocalChanges:
             paths = list(self.queue.get())
             while not self.queue.empty():
                 paths.extend(self.queue.get_nowait())
-            if ".p2pignore" in paths:
-                self.node.ignore.reload()
-            scanned = self._expand(paths)
-            results = list(self.node.threadpool.imap(self._observe, scanned))
-            busy = [r.args[0] for r in results if isinstance(r, FileBusy)]
-            if busy:
-                self.coalescer.add(busy)   # still being written: look again when quiet
-            self._record([r for r in results if r is not None and not isinstance(r, FileBusy)])
-            self.node.reconciler.mark_dirty(paths_to_recheck(scanned))
+            self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
+            # loop after a full rescan (Node.start), so the batch is not lost
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)
                 self.node.say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
 
+    def _scan(self, paths) -> None:
+        """One batch: expand, observe each path (several at once), record the changes."""
+        if ".p2pignore" in paths:
+            self.node.ignore.reload()
+        scanned = self._expand(paths)
+        changes, busy, renamed, deleted = [], [], [], []
+        flushed = time.monotonic()
+        for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
+            if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
+                self._record_each_path_apart(changes)   # events leave while the scan goes on
+                changes, flushed = [], time.monotonic()
+            if isinstance(result, NotSynced):
+                self._not_synced(path, result.reason)
+            elif isinstance(result, Exception) and not isinstance(result, (FileBusy, Renamed)):
+                self._not_synced(path, f"unexpected error while scanning: {result!r}", result)
+            else:
+                if path in self.reported:   # gone, renamed or syncable now
+                    self.reported.discard(path)
+                    self.node.unsynced.clear(path)
+                if isinstance(result, FileBusy):
+                    busy.append(path)
+                    if isinstance(result, StoreFull):
+                        self.node.disk.hold(result.args[1])   # before the path comes back to ``rescan``
+                elif isinstance(result, Renamed):
+                    renamed.append(result.new)
+                elif result is not None:
+                    (deleted if result.deleted else changes).append(result)
+        if busy:
+            self.coalescer.add(busy)   # still being written: look again when quiet
+        if renamed:
+            self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
+        self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
+        self.node.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
+
+    def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
+        """List ``path`` as not synced (one warning); an unexpected error's traceback is logged once."""
+        if error is not None and path not in self.node.unsynced:
+            log.error("while handling %r:", path, exc_info=(type(error), error, error.__traceback__))
+        self.node.unsynced.report(path, reason, time.time())
+        if path in self.node.unsynced:
+            self.reported.add(path)
+
+    def _record_each_path_apart(self, changes) -> None:
+        """``_record``, but an unexpected error on one path does not lose the
+        others: the events already made are sent, then each change is
+        recorded alone and a change that fails again is listed as not synced."""
+        history, me = self.node.history, self.node.device_id
+        made = history.vv.get(me, 0)
+        try:
+            self._record(changes)
+            return
+        except Exception as exc:
+            log.error("recording %d changes failed (%r): recording them one by one", len(changes), exc)
+        stranded = [history.get(make_id(me, seq)) for seq in range(made + 1, history.vv.get(me, 0) + 1)]
+        if stranded:
+            history.sync()
+            self.node.broadcast_q.put((stranded, None))
+        for change in changes:
+            try:
+                self._record([change])
+            except Exception as exc:
+                self._not_synced(change.path, f"unexpected error while recording: {exc!r}", exc)
+
     def _observe(self, path: str):
         """Scan one path (in a pool thread, several at once): its Change, None if
-        unchanged or unreadable, or the FileBusy it raised."""
+        unchanged, or the exception it raised (FileBusy, NotSynced, Renamed or
+        an unexpected one: handled in the hub)."""
         started = time.monotonic()
         try:
             change = self.node.scanner.observe(path)
@@ -66,27 +147,40 @@ class LocalChanges:
         except FileBusy as busy:
             log.debug("%s changed while being scanned: later", path)
             return busy
+        except FileNotFoundError:
+            log.debug("%s vanished while being scanned: its deletion is reported next", path)
         except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
+            if exc.errno in DISK_ERRNOS:   # the block store (in the home) has no room
+                return StoreFull(path, exc)
+            return NotSynced(path, f"cannot read it: {exc.strerror or exc}")
+        except Exception as exc:  # NotSynced, Renamed, or a bug: the hub reports it
+            return exc
         return None
 
     def _expand(self, paths):
         """Each reported path plus, for directories, everything under it (disk or record)."""
         out = {}
         for path in paths:
-            full = self.node.root / path
-            on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
-            if on_disk_dir:
-                startup = path == "" and not self.node.scanned.is_set()
-                for p in self.node.threadpool.apply(lambda: list(self.node.scanner.walk(path, startup))):
-                    out[p] = None
-            elif path:
-                out[path] = None
-            entry = self.node.state.get(path)
-            if on_disk_dir or (entry is not None and entry.kind == "dir"):
-                for p in self.node.state.under(path):  # children that may be gone
-                    out[p] = None
+            try:
+                self._expand_one(path, out)
+            except Exception as exc:  # one path never stops the batch
+                self._not_synced(path, f"unexpected error while listing: {exc!r}", exc)
+                out.pop(path, None)
         return sorted(out)
+
+    def _expand_one(self, path: str, out: dict) -> None:
+        full = self.node.root / path
+        on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
+        if on_disk_dir:
+            startup = path == "" and not self.node.scanned.is_set()
+            for p in self.node.threadpool.apply(lambda: list(self.node.scanner.walk(path, startup))):
+                out[p] = None
+        elif path:
+            out[path] = None
+        entry = self.node.state.get(path)
+        if on_disk_dir or (entry is not None and entry.kind == "dir"):
+            for p in self.node.state.under(path):  # children that may be gone
+                out[p] = None
 
     def _record(self, changes) -> None:
         """Turn disk changes into events: renames paired by content, deletes children first.
@@ -94,6 +188,9 @@ class LocalChanges:
         unmounted folder would otherwise read as every file deleted."""
         if changes and not self.node.folder_present():
             self.node.folder_missing()   # rescans the whole folder once it is back
+            return
+        if changes and self.node.disk.held:   # scanned again once the history can be written
+            self.node.disk.defer(c.path for c in changes)
             return
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
@@ -103,19 +200,31 @@ class LocalChanges:
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
         new_events = []
-        for c in created:
-            moved_from = None
-            if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
-                source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
-                if source is not None:
-                    deleted.pop(source.path, None)
-                    new_events += self._local_event(source, moved_to=c.path)
-                    moved_from = source.path
-            new_events += self._local_event(c, moved_from=moved_from)
-        for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-            new_events += self._local_event(c)
+        try:
+            try:
+                for c in created:
+                    moved_from = None
+                    if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
+                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                        if source is not None:
+                            deleted.pop(source.path, None)
+                            new_events += self._local_event(source, moved_to=c.path)
+                            moved_from = source.path
+                    new_events += self._local_event(c, moved_from=moved_from)
+                for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
+                    new_events += self._local_event(c)
+            except LogBroken:
+                raise
+            except OSError as exc:   # the history, or the local state's journal, refused a write
+                if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
+                    raise
+                self.node.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
+            if new_events:
+                self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
+        except LogBroken as exc:   # nothing of this batch may leave this machine
+            self.node.history_broken(exc)
+            return
         if new_events:
-            self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
             self.node.broadcast_q.put((new_events, None))
             self.node._remember(new_events)
             for e in new_events:
@@ -140,12 +249,14 @@ class LocalChanges:
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
-            self.node.state.pop(path)
             if not live or entry is None:
+                self.node.state.pop(path)
                 return []
             parents = local_parents(entry.event_id, True, heads)
-            return [self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
-                                            moved_to=moved_to, durable=False)]
+            event = self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
+                                                 moved_to=moved_to, durable=False)
+            self.node.state.pop(path)   # only once its event is written
+            return [event]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
             self.node.state.set(path, change.entry(current.id))   # already what the history says

@@ -5,10 +5,17 @@ archive large files into the block store once transfers are quiet.
 
 The decisions are the pure functions of ``p2p.sync.plan``; this is the gevent
 glue that applies them (file work in the node's thread pools).
+
+A path it cannot write (a symbolic link, FIFO or other special file in the
+way, an I/O error, an unexpected error) is listed in ``node.unsynced`` (one
+warning) and retried after a back-off that doubles up to
+``limits.UNSYNCED_RETRY_MAX``, or at once when the path is marked dirty again
+(a scan of it: the watcher saw it change, or a new version arrived).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import time
@@ -90,6 +97,14 @@ class SmallCommits:
         return outcomes
 
 
+def _outcome(fn, args):
+    """In a pool thread: (True, what ``fn`` returned) or (False, what it raised)."""
+    try:
+        return True, fn(*args)
+    except Exception as exc:
+        return False, exc
+
+
 def _fsync_path(path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -105,6 +120,8 @@ class Reconciler:
         self.archive = PendingArchive(node.root, node.store)
         self.dirty: set = set()
         self._wake = Event()
+        self.blocked: dict = {}     # path -> when to retry it (listed in node.unsynced by this loop)
+        self._retries: list = []    # heap of (retry time, path); stale once blocked[path] moved
 
     def mark_dirty(self, paths) -> None:
         self.dirty.update(paths)
@@ -114,22 +131,72 @@ class Reconciler:
     def run(self) -> None:
         self.node.scanned.wait()
         while True:
-            self._wake.wait()
+            self._wake.wait(self._until_next_retry())
             self.node.folder_ready.wait()   # paused while the folder is missing: never write beside it
             self._wake.clear()
-            paths, self.dirty = self.dirty, set()
-            targets = {p: self.node.history.current(p) for p in paths}
+            paths, self.dirty = self.dirty | self._due_retries(), set()
+            targets = self._targets(paths)
             alive = sorted(p for p, t in targets.items() if t is not None and t.type != "delete")
-            gone = sorted((p for p in paths if p not in alive), key=lambda p: p.count("/"), reverse=True)
+            gone = sorted((p for p, t in targets.items() if t is None or t.type == "delete"),
+                          key=lambda p: p.count("/"), reverse=True)
             for path in alive + gone:
                 try:
                     self._reconcile(path, targets[path])
                 except LocalChanged as exc:
                     self.node.local_changes.rescan([str(exc)])
                 except UnsafeTarget as exc:
-                    log.warning("refusing to write %s", exc)
+                    self._cannot_write(path, exc.reason)
                 except OSError as exc:
-                    log.warning("cannot apply %s: %s", path, exc)
+                    self._cannot_write(path, f"cannot write it: {exc.strerror or exc}")
+                except Exception as exc:  # a bug: this path waits, the others go on
+                    self._cannot_write(path, f"unexpected error: {exc!r}", exc)
+                else:
+                    if self.blocked.pop(path, None) is not None:
+                        self.node.unsynced.clear(path)
+                        # what waited for this directory can be written now
+                        self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
+
+    def _targets(self, paths) -> dict:
+        """path -> its winning version (None if none); a path whose history
+        cannot be read is reported instead of stopping the others."""
+        targets = {}
+        for path in paths:
+            try:
+                targets[path] = self.node.history.current(path)
+            except Exception as exc:
+                self._cannot_write(path, f"unexpected error: {exc!r}", exc)
+        return targets
+
+    def _cannot_write(self, path: str, reason: str, error: BaseException = None) -> None:
+        """List ``path`` as not synced (one warning) and retry it after the back-off."""
+        if error is not None and path not in self.node.unsynced:
+            log.error("while writing %r:", path, exc_info=(type(error), error, error.__traceback__))
+        problem = self.node.unsynced.report(path, reason, time.time())
+        self.blocked[path] = problem.retry_at
+        heapq.heappush(self._retries, (problem.retry_at, path))
+
+    def _until_next_retry(self):
+        """Seconds until the earliest back-off ends (None: none is waiting)."""
+        while self._retries and self.blocked.get(self._retries[0][1]) != self._retries[0][0]:
+            heapq.heappop(self._retries)   # stale: retried or cleared meanwhile
+        return max(0.0, self._retries[0][0] - time.time()) if self._retries else None
+
+    def _due_retries(self) -> set:
+        now, due = time.time(), set()
+        while self._retries and self._retries[0][0] <= now:
+            at, path = heapq.heappop(self._retries)
+            if self.blocked.get(path) == at:
+                due.add(path)
+        return due
+
+    def _on_disk(self, write, *args):
+        """Run a FolderWriter call in the thread pool and return its result;
+        what it raises is raised here, in the hub (so gevent does not print
+        a traceback for an expected LocalChanged or UnsafeTarget)."""
+        ok, outcome = self.node.threadpool.apply(_outcome, (write, args))
+        if not ok:
+            raise outcome
+        return outcome
 
     def _reconcile(self, path: str, target) -> None:
         if not path or self.node.ignore.matches(path):
@@ -141,26 +208,27 @@ class Reconciler:
         if action == REMOVE:
             if entry.kind == "file" and entry.event_id:
                 self._archive_now(path, self.node.history.get(entry.event_id))  # its history outlives it
-            if self.node.threadpool.apply(self.node.writer.remove, (path,)):
+            if self._on_disk(self.node.writer.remove, path):
                 self.node.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
                 self.mark_dirty(paths_to_recheck([path]))
             else:
                 log.info("kept directory %s: it holds files added meanwhile", path)
         elif action == MAKE_DIR:
-            self.node.threadpool.apply(self.node.writer.make_dir, (path, target))
+            self._on_disk(self.node.writer.make_dir, path, target)
         elif action == REPLACE:   # a file where a directory won, or the reverse
             if entry.kind == "file" and entry.event_id:
                 self._archive_now(path, self.node.history.get(entry.event_id))
-            if not self.node.threadpool.apply(self.node.writer.remove, (path,)):
+            if not self._on_disk(self.node.writer.remove, path):
                 log.warning("cannot put a file at %s: the directory there holds files", path)
                 return
             self.mark_dirty([path])   # now the plain make_dir or fetch
         elif action == METADATA:
-            self.node.threadpool.apply(self.node.writer.set_metadata, (path, target))
+            self._on_disk(self.node.writer.set_metadata, path, target)
             self.node.say(f"< metadata {path} (from {target.origin[:7]})")
         elif action == RELABEL:
             self.node.state.set(path, replace(entry, event_id=target.id))
         elif action == FETCH:
+            self.node.writer.check_target(path)   # a link or FIFO in the way: refused before any transfer
             self.node.fetcher.want(path, target)
 
     def _keep_conflict_copies(self, path: str) -> None:

@@ -268,19 +268,19 @@ class Session:
         self.node.peer_hello(self)
 
     def _on_summary(self, msg: Summary) -> None:
+        if self.node.own_events_elsewhere(self, msg.vv.get(self.node.device_id, 0)):
+            return   # the peer holds more of our events than we do: we took a new id, sessions close
         self.peer_vv = dict(msg.vv)
         self._enqueue(BACKFILL)
         self.ready = True
 
     def _on_events(self, msg: Events) -> None:
-        gaps, rejected = self.node.on_remote_events(self, msg.events)
+        gaps, validated = self.node.on_remote_events(self, msg.events)
         # what the peer has, from the events the history validated (took, holds
         # or had) only: a rejected one's origin and seq would grow peer_vv and
         # make us withhold real events that it claims to have
-        refused = {id(item) for item, _ in rejected}
-        for raw in msg.events:
-            if id(raw) not in refused:
-                self._saw(raw["origin"], raw["seq"])
+        for raw in validated:
+            self._saw(raw["origin"], raw["seq"])
         if gaps and not self._summary_due:
             self._summary_due = True
             gevent.spawn_later(1.0, self._ask_again)
