@@ -65,6 +65,10 @@ log = logging.getLogger("p2p.node")
 PROGRESS_MIN_BYTES = 16 * limits.MiB
 
 
+class CannotListen(OSError):
+    """The listen address cannot be bound (in use, not ours, privileged)."""
+
+
 class Node:
     def __init__(self, config: Config, out=print):
         self.config = config
@@ -122,7 +126,10 @@ class Node:
     def start(self) -> None:
         host, port = self.config.listen
         self.server = StreamServer((host, port), self._handle_inbound, spawn=Pool(limits.MAX_CONNECTIONS))
-        self.server.init_socket()
+        try:
+            self.server.init_socket()
+        except OSError as exc:
+            raise CannotListen(exc.errno, exc.strerror) from exc
         self.server.start()
         self.listen_port = self.server.server_port
         self.say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
@@ -447,7 +454,7 @@ class Node:
             ticks += 1
             if self.state.journal_lines > limits.STATE_JOURNAL_MAX:
                 self.threadpool.apply(self.state.compact)
-            if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
+            if ticks % 300 == 0 and (self.config.keep_bytes is not None or self.config.keep_days is not None):
                 self._prune()
 
     def _rescan_loop(self) -> None:
@@ -460,7 +467,7 @@ class Node:
 
     def _prune(self) -> None:
         keep = {h for e in self.history.tree().values() for h, _ in e.blocks}
-        max_age = self.config.keep_days * 86400 if self.config.keep_days else None
+        max_age = self.config.keep_days * 86400 if self.config.keep_days is not None else None
         pruned = self.threadpool.apply(self.store.prune, (keep,), dict(
             max_bytes=self.config.keep_bytes, max_age=max_age, now=time.time()))
         if pruned:
