@@ -56,9 +56,12 @@ def tree(root: Path) -> Dict[str, object]:
 
 class Peer:
     def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
-                 host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p")):
+                 host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p"),
+                 split_output: bool = False):
         """``program``: what the Python interpreter runs (a fault-injecting
-        wrapper in tests/faulty_peer.py for the supervision tests)."""
+        wrapper in tests/faulty_peer.py for the supervision tests).
+        ``split_output``: stdout goes to ``stdout.log`` instead of ``run.log``
+        (which then holds stderr alone)."""
         self.name = name
         self.program = list(program)
         self.home = base / name
@@ -73,6 +76,7 @@ class Peer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path = self.home / "run.log"
+        self.stdout_path = self.home / "stdout.log" if split_output else None
 
     @property
     def address(self) -> str:
@@ -89,7 +93,11 @@ class Peer:
             env["P2P_SECRET"] = self.secret
         self.log = open(self.log_path, "ab")
         self._log_start = self.log.tell()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if self.stdout_path is not None:
+            with open(self.stdout_path, "ab") as stdout:
+                self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=self.log, env=env)
+        else:
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited at start:\n{self.output()}")

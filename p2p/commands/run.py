@@ -13,7 +13,7 @@ import gevent
 
 from p2p.config import Config, parse_address, parse_discovery, parse_peers
 from p2p.history.paths import TEMP_PREFIX
-from p2p.logs import setup_logging
+from p2p.logs import activity, setup_logging
 from p2p.units import parse_size
 
 
@@ -94,31 +94,45 @@ def run(args) -> int:
     from p2p.history.log import LogLocked
     from p2p.security.identity import IdentityError
 
+    # after the imports: the hub's child watcher would stall the subprocess
+    # that pycryptodome's import runs (platform.architecture)
+    gevent.get_hub().print_exception = _log_greenlet_error
+
+    def refuse(message: str) -> int:
+        """One line, exit code 2 (a JSON line with --log-json)."""
+        if args.log_json:
+            logging.getLogger("p2p").error(message)
+        else:
+            print(f"p2p run: {message}", file=sys.stderr)
+        return 2
+
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        print(f"p2p run: {exc}", file=sys.stderr)
-        return 2
+        return refuse(str(exc))
     try:
-        node = Node(config, out=lambda line: print(line, flush=True))
+        node = Node(config)
     except OSError as exc:   # an unreadable folder, a home that is a file, ...
-        print(f"p2p run: {explain_os_error(exc, config.root)}", file=sys.stderr)
-        return 2
+        return refuse(explain_os_error(exc, config.root))
     except (ValueError, LogLocked, IdentityError, FolderUnavailable) as exc:  # a bad setting,
         # a busy home, an unsafe key, a missing folder: one line
-        print(f"p2p run: {exc}", file=sys.stderr)
-        return 2
+        return refuse(str(exc))
     try:
         node.start()
     except OSError as exc:
         node.stop()
         if isinstance(exc, CannotListen):
-            print(f"p2p run: {explain_listen_error(exc, config.listen)}", file=sys.stderr)
-        else:
-            print(f"p2p run: cannot start: {explain_os_error(exc, config.root)}", file=sys.stderr)
-        return 2
+            return refuse(explain_listen_error(exc, config.listen))
+        return refuse(f"cannot start: {explain_os_error(exc, config.root)}")
     for sig in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(sig, lambda: gevent.spawn(node.stop))
     node.serve_forever()
-    logging.getLogger("p2p").info("stopped")
+    activity().info("stopped")
     return node.exit_code
+
+
+def _log_greenlet_error(context, kind, value, tb) -> None:
+    """gevent's hub prints a dying greenlet's traceback straight to stderr: send
+    it through logging instead, once, in the one format (a bug, by definition:
+    every expected failure is handled where it happens)."""
+    logging.getLogger("p2p").error("unexpected error in %s", context, exc_info=(kind, value, tb))

@@ -189,11 +189,9 @@ class LocalChanges:
             self.node.broadcast_q.put((new_events, None))
             self.node._remember(new_events)
             for e in new_events:
-                label = e.type if not (e.moved_from or e.moved_to) else "rename"
-                if e.moved_to:
+                if e.moved_to:   # the first half of a rename: said with its second half
                     continue
-                extra = f" (from {e.moved_from})" if e.moved_from else ""
-                self.node.say(f"> {label} {e.path}{extra}")
+                self.node.say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
     def _vanished_with(self, digest: str):
         """A recorded file with this content that is gone from disk: the source of a

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import socket
 import time
+import weakref
 from pathlib import Path
 
 import gevent
@@ -42,6 +43,7 @@ from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
 from p2p.history.history import History
+from p2p.logs import ACTIVITY
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
 from p2p.net.discovery import Discovery
@@ -61,6 +63,7 @@ from p2p.watch.watcher import FolderWatcher
 from p2p.wire.messages import Neighbors, Summary
 
 log = logging.getLogger("p2p.node")
+activity = logging.getLogger(ACTIVITY)
 
 PROGRESS_MIN_BYTES = 16 * limits.MiB
 
@@ -70,9 +73,8 @@ class CannotListen(OSError):
 
 
 class Node:
-    def __init__(self, config: Config, out=print):
+    def __init__(self, config: Config):
         self.config = config
-        self.out = out
         self.home = Path(config.home)
         self.root = Path(config.root)
         (self.home / ".p2p").mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,7 @@ class Node:
         self._dialing: dict = {}        # address -> dialer greenlet
         self._inbound_per_host: dict = {}
         self.last_served = 0.0          # when a block was last read for a peer
+        self._greeted = weakref.WeakSet()   # sessions whose "+ peer" line was said
 
     # -- start and stop --------------------------------------------------------
     def start(self) -> None:
@@ -135,7 +138,11 @@ class Node:
         self.say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
         self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
         self.say(f"listening on {host}:{self.listen_port}")
-        self.say(mode_description(self.secret, self.trusted))
+        mode = mode_description(self.secret, self.trusted)
+        if mode.startswith("WARNING: "):
+            self.say(mode[len("WARNING: "):], logging.WARNING)
+        else:
+            self.say(mode)
         self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.control = ControlServer(self)
@@ -178,7 +185,7 @@ class Node:
     def fail(self, reason: str) -> None:
         """A component cannot go on: stop the peer, exit code 1."""
         self.exit_code = 1
-        self.say(f"stopping: {reason}")
+        self.say(f"stopping: {reason}", logging.ERROR)
         gevent.spawn(self.stop)
 
     def serve_forever(self) -> None:
@@ -203,9 +210,18 @@ class Node:
         self.state.close()
         self.stopped.set()
 
-    def say(self, text: str) -> None:
-        """A line for the human running ``p2p run`` (stdout); logs go to stderr."""
-        self.out(f"{time.strftime('%H:%M:%S')}  {text}")
+    def say(self, text: str, level: int = logging.INFO) -> None:
+        """An activity line for the human running ``p2p run`` (p2p.logs: on stderr,
+        in the one log format, hidden by ``--log-level warning``)."""
+        activity.log(level, text)
+
+    def peer_label(self, device_id: str) -> str:
+        """A device as activity lines name it: ``name (SHORTID)``; this peer's
+        own id is marked as such."""
+        if device_id == self.device_id:
+            return f"{self.name} ({device_id[:7]}, this peer)"
+        info = self.registry.peers.get(device_id)
+        return f"{info.name} ({device_id[:7]})" if info is not None and info.name else device_id[:7]
 
     # -- the folder itself -----------------------------------------------------
     def folder_present(self) -> bool:
@@ -281,7 +297,6 @@ class Node:
         info = self.registry.get(peer_id)
         if role == "initiator":
             info.address = address
-        self.say(f"+ peer {peer_id[:7]} at {address[0]}:{address[1]} connected")
         self._neighbors_changed(lost=False)
         self.reconciler.mark_dirty(self.fetcher.take_unavailable())
         session.run()
@@ -303,7 +318,7 @@ class Node:
             log.info("dropped %d events from %s that waited for predecessors it never sent",
                      dropped, session.peer_id[:7])
         if self.registry.detach(session.peer_id, session):
-            self.say(f"- peer {session.peer_id[:7]} disconnected")
+            self.say(f"- peer {self.peer_label(session.peer_id)} disconnected")
             self._neighbors_changed(lost=True)
 
     def neighbor_ids(self):
@@ -324,8 +339,13 @@ class Node:
             info.last_seen = time.time()
 
     def peer_hello(self, session: Session) -> None:
+        """The peer said who it is: the channel is announced (once), by name."""
         info = self.registry.get(session.peer_id)
         info.name = session.name
+        if session not in self._greeted and not session.closed.is_set():
+            self._greeted.add(session)
+            host, port = session.address[0], session.listen_port or session.address[1]
+            self.say(f"+ peer {self.peer_label(session.peer_id)} at {host}:{port} connected")
 
     def _discovered(self, announce: Announce, host: str) -> bool:
         address = (host, announce.port)
