@@ -67,6 +67,10 @@ MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counte
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
 
+STATUS_LACK_EVENTS = 10_000     # `p2p status` reads at most this many events a peer lacks to say which files
+                                 # (beyond: it says how many changes): a status call stays cheap
+STATUS_LIST_MAX = 100            # transfers listed by `p2p status --json` (the total line counts them all)
+
 FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often
 
 # --- supervision -----------------------------------------------------------

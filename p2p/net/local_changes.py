@@ -25,6 +25,7 @@ from p2p import limits
 from p2p.units import human_size
 from p2p.folder.scan import Change, FileBusy, NotSynced, Renamed, is_event_path
 from p2p.history.event import make_id
+from p2p.history.paths import is_internal
 from p2p.sync.merge import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
@@ -38,6 +39,14 @@ class LocalChanges:
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
         self.reported: set = set()   # paths this loop listed in node.unsynced
+        self.busy = 0                # paths of the batch being scanned and recorded now (p2p status)
+
+    def pending(self) -> int:
+        """Local changes seen and not recorded yet (0: the history has the disk);
+        our own temporary files are not changes. A full rescan counts as one,
+        whatever the size of the folder."""
+        return self.coalescer.count(lambda path: not is_internal(path)) + sum(
+            1 for batch in self.queue.queue for path in batch if not is_internal(path)) + self.busy
 
     def rescan(self, paths) -> None:
         """Scan these paths (from the watcher, or after a write met a local edit)."""
@@ -48,8 +57,10 @@ class LocalChanges:
             paths = list(self.queue.get())
             while not self.queue.empty():
                 paths.extend(self.queue.get_nowait())
+            self.busy = sum(1 for path in paths if not is_internal(path))
             self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
             # loop after a full rescan (Node.start), so the batch is not lost
+            self.busy = 0
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)

@@ -31,7 +31,7 @@ from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
-from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
+from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Have, Hello, ListReply,
                                ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
 
 log = logging.getLogger("p2p.session")
@@ -245,7 +245,7 @@ class Session:
             BlockRequest: self._on_block_request, BlockData: self._on_block_data,
             Ping: self._on_ping, Pong: lambda msg: None, Error: self._on_error, Bye: self._on_bye,
             ListRequest: self._on_list_request, ListReply: self._on_list_reply,
-            Neighbors: self._on_neighbors,
+            Neighbors: self._on_neighbors, Have: lambda msg: self.node.peer_has(self, msg),
         }
         while not self.closed.is_set():
             with gevent.Timeout(limits.IDLE_TIMEOUT):
