@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from p2p.folder.marker import MARKER
+from p2p.net.control import ask
 
 LOOPBACK_BROADCAST = "127.255.255.255"
 
@@ -104,7 +105,14 @@ class Peer:
         return self
 
     def _listening(self) -> bool:
-        return b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]
+        """The start-up scan is done: its log line, or (when --log-level hides
+        activity lines) the status over the control socket says so."""
+        if b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]:
+            return True
+        try:
+            return "scanning the folder" not in ask(self.home, {"cmd": "status"}, timeout=5)["missing"]
+        except (OSError, ValueError, KeyError):
+            return False
 
     def output(self) -> str:
         return self.log_path.read_bytes().decode("utf-8", "replace")

@@ -566,7 +566,10 @@ class Node:
         info = self.registry.get(session.peer_id)
         if info.has_from is None or info.has_from() is not session or info.has_vv is None:
             info.has_vv, info.has_from = {}, weakref.ref(session)
-        info.has_vv.update(msg.vv)
+        ours = self.history.vv
+        for origin, seq in msg.vv.items():   # bounded: origins we know, and a few we may learn of
+            if origin in ours or origin in info.has_vv or len(info.has_vv) < limits.MAX_DISCOVERED:
+                info.has_vv[origin] = seq
         info.needs = (msg.files, msg.bytes)
 
     def lacks(self, vv: dict) -> dict:
