@@ -69,6 +69,8 @@ UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attemp
 
 STATUS_LACK_EVENTS = 10_000     # `p2p status` reads at most this many events a peer lacks to say which files
                                  # (beyond: it says how many changes): a status call stays cheap
+HAVE_UNKNOWN_ORIGINS = 1024      # origins a peer's Have may name that our history does not hold (yet):
+                                 # more are dropped, so a hostile peer cannot grow our memory
 STATUS_LIST_MAX = 100            # transfers listed by `p2p status --json` (the total line counts them all)
 
 FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often

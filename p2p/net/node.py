@@ -567,8 +567,9 @@ class Node:
         if info.has_from is None or info.has_from() is not session or info.has_vv is None:
             info.has_vv, info.has_from = {}, weakref.ref(session)
         ours = self.history.vv
-        for origin, seq in msg.vv.items():   # bounded: origins we know, and a few we may learn of
-            if origin in ours or origin in info.has_vv or len(info.has_vv) < limits.MAX_DISCOVERED:
+        room = len(ours) + limits.HAVE_UNKNOWN_ORIGINS   # origins we know, and a few we may learn of
+        for origin, seq in msg.vv.items():
+            if origin in ours or origin in info.has_vv or len(info.has_vv) < room:
                 info.has_vv[origin] = seq
         info.needs = (msg.files, msg.bytes)
 
