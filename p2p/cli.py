@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     log = command("log", "the history, newest first (like git log)",
                   "Print the events of the history (every change of every peer), newest first.")
     _home(log)
-    log.add_argument("path", nargs="?", help="only events of this file or directory")
+    log.add_argument("path", nargs="?", help="only events of this file or directory: a path inside the folder, "
+                     "or a file-system path (absolute, or relative to the current directory) that lies in it")
+    log.add_argument("--root", default=env("P2P_ROOT"), help="the synced folder (env P2P_ROOT, default HOME/shared)")
     log.add_argument("--json", action="store_true", help="one canonical JSON event per line")
     log.add_argument("--limit", "-n", type=int, help="at most N events")
 
@@ -137,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     _home(restore)
     restore.add_argument("path", nargs="?", help="bring only this file or directory back, in place "
                          "(with neither PATH nor --to: the whole folder, in place)")
-    restore.add_argument("--at", required=True, help="an ISO-8601 time, an event id, or 'now'")
+    restore.add_argument("--at", required=True, help="an ISO-8601 time, an event id as `p2p log` shows it "
+                         "(ORIGIN:SEQ; a unique prefix of the origin is enough), or 'now'")
     restore.add_argument("--to", help="rebuild the folder into this (empty or new) directory instead")
     restore.add_argument("--root", default=env("P2P_ROOT"), help="the synced folder (default: HOME/shared)")
 

@@ -63,6 +63,8 @@ COALESCE_DELAY = 0.03            # quiet time before a changed path is scanned: 
 COALESCE_MAX_DELAY = 2.0         # a path written continuously is scanned at least this often
 RESCAN_INTERVAL = 3600.0         # default seconds between full rescans: the last safety net for changes
                                  # the watcher missed, rare enough that its cost (a stat per path) is noise
+RECORD_EVERY = 256               # a long scan records (and sends) its changes this many at a time ...
+RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
@@ -83,7 +85,18 @@ RESTART_WINDOW = 60.0            # ... within this many seconds: stop the peer (
 # --- local state -------------------------------------------------------------
 STATE_JOURNAL_MAX = 50_000       # journal lines before .p2p/local.json is rewritten: rare enough that
                                  # the O(folder) snapshot never runs per change
+COMPACT_RETRY = 30.0             # s before rewriting the snapshot again after it failed (full disk)
 
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often
 SNAPSHOT_EVERY = 50_000          # events appended between index snapshots
+SEQ_RESERVE = 1000               # own seqs reserved per fsync of .p2p/seq.mark: one small fsync per 1000
+                                 # local events, and a lost log is noticed unless it lost fewer than this
+                                 # after a crash (p2p/history/seqmark.py)
+
+# --- disk faults -------------------------------------------------------------
+DISK_PROBE_INTERVAL = 5.0        # s between probes of a home disk that refused a history write: a change
+                                 # made meanwhile is recorded at most this long after space returns
+DISK_PROBE_BYTES = 64 * KiB      # the probe writes this much: room for a batch of events, not just one line
+MAX_DEFERRED_PATHS = 10_000      # paths remembered while the history cannot be written; beyond, one full
+                                 # rescan at recovery instead (bounded memory)

@@ -58,13 +58,15 @@ def tree(root: Path) -> Dict[str, object]:
 class Peer:
     def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
                  host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p"),
-                 split_output: bool = False):
+                 netns: Optional[str] = None, split_output: bool = False):
         """``program``: what the Python interpreter runs (a fault-injecting
-        wrapper in tests/faulty_peer.py for the supervision tests).
+        wrapper in tests/faulty_peer.py for the supervision tests); ``netns``: a
+        network namespace the test made, to run the peer in (``ip netns exec``);
         ``split_output``: stdout goes to ``stdout.log`` instead of ``run.log``
         (which then holds stderr alone)."""
         self.name = name
         self.program = list(program)
+        self.netns = netns
         self.home = base / name
         self.root = self.home / "shared"
         self.host = host
@@ -84,7 +86,8 @@ class Peer:
         return f"{self.host}:{self.port}"
 
     def start(self) -> "Peer":
-        cmd = [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd += [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
                "--discovery", self.discovery, "--name", self.name, "--log-level", "debug", *self.extra]
         for p in self.peers:
             cmd += ["--peer", p.address if isinstance(p, Peer) else p]

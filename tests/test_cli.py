@@ -44,6 +44,9 @@ def test_two_peers_on_one_home_is_a_clear_error(make_peer):
 
 
 def test_id_prints_the_device_id_and_keeps_it(tmp_path):
+    from p2p.security.identity import Identity
+
+    Identity.load_or_create(tmp_path)  # `p2p run` makes it; `p2p id` only reads it (tests/test_read_only_cmds.py)
     first, second = p2p("id", "--home", str(tmp_path)), p2p("id", "--home", str(tmp_path))
     assert first.returncode == 0 and first.stdout == second.stdout
     device = first.stdout.splitlines()[0]

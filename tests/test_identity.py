@@ -229,9 +229,9 @@ def test_mode_descriptions():
 # --- p2p id ------------------------------------------------------------------
 
 def test_id_command_prints_human_id_and_short_id(tmp_path, capsys):
+    identity = Identity.load_or_create(tmp_path)
     assert id_command.run(argparse.Namespace(home=str(tmp_path))) == 0
     first = capsys.readouterr().out.splitlines()
-    identity = Identity.load_or_create(tmp_path)
     assert first == [format_device_id(identity.device_id), f"short: {identity.short_id}"]
     assert HUMAN_ID.fullmatch(first[0])
     assert id_command.run(argparse.Namespace(home=str(tmp_path))) == 0

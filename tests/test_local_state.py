@@ -118,3 +118,17 @@ def test_permissions_beyond_0777_are_not_part_of_the_entry(tmp_path):
     e = entry(tmp_path / "f", "A:1")
     os.chmod(tmp_path / "f", 0o700)
     assert not e.same_stat(os.lstat(tmp_path / "f")), "a chmod is a change"
+
+
+def test_under_lists_a_subtree_parents_first(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    base = entry(tmp_path / "f", "A:1")
+    state = LocalState(tmp_path / "local.json")
+    for path in ["a", "a/b", "a/b/c.txt", "a/d.txt", "ab", "ab/e.txt", "z.txt"]:
+        state.set(path, base)
+    state.pop("a/d.txt")
+    assert sorted(state.under("a")) == ["a/b", "a/b/c.txt"]
+    assert sorted(state.under("")) == ["a", "a/b", "a/b/c.txt", "ab", "ab/e.txt", "z.txt"]
+    order = state.under("")
+    assert order.index("a/b") < order.index("a/b/c.txt")
+    assert reopen(state).under("ab") == ["ab/e.txt"] and state.under("z.txt") == []

@@ -12,6 +12,7 @@ import pytest
 from p2p import limits
 from p2p.blocks.store import BlockStore
 from p2p.commands import restore as restore_cmd
+from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.history.restore import BadMoment, parse_moment, state_at, state_of
 
@@ -138,9 +139,54 @@ def test_restore_at_each_point_by_time_and_by_event_id(scripted, tmp_path, capsy
             assert "restored" in capsys.readouterr().out
 
 
-def test_before_the_first_event_the_folder_is_empty(scripted, tmp_path):
-    assert restore(scripted.home, iso_utc(T0), to=tmp_path / "empty-out") == 0
-    assert snapshot_tree(tmp_path / "empty-out") == {}
+def test_before_the_first_event_nothing_is_restored_and_it_is_said(scripted, tmp_path, capsys):
+    first = datetime.fromtimestamp(T0 + 100).isoformat(sep=" ")
+    assert restore(scripted.home, iso_utc(T0), to=tmp_path / "empty-out") == 1
+    assert capsys.readouterr().err == (f"p2p restore: nothing to restore as of {iso_utc(T0)}: "
+                                       f"that is before the history starts ({first})\n")
+    assert not (tmp_path / "empty-out").exists()
+    assert restore(scripted.home, iso_utc(T0)) == 1                       # in place: the same, nothing touched
+    assert "before the history starts" in capsys.readouterr().err
+    assert sorted(os.listdir(scripted.root)) == ["docs", "empty", "z.txt"]
+
+
+def test_a_moment_when_everything_was_deleted_is_said(tmp_path, capsys):
+    history = History.open(tmp_path, DEVICE)
+    history.make_local("create", "dir", "d", mode=0o755, time=T0)
+    history.make_local("delete", "dir", "d", time=T0 + 1)
+    history.close()
+    assert restore(tmp_path, iso_utc(T0 + 2), to=tmp_path / "out") == 1
+    assert "the folder was empty then" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_short_event_ids_as_p2p_log_prints_them(scripted, tmp_path, capsys):
+    time, event_id, expected = scripted.points[4]
+    seq = event_id.split(":")[1]
+    for short in (f"{DEVICE[:7]}:{seq}", f"{DEVICE[:3].lower()}:{seq}", f"{DEVICE[:8]}-{DEVICE[8:16]}:{seq}"):
+        dest = tmp_path / short.replace(":", "_")
+        assert restore(scripted.home, short, to=dest) == 0, capsys.readouterr().err
+        assert snapshot_tree(dest) == expected
+        assert f"as of {short} into" in capsys.readouterr().out
+    assert restore(scripted.home, f"{DEVICE[:7]}:99", to=tmp_path / "x") == 1
+    assert capsys.readouterr().err == f"p2p restore: no event {DEVICE[:7]}:99 in the history: {DEVICE} has events 1 to 12\n"
+    assert restore(scripted.home, "QQQQQQQ:1", to=tmp_path / "x") == 1
+    assert "no device id in the history starts with QQQQQQQ" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_ambiguous_short_id_is_refused(tmp_path, capsys):
+    a, b = "ABCDEFG" + "A" * 25, "ABCDEFG" + "B" * 25
+    history = History.open(tmp_path, a)
+    history.make_local("create", "dir", "d", mode=0o755, time=T0)
+    history.merge([Event(id=f"{b}:1", origin=b, seq=1, lamport=2, type="create", kind="dir", path="e", mode=0o755,
+                         size=0, mtime=0, hash="", blocks=(), parents=(), time=T0 + 1)])
+    history.close()
+    assert restore(tmp_path, "ABCDEFG:1", to=tmp_path / "x") == 1
+    assert capsys.readouterr().err == (f"p2p restore: ABCDEFG:1 is ambiguous: ABCDEFG starts the device ids {a}, "
+                                       f"{b}; give more of the id\n")
+    assert restore(tmp_path, "ABCDEFGB:1", to=tmp_path / "x") == 0
+    assert sorted(os.listdir(tmp_path / "x")) == ["d", "e"]  # the log up to and including it
 
 
 def test_restore_one_path_into_a_directory(scripted, tmp_path):

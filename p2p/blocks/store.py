@@ -47,9 +47,12 @@ class CorruptBlock(ValueError):
 
 
 class BlockStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, create: bool = True):
+        """``create=False`` for readers (``p2p restore``): a missing store is
+        left missing, and every block in it reads as absent."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
         self._size_lock = threading.Lock()
         self._bytes: Optional[int] = None   # running total once counted (total_bytes)
 

@@ -12,7 +12,9 @@ node owns events.jsonl): the node's watcher, or the next start-up scan,
 records the restored content as a new change, so the restore is history and
 syncs like any edit. Every needed block is checked before anything is
 written: a version whose content was pruned is reported, and nothing is
-touched.
+touched. Nothing is written either for a home without history, a moment
+before the first event, or a moment when the folder was empty: each is said
+in one line (exit 1). The home is only read (``--to`` writes only DIR).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from typing import Iterable, List, Tuple
 
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
+from p2p.commands.home import no_history
 from p2p.folder.marker import write_marker
 from p2p.units import human_size
 from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.history.paths import TEMP_PREFIX, UnsafePath, check_path
-from p2p.history.restore import BadMoment, select, state_at
+from p2p.history.restore import BadMoment, parse_moment, select, state_at
 
 DEFAULT_FILE_MODE = 0o644
 DEFAULT_DIR_MODE = 0o755
@@ -48,12 +51,17 @@ def run(args) -> int:
     if args.at.strip().lower() == "now":
         args.at = datetime.now().isoformat(timespec="microseconds")
     try:
+        missing = no_history(home)
+        if missing:
+            raise RestoreError(missing)
         history = History.open(home, None, read_only=True)
         try:
             state = state_at(history, args.at)
+            if not state:
+                raise RestoreError(_why_empty(history, args.at))
         finally:
             history.close()
-        store = BlockStore(home / ".p2p" / "blocks")
+        store = BlockStore(home / ".p2p" / "blocks", create=False)
         if args.to:
             chosen = dict(select(state, _user_path(args.path))) if args.path else state
             if args.path and not chosen:
@@ -67,6 +75,17 @@ def run(args) -> int:
         return 1
     print(summary)
     return 0
+
+
+def _why_empty(history: History, at: str) -> str:
+    """Why the folder held nothing at ``at``: before the first event, or all deleted by then."""
+    first, moment = min((event.time for event in history.events()), default=None), parse_moment(at)
+    if first is None:
+        return f"nothing to restore: no readable event in {history.home / 'events.jsonl'}"
+    if isinstance(moment, float) and moment < first:
+        when = datetime.fromtimestamp(first).isoformat(sep=" ", timespec="seconds")
+        return f"nothing to restore as of {at}: that is before the history starts ({when})"
+    return f"nothing to restore as of {at}: the folder was empty then (everything in it had been deleted)"
 
 
 def _user_path(text: str) -> str:

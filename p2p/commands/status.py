@@ -14,6 +14,7 @@ import time
 
 import ujson
 
+from p2p.commands.home import no_history
 from p2p.net.control import ask
 from p2p.security.identity import format_device_id
 from p2p.units import human_size
@@ -158,8 +159,8 @@ def run(args) -> int:
         try:
             st = ask(args.home, {"cmd": "status"})
         except OSError:
-            print(f"p2p status: no peer is running with home {args.home} (start one with `p2p run`)",
-                  file=sys.stderr)
+            print(f"p2p status: no peer is running with home {args.home}: "
+                  + (no_history(args.home) or "start one with `p2p run`"), file=sys.stderr)
             return 1
         if args.json:
             print(ujson.dumps(st, indent=2, ensure_ascii=False, escape_forward_slashes=False))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import stat as statmod
 import threading
 from dataclasses import asdict, dataclass, replace
@@ -87,6 +88,7 @@ class LocalState:
         self._lock = threading.Lock()
         self._entries: Dict[str, Entry] = {}
         self._by_hash: Dict[str, set] = {}   # file content hash -> paths (to detect moves)
+        self._children: Dict[str, set] = {}  # directory -> the recorded paths directly inside it
         self._unsettled: Dict[str, Optional[Entry]] = {}   # path -> the old entry of an unfinished replace
         self._generation = 0
         self._journal_lines = 0
@@ -111,10 +113,17 @@ class LocalState:
             return list(self._entries)
 
     def under(self, prefix: str) -> List[str]:
-        """Paths strictly inside directory ``prefix`` ("" is the whole folder)."""
-        start = prefix + "/" if prefix else ""
+        """Paths strictly inside directory ``prefix`` ("" is the whole folder),
+        parents before children: the cost grows with that subtree, not the folder."""
+        out: List[str] = []
         with self._lock:
-            return [p for p in self._entries if p.startswith(start) and p != prefix]
+            stack = [prefix]
+            while stack:
+                children = self._children.get(stack.pop())
+                if children:
+                    out.extend(children)
+                    stack.extend(children)
+        return out
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -201,11 +210,15 @@ class LocalState:
             generation = self._generation
         tmp = self.file.with_name(self.file.name + ".tmp")
         body = {"journal": generation, "entries": {p: asdict(e) for p, e in entries.items()}}
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.write(ujson.dumps(body))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.file)
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                out.write(ujson.dumps(body))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.file)
+        except OSError:
+            _remove_quietly(tmp)   # the journals (old and new) still hold every change
+            raise
         for gen in range(old_generation, generation):
             _remove_quietly(self._journal_path(gen))
 
@@ -289,6 +302,7 @@ class LocalState:
         self._count(entry, 1)
         if entry.kind == "file":
             self._by_hash.setdefault(entry.hash, set()).add(path)
+        self._children.setdefault(posixpath.dirname(path), set()).add(path)
 
     def _count(self, entry: Entry, sign: int) -> None:
         self._totals[entry.kind] = self._totals.get(entry.kind, 0) + sign
@@ -296,14 +310,21 @@ class LocalState:
             self._totals["bytes"] += sign * entry.size
 
     def _unindex(self, path: str, entry: Optional[Entry]) -> None:
-        if entry is not None:
-            self._count(entry, -1)
-        if entry is not None and entry.kind == "file":
+        if entry is None:
+            return
+        self._count(entry, -1)
+        if entry.kind == "file":
             paths = self._by_hash.get(entry.hash)
             if paths is not None:
                 paths.discard(path)
                 if not paths:
                     del self._by_hash[entry.hash]
+        parent = posixpath.dirname(path)
+        siblings = self._children.get(parent)
+        if siblings is not None:
+            siblings.discard(path)
+            if not siblings:
+                del self._children[parent]
 
 
 def _remove_quietly(path) -> None:

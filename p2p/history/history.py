@@ -18,6 +18,19 @@ gives the same heads. The index is saved to ``.p2p/index.snapshot`` on
 open it is used only if it matches the log (size, and the sha256 of the last
 line it covers), and only the tail of the log after it is replayed. Without a
 valid snapshot the index is rebuilt from the log alone.
+
+Disk faults: an append that fails leaves the log and the index as they were
+(``LogWriteFailed``; events ``merge`` had taken from the causal buffer are put
+back), so the caller can try again once the disk has room. A failed fsync is
+final (``LogBroken``). A snapshot the disk has no room for is skipped with a
+warning: it only saves replay time.
+
+Our own sequence numbers never repeat: ``.p2p/seq.mark`` (``SeqMark``) is
+raised before an event beyond it is written, and at open ``lost_own_events``
+says whether the log holds fewer of our events than we issued. An event of
+our own origin that a peer offers and we lack is never taken (it proves the
+same: a lost log, or a copy of this home running elsewhere) but noted in
+``own_offered`` for the node, which then takes a new device id.
 """
 
 from __future__ import annotations
@@ -38,7 +51,8 @@ import ujson
 from p2p import limits
 from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
 from p2p.history.index import HeadIndex, path_key
-from p2p.history.log import EventLog
+from p2p.history.log import EventLog, LogBroken, LogWriteFailed
+from p2p.history.seqmark import MARK_NAME, SeqMark
 from p2p.sync.merge import live_tree, winner
 
 log = logging.getLogger("p2p.history")
@@ -63,6 +77,9 @@ class History:
         self._brought: Dict[Tuple[str, int], tuple] = {}   # (origin, seq) waiting -> the sources that sent it
         self._since_snapshot = 0
         self._cache: "OrderedDict[int, Event]" = OrderedDict()
+        self._mark: Optional[SeqMark] = None
+        self.lost_own_events: Optional[str] = None   # why our own seq cannot go on (see the module doc)
+        self.own_offered = 0                         # highest seq of ours a peer offered that we lack
 
     # -- opening and closing ----------------------------------------------
     @classmethod
@@ -80,27 +97,67 @@ class History:
         history = cls(home, device_id, EventLog(home / "events.jsonl", read_only=read_only))
         start = history._load_snapshot()
         replayed = history._replay(start)
-        if not read_only and replayed >= limits.SNAPSHOT_EVERY:
-            history.snapshot()
+        if not read_only:
+            history._open_mark()
+            if replayed >= limits.SNAPSHOT_EVERY:
+                history._try_snapshot()
         return history
 
+    def _open_mark(self) -> None:
+        self._mark = SeqMark(self.home / ".p2p" / MARK_NAME, self.device_id)
+        waiting = self._pending.get(self.device_id)
+        if waiting:
+            self.lost_own_events = (f"events.jsonl lacks event {self.own_count + 1} of this device id but holds "
+                                    f"{len(waiting)} later ones (a corrupt line?)")
+        else:
+            self.lost_own_events = self._mark.lost(self.own_count)
+        if self.lost_own_events is None:
+            try:
+                self._mark.adopt(self.own_count)
+            except LogWriteFailed as exc:   # retried before our next event is written
+                log.warning("%s", exc)
+
+    def change_device_id(self, device_id: str) -> None:
+        """Issue events as ``device_id`` from now on (a new identity, with its own mark)."""
+        if not is_device_id(device_id):
+            raise ValueError(f"device id {device_id!r} is not 32 characters A-Z2-7")
+        self.device_id = device_id
+        self.lost_own_events = None
+        self.own_offered = 0
+        self._open_mark()
+
     def sync(self) -> None:
-        """fsync the log (group commit); snapshot the index when one is due."""
+        """fsync the log (group commit; ``LogBroken`` if that fails); snapshot the index when one is due."""
         self._log.sync()
         if not self._log.read_only and self._since_snapshot >= limits.SNAPSHOT_EVERY:
-            self.snapshot()
+            self._try_snapshot()
 
     def close(self) -> None:
-        if not self._log.read_only:
-            self._log.sync()
-            if self._since_snapshot:
-                self.snapshot()
-        self._log.close()
+        """Sync, snapshot and release the log; after a failed fsync only release it."""
+        try:
+            if not self._log.read_only and self._log.broken is None:
+                self._log.sync()
+                if self._since_snapshot:
+                    self._try_snapshot()
+                if self._mark is not None and self.lost_own_events is None:
+                    self._mark.close(self.own_count)
+        finally:
+            self._log.close()
+
+    @property
+    def broken(self) -> Optional[LogBroken]:
+        """The failed fsync (or cut-back) that makes the log unusable, or None."""
+        return self._log.broken
 
     # -- reading the state -------------------------------------------------
     @property
     def vv(self) -> Dict[str, int]:
         return {origin: len(offsets) for origin, offsets in self._offsets.items()}
+
+    @property
+    def own_count(self) -> int:
+        """How many events of our own device id the log holds (our next seq is one more)."""
+        return len(self._offsets.get(self.device_id, ()))
 
     @property
     def lamport(self) -> int:
@@ -174,9 +231,12 @@ class History:
         Durable (fsynced) by default. A caller making a batch passes
         ``durable=False`` and calls ``sync()`` once before any of the batch
         leaves this machine: a local event must never be lost after peers saw it.
+        ``LogWriteFailed``: nothing was written or indexed; try again later.
         """
         if self._log.read_only:
             raise PermissionError("read-only history")
+        if self.lost_own_events is not None:
+            raise PermissionError(f"not issuing events as {self.device_id}: {self.lost_own_events}")
         if parents is None:
             parents = tuple(event.id for event in self.heads(path))
         seq = len(self._offsets.get(self.device_id, ())) + 1
@@ -187,6 +247,7 @@ class History:
         unknown = [p for p in event.parents if not self.knows(p)]
         if unknown:
             raise ValueError(f"parents not in the history: {unknown}")
+        self._mark.reserve(seq)   # durable before an event with this seq can exist
         self._commit([(event, None)], durable=durable)
         return event
 
@@ -200,7 +261,10 @@ class History:
         already-buffered events are ignored. ``source`` (any hashable: the
         session) is remembered for the events that wait, so that
         ``drop_pending(source)`` can free them when it ends; events merged
-        without a source wait until their turn comes.
+        without a source wait until their turn comes. An event of our own
+        origin that we lack is rejected and noted in ``own_offered``.
+        ``LogWriteFailed``: nothing was appended; the released events are back
+        in the buffer.
         """
         if self._log.read_only:
             raise PermissionError("read-only history")
@@ -222,6 +286,10 @@ class History:
                     else:
                         self._brought[(event.origin, event.seq)] = sources + (source,)
                 continue
+            if event.origin == self.device_id:
+                self.own_offered = max(self.own_offered, event.seq)
+                rejected.append((item, "an event of our own device id that our history lacks"))
+                continue
             self._hold(event, None, source)
             held.append((item, event))
         ready = self._release()
@@ -229,7 +297,12 @@ class History:
             item, event = held.pop()
             if self._unhold(event.origin, event.seq):
                 rejected.append((item, f"causal buffer full ({limits.MAX_PENDING_EVENTS} events wait for parents)"))
-        self._commit(ready, durable=False)
+        try:
+            self._commit(ready, durable=False)
+        except OSError:   # LogWriteFailed or LogBroken: not appended, so not lost either; their
+            for event, offset in ready:   # turn has come, so they need no source to be dropped by
+                self._hold(event, offset)
+            raise
         return [event for event, offset in ready if offset is None], rejected
 
     def drop_pending(self, source: object) -> int:
@@ -359,6 +432,16 @@ class History:
         return count
 
     # -- snapshot ----------------------------------------------------------
+    def _try_snapshot(self) -> None:
+        """Snapshot, or warn and try again after another ``SNAPSHOT_EVERY`` events (or at close)."""
+        try:
+            self.snapshot()
+        except OSError as exc:
+            if isinstance(exc, LogBroken):
+                raise
+            self._since_snapshot = 1   # still owed at close, not retried at every sync
+            log.warning("index snapshot not saved (%s): the next start replays more of events.jsonl", exc)
+
     def snapshot(self) -> None:
         """Save the index beside the log (atomically), covering the log as it is now."""
         if any(offset is not None for waiting in self._pending.values() for _, offset in waiting.values()):
@@ -385,12 +468,19 @@ class History:
         body.append(b"%08x" % crc)
         target = self.home / ".p2p" / SNAPSHOT_NAME
         temp = target.with_name(f".{SNAPSHOT_NAME}.tmp")
-        with open(temp, "wb") as out:
-            for part in body:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
+        try:
+            with open(temp, "wb") as out:
+                for part in body:
+                    out.write(part)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except OSError:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
         self._since_snapshot = 0
 
     def _load_snapshot(self) -> int:

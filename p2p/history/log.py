@@ -14,6 +14,16 @@ resend). LOCAL events are appended with ``durable=True``, fsynced before
 could lose an event peers already hold and its ``origin:seq`` would be reused
 for different content.
 
+Write faults: an append that fails (``ENOSPC``, ``EDQUOT``, ``EIO``, a short
+write) is cut back (``ftruncate``) to the size before it, so the log is
+exactly as it was, and ``LogWriteFailed`` is raised: nothing of the batch is
+in the log, and the caller may try again later. A failed ``fdatasync`` (or a
+failed cut-back) raises ``LogBroken`` and the log refuses every later write
+and sync: after a failed fsync the kernel may already have dropped the dirty
+pages and marked them clean, so a retried fsync could report success for
+data that never reached the disk (PostgreSQL's "fsyncgate"). The only safe
+answer is to stop, and reread the log from the disk at the next start.
+
 Crash recovery at open (writer only): bytes after the last newline (a torn
 write), and a last complete line that does not parse, are moved aside to
 ``events.jsonl.torn-<unix time>`` and the file is truncated to the end of the
@@ -44,6 +54,17 @@ class LogLocked(RuntimeError):
     """Another process already writes this events.jsonl."""
 
 
+class LogWriteFailed(OSError):
+    """An append could not be written (disk full, quota, I/O error); the log is
+    exactly as it was before it. Worth trying again once the disk has room."""
+
+
+class LogBroken(OSError):
+    """events.jsonl can no longer be trusted to reach the disk (a failed fsync,
+    or a failed write that could not be cut back): stop, and reread it at the
+    next start."""
+
+
 class EventLog:
     """Append-only JSONL file of events with offset-based reads."""
 
@@ -51,6 +72,7 @@ class EventLog:
         self.path = Path(path)
         self.read_only = read_only
         self._dirty = False
+        self._broken: Optional[LogBroken] = None
         if read_only:
             self._fd = os.open(self.path, os.O_RDONLY) if self.path.exists() else None
             self.size = self._complete_size()
@@ -69,9 +91,14 @@ class EventLog:
 
     # -- writing -----------------------------------------------------------
     def append(self, events: Iterable[Event], *, durable: bool = False) -> List[int]:
-        """Append whole lines in one write; return each event's byte offset."""
+        """Append whole lines in one write; return each event's byte offset.
+
+        All or nothing: on failure the log is cut back to its size before the
+        call and ``LogWriteFailed`` is raised (``LogBroken`` if it cannot be).
+        """
         if self.read_only:
             raise PermissionError("read-only event log")
+        self._check_usable()
         offsets, chunks = [], []
         position = self.size
         for event in events:
@@ -82,26 +109,60 @@ class EventLog:
         if not chunks:
             return offsets
         data = memoryview(b"".join(chunks))
-        while data:  # a regular file takes it all at once; loop for the pathological case
-            data = data[os.write(self._fd, data):]
+        try:
+            while data:  # a regular file takes it all at once, unless the disk fills up meanwhile
+                written = os.write(self._fd, data)
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                data = data[written:]
+        except OSError as exc:
+            self._cut_back(exc)
+            raise LogWriteFailed(exc.errno, f"cannot append to {self.path}: {exc.strerror}") from exc
         self.size = position
         self._dirty = True
         if durable:
             self.sync()
         return offsets
 
+    def _cut_back(self, cause: OSError) -> None:
+        """Truncate the part of a failed append that reached the file."""
+        try:
+            os.ftruncate(self._fd, self.size)
+        except OSError as exc:
+            self._broken = LogBroken(exc.errno, f"{self.path}: an append failed ({cause.strerror}) and cutting "
+                                                f"it back failed too ({exc.strerror}): the log may end in a "
+                                                f"partial line, repaired at the next start")
+            raise self._broken from exc
+
     def sync(self) -> None:
-        """fsync if anything was appended since the last sync."""
+        """fsync if anything was appended since the last sync. A failure is final (``LogBroken``)."""
+        self._check_usable()
         if self._dirty:
-            os.fdatasync(self._fd)
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._broken = LogBroken(exc.errno, f"fsync of {self.path} failed ({exc.strerror}): what was "
+                                                    f"appended since the last sync may not be on the disk")
+                raise self._broken from exc
             self._dirty = False
+
+    @property
+    def broken(self) -> Optional[LogBroken]:
+        """The failure that made the log unusable for writing, or None."""
+        return self._broken
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise self._broken
 
     def close(self) -> None:
         if self._fd is not None:
-            if not self.read_only:
-                self.sync()
-            os.close(self._fd)
-            self._fd = None
+            try:
+                if not self.read_only and self._broken is None:
+                    self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     # -- reading -----------------------------------------------------------
     def read_at(self, offset: int) -> Event:

@@ -4,7 +4,9 @@ Pure given the events: ``state_of`` folds events (in log order, which is a
 causal order) into path -> winning event; ``state_at`` picks the events of a
 moment from a History. A moment is an ISO-8601 time (naive = local time, 'Z'
 or an offset honoured; the events whose origin wall clock ``time`` is not
-later), or an event id (the log prefix up to and including it).
+later), or an event id (the log prefix up to and including it): ``ORIGIN:SEQ``
+where ORIGIN is the device id or any prefix of it that names one origin of
+the history, as ``p2p log`` prints it (``SXFSBUJ:5``; case and dashes free).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Dict, Iterable, List, Tuple, Union
 from p2p.history.event import Event
 from p2p.sync.merge import live_tree
 
-_EVENT_ID = re.compile(r"[A-Z2-7]{32}:[1-9][0-9]*\Z")
+_EVENT_ID = re.compile(r"([A-Za-z2-7][A-Za-z2-7-]*):([1-9][0-9]*)\Z")  # an ISO date always has a 0 or 1
+DEVICE_ID_LENGTH = 32
 
 
 class BadMoment(ValueError):
@@ -24,10 +27,15 @@ class BadMoment(ValueError):
 
 
 def parse_moment(at: str) -> Union[float, str]:
-    """An event id (returned as is) or an ISO-8601 time (returned as unix seconds)."""
+    """An event id, full or short (returned as ``ORIGIN-PREFIX:SEQ``, upper
+    case, no dashes), or an ISO-8601 time (returned as unix seconds)."""
     text = at.strip()
-    if _EVENT_ID.match(text):
-        return text
+    match = _EVENT_ID.match(text)
+    if match:
+        prefix = match.group(1).replace("-", "").upper()
+        if len(prefix) > DEVICE_ID_LENGTH:
+            raise BadMoment(f"{at!r}: a device id has {DEVICE_ID_LENGTH} characters, not {len(prefix)}")
+        return f"{prefix}:{match.group(2)}"
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
     except ValueError:
@@ -59,9 +67,24 @@ def events_at(history, at: str) -> Iterable[Event]:
     moment = parse_moment(at)
     if isinstance(moment, float):
         return (event for event in history.events() if event.time <= moment)
-    if not history.knows(moment):
-        raise BadMoment(f"no event {moment} in the history")
-    return _prefix_through(history.events(), moment)
+    return _prefix_through(history.events(), resolve_event_id(history, moment))
+
+
+def resolve_event_id(history, event_id: str) -> str:
+    """The full id of the event ``PREFIX:SEQ`` names in ``history``; BadMoment
+    when no origin, or more than one, starts with PREFIX, or it has no such event."""
+    prefix, _, seq = event_id.partition(":")
+    vv = history.vv
+    origins = sorted(origin for origin in vv if origin.startswith(prefix))
+    if not origins:
+        raise BadMoment(f"no event {event_id}: no device id in the history starts with {prefix}")
+    if len(origins) > 1:
+        raise BadMoment(f"{event_id} is ambiguous: {prefix} starts the device ids "
+                        + ", ".join(origins) + "; give more of the id")
+    full = f"{origins[0]}:{seq}"
+    if not history.knows(full):
+        raise BadMoment(f"no event {event_id} in the history: {origins[0]} has events 1 to {vv[origins[0]]}")
+    return full
 
 
 def _prefix_through(events: Iterable[Event], last_id: str) -> Iterable[Event]:

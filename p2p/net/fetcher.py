@@ -114,15 +114,16 @@ class Fetcher:
             node.reconciler.commit_remote_file(pending)
             pending = None
         except BlocksUnavailable as exc:
-            problem = node.unsynced.report(job.path, WAITING, time.time())
-            log.debug("%s: %s unavailable; retrying in %.0fs", job.path, exc, problem.retry_at - time.time())
+            delay = self._retry_later(job.path, WAITING)
+            log.debug("%s: %s unavailable; retrying in %.0fs", job.path, exc, delay)
             self.unavailable.add(job.path)   # and at once when a peer connects
-            gevent.spawn_later(max(0.0, problem.retry_at - time.time()), node.reconciler.mark_dirty, [job.path])
             if pending is not None and temp is not None:
                 pending.keep()   # what arrived stays, verified again when the transfer resumes
                 pending = temp = None
         except UnsafeTarget as exc:
             log.warning("refusing to write %s", exc)
+        except OSError as exc:   # no room (or an I/O error) where the file or its blocks go
+            self._retry_later(job.path, f"cannot write it: {exc.strerror or exc}")
         except Exception:
             log.exception("fetching %s failed", job.path)
             gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
@@ -133,6 +134,13 @@ class Fetcher:
                 node.partials.end(temp)
             self.jobs.pop(job.path, None)
             node.reconciler.fetch_finished(job)
+
+    def _retry_later(self, path: str, reason: str) -> float:
+        """List ``path`` as not synced (one warning) and fetch it again after the back-off."""
+        problem = self.node.unsynced.report(path, reason, time.time())
+        delay = max(0.0, problem.retry_at - time.time())
+        gevent.spawn_later(delay, self.node.reconciler.mark_dirty, [path])
+        return delay
 
     def _fetch_all(self, job: FileJob, pending, remote: dict, sizes: dict) -> int:
         """Fetch every block of ``remote`` in parallel; how many no peer could give.

@@ -11,6 +11,13 @@ be read, or an unexpected error while handling one path is listed in
 ``node.unsynced`` (one warning; a traceback once for an unexpected error), and
 the rest of the batch goes on. Such a path leaves the table once a scan finds
 it gone or syncable.
+
+A history write the home disk refuses (or a block or a local-state line it
+cannot store) holds the node (``DiskGuard``): the local state is updated only
+for changes whose event was written, so the others are found again when their
+paths are rescanned once the disk has room (a change whose event was written
+but not its state line is then found already recorded); meanwhile paths to
+scan are remembered, not scanned.
 """
 
 from __future__ import annotations
@@ -25,12 +32,18 @@ from p2p import limits
 from p2p.units import human_size
 from p2p.folder.scan import Change, FileBusy, NotSynced, Renamed, is_event_path
 from p2p.history.event import make_id
+from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.history.paths import is_internal
+from p2p.net.disk_guard import DISK_ERRNOS
 from p2p.sync.merge import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
 
 log = logging.getLogger("p2p.local")
+
+
+class StoreFull(FileBusy):
+    """The path's blocks could not be stored (the home disk is full): scan it again later."""
 
 
 class LocalChanges:
@@ -50,6 +63,9 @@ class LocalChanges:
 
     def rescan(self, paths) -> None:
         """Scan these paths (from the watcher, or after a write met a local edit)."""
+        if self.node.disk.held:
+            self.node.disk.defer(paths)   # scanned when the history can be written again
+            return
         self.queue.put(list(paths))
 
     def run(self) -> None:
@@ -71,8 +87,12 @@ class LocalChanges:
         if ".p2pignore" in paths:
             self.node.ignore.reload()
         scanned = self._expand(paths)
-        changes, busy, renamed = [], [], []
+        changes, busy, renamed, deleted = [], [], [], []
+        flushed = time.monotonic()
         for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
+            if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
+                self._record_each_path_apart(changes)   # events leave while the scan goes on
+                changes, flushed = [], time.monotonic()
             if isinstance(result, NotSynced):
                 self._not_synced(path, result.reason)
             elif isinstance(result, Exception) and not isinstance(result, (FileBusy, Renamed)):
@@ -83,15 +103,17 @@ class LocalChanges:
                     self.node.unsynced.clear(path)
                 if isinstance(result, FileBusy):
                     busy.append(path)
+                    if isinstance(result, StoreFull):
+                        self.node.disk.hold(result.args[1])   # before the path comes back to ``rescan``
                 elif isinstance(result, Renamed):
                     renamed.append(result.new)
                 elif result is not None:
-                    changes.append(result)
+                    (deleted if result.deleted else changes).append(result)
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
-        self._record_each_path_apart(changes)
+        self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
         self.node.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
@@ -139,6 +161,8 @@ class LocalChanges:
         except FileNotFoundError:
             log.debug("%s vanished while being scanned: its deletion is reported next", path)
         except OSError as exc:
+            if exc.errno in DISK_ERRNOS:   # the block store (in the home) has no room
+                return StoreFull(path, exc)
             return NotSynced(path, f"cannot read it: {exc.strerror or exc}")
         except Exception as exc:  # NotSynced, Renamed, or a bug: the hub reports it
             return exc
@@ -176,6 +200,9 @@ class LocalChanges:
         if changes and not self.node.folder_present():
             self.node.folder_missing()   # rescans the whole folder once it is back
             return
+        if changes and self.node.disk.held:   # scanned again once the history can be written
+            self.node.disk.defer(c.path for c in changes)
+            return
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
@@ -184,19 +211,31 @@ class LocalChanges:
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
         new_events = []
-        for c in created:
-            moved_from = None
-            if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
-                source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
-                if source is not None:
-                    deleted.pop(source.path, None)
-                    new_events += self._local_event(source, moved_to=c.path)
-                    moved_from = source.path
-            new_events += self._local_event(c, moved_from=moved_from)
-        for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-            new_events += self._local_event(c)
+        try:
+            try:
+                for c in created:
+                    moved_from = None
+                    if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
+                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                        if source is not None:
+                            deleted.pop(source.path, None)
+                            new_events += self._local_event(source, moved_to=c.path)
+                            moved_from = source.path
+                    new_events += self._local_event(c, moved_from=moved_from)
+                for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
+                    new_events += self._local_event(c)
+            except LogBroken:
+                raise
+            except OSError as exc:   # the history, or the local state's journal, refused a write
+                if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
+                    raise
+                self.node.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
+            if new_events:
+                self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
+        except LogBroken as exc:   # nothing of this batch may leave this machine
+            self.node.history_broken(exc)
+            return
         if new_events:
-            self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
             self.node.broadcast_q.put((new_events, None))
             self.node._remember(new_events)
             for e in new_events:
@@ -219,12 +258,14 @@ class LocalChanges:
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
-            self.node.state.pop(path)
             if not live or entry is None:
+                self.node.state.pop(path)
                 return []
             parents = local_parents(entry.event_id, True, heads)
-            return [self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
-                                            moved_to=moved_to, durable=False)]
+            event = self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
+                                                 moved_to=moved_to, durable=False)
+            self.node.state.pop(path)   # only once its event is written
+            return [event]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
             self.node.state.set(path, change.entry(current.id))   # already what the history says

@@ -14,6 +14,12 @@ Greenlets, each owned here and killed on stop:
 - housekeeping: group-commit fsync of the log, saving the local state;
 - the periodic rescan of the whole folder (``config.rescan_interval``).
 All history mutations happen in the hub, through the single ``EventLog``.
+
+A home disk that refuses a history write holds the peer (``DiskGuard``); a
+failed fsync of the log stops it with a non-zero exit (``history_broken``).
+The device id never issues a seq twice: a copied home or a log that lost our
+events (at start), or a peer that holds more of our events than our log (on
+connect), makes the node take a new device id (``retire_identity``).
 """
 
 from __future__ import annotations
@@ -44,9 +50,11 @@ from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
 from p2p.history.history import History
+from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.logs import ACTIVITY
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
+from p2p.net.disk_guard import DiskGuard
 from p2p.net.discovery import Discovery
 from p2p.net.fetcher import WAITING, Fetcher
 from p2p.net.local_changes import LocalChanges
@@ -55,7 +63,7 @@ from p2p.net.reconciler import Reconciler
 from p2p.net.session import Session
 from p2p.net.supervisor import Supervisor
 from p2p.security.handshake import perform_handshake
-from p2p.security.identity import Identity, format_device_id
+from p2p.security.identity import Identity, format_device_id, home_copied, record_home
 from p2p.security.membership import load_secret, load_trusted, mode_description
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
@@ -94,6 +102,9 @@ class Node:
             self.state.close()
             raise
         self.store = BlockStore(self.home / ".p2p" / "blocks")
+        self.discovery = None
+        self.registry = PeerRegistry()
+        self._check_device_id()                                # before the state forgets lost events
         settled = self.state.settle(self.root)                 # replaces a crash interrupted
         doubtful = self.state.forget_unknown(self.history.knows)  # versions the log lost: rehash
         if settled or doubtful:
@@ -102,13 +113,13 @@ class Node:
         self.scanner = Scanner(self.root, self.state, self.store, self.ignore.matches)
         self.writer = FolderWriter(self.root, self.state, self.store)
         self.partials = Partials(self.home / ".p2p" / "partials.json")
-        self.registry = PeerRegistry()
         self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
         self.supervisor = Supervisor(self.fail)
         self.exit_code = 0
+        self.disk = DiskGuard(self)       # holds the peer while the home disk refuses history writes
         self.local_changes = LocalChanges(self)
         self.reconciler = Reconciler(self)
         self.broadcast_q: Queue = Queue()
@@ -119,7 +130,6 @@ class Node:
         self.recent: list = []          # the last events, for `p2p status`
         self.listen_port = config.listen[1]
         self.server = None
-        self.discovery = None
         self.watcher = None
         self.control = None
         self._dialing: dict = {}        # address -> dialer greenlet
@@ -210,9 +220,14 @@ class Node:
         self.fetcher.pool.kill(block=True, timeout=2)
         if self.discovery:
             self.discovery.close()
-        self.history.close()
-        self.state.close()
-        self.stopped.set()
+        try:
+            self.history.close()
+            self.state.close()
+        except OSError as exc:   # a failed fsync, or a full disk: what is not saved is rescanned at start
+            log.error("stopping without saving everything: %s", exc)
+            self.exit_code = self.exit_code or 1
+        finally:
+            self.stopped.set()
 
     def say(self, text: str, level: int = logging.INFO) -> None:
         """An activity line for the human running ``p2p run`` (p2p.logs: on stderr,
@@ -413,16 +428,34 @@ class Node:
 
     # -- events from peers -----------------------------------------------------
     def on_remote_events(self, session: Session, raw_events) -> bool:
-        """Merge a batch from a peer; True if some wait for missing predecessors."""
-        accepted, rejected = self.history.merge(raw_events, source=session)
+        """Merge a batch from a peer; True if some wait for missing predecessors.
+
+        While the history cannot be written the batch is dropped: at recovery
+        every peer gets our Summary and sends it again."""
+        if self.disk.held:
+            return False
+        try:
+            accepted, rejected = self.history.merge(raw_events, source=session)
+        except LogBroken as exc:
+            self.history_broken(exc)
+            return False
+        except LogWriteFailed as exc:
+            self.disk.hold(exc)
+            return False
         for item, reason in rejected:
             path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
             log.warning("rejected an event from %s for %r: %s", session.peer_id[:7], path, reason)
+        self._accepted(accepted, session)
+        if self.history.own_offered and self.own_events_elsewhere(session, self.history.own_offered):
+            return False
+        return self.history.pending_count > 0
+
+    def _accepted(self, accepted, session) -> None:
+        """Events newly in the history: forward them, show them, bring the folder to them."""
         if accepted:
             self.broadcast_q.put((accepted, session))
             self._remember(accepted)
             self.reconciler.mark_dirty([e.path for e in accepted])
-        return self.history.pending_count > 0
 
     def _remember(self, events) -> None:
         self.recent.extend(events)
@@ -477,13 +510,18 @@ class Node:
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
-        ticks = 0
+        ticks = compact_after = 0
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
-            self.history.sync()
+            self._sync_history()
             ticks += 1
-            if self.state.journal_lines > limits.STATE_JOURNAL_MAX:
-                self.threadpool.apply(self.state.compact)
+            if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
+                try:
+                    self.threadpool.apply(self.state.compact)
+                except OSError as exc:   # a full home disk: the journal goes on; try again later
+                    log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
+                                limits.COMPACT_RETRY)
+                    compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
             if ticks % 300 == 0 and (self.config.keep_bytes is not None or self.config.keep_days is not None):
                 self._prune()
 
@@ -494,6 +532,92 @@ class Node:
             gevent.sleep(self.config.rescan_interval)
             log.debug("rescanning the folder (every %gs)", self.config.rescan_interval)
             self.local_changes.rescan([""])
+
+    def _sync_history(self) -> None:
+        """The group commit: a failed fsync stops the peer (``history_broken``)."""
+        try:
+            self.history.sync()
+        except LogBroken as exc:
+            self.history_broken(exc)
+
+    def history_broken(self, error: LogBroken) -> None:
+        """events.jsonl cannot be trusted to reach the disk (a failed fsync: the
+        kernel may have dropped what it had not written, and no retry can tell):
+        stop with a non-zero exit rather than go on."""
+        if not self.exit_code:
+            self.fail(f"{error.strerror}. Check the disk (dmesg); at the next start events.jsonl is reread "
+                      f"from the disk, and peers send again what it lacks")
+
+    def take_held_events(self) -> bool:
+        """Append the events the causal buffer took back after a failed write; False if it failed again."""
+        try:
+            accepted, _ = self.history.merge(())
+        except LogBroken as exc:
+            self.history_broken(exc)
+            return False
+        except LogWriteFailed as exc:
+            self.disk.hold(exc)
+            return False
+        self._accepted(accepted, None)
+        return True
+
+    # -- device id -----------------------------------------------------------------
+    def _check_device_id(self) -> None:
+        """At start: a copied home, or a history that lacks events we issued,
+        takes a new device id (the start-up scan then records the folder under it)."""
+        why = [reason for reason in (home_copied(self.home, self.device_id), self.history.lost_own_events,
+                                     self._own_events_only_in_state()) if reason]
+        if why:
+            self.retire_identity("; ".join(why))
+            return
+        try:
+            record_home(self.home, self.device_id)
+        except OSError as exc:   # recorded at a later start; only a copy made meanwhile goes unnoticed
+            log.warning("cannot record where this home lives: %s", exc)
+
+    def _own_events_only_in_state(self):
+        """Why the local state shows that the log lost events we issued, or None.
+        It journals a local event's id only once the event is in the log, so
+        after a crash both hold it; only a lost or replaced log (or a power
+        loss before the batch's fsync, when the event had not left: then a new
+        id costs nothing but the change of id) names more of ours than the log."""
+        prefix = self.device_id + ":"
+        seqs = [int(e.event_id[len(prefix):]) for e in map(self.state.get, self.state.paths())
+                if e.event_id.startswith(prefix)]
+        if seqs and max(seqs) > self.history.own_count:
+            return (f"the local state names event {self.device_id[:7]}:{max(seqs)} of this device id, but "
+                    f"events.jsonl holds {self.history.own_count} of its events")
+        return None
+
+    def own_events_elsewhere(self, session, seq: int) -> bool:
+        """A peer holds our event ``seq`` and our log does not: a lost log or a
+        copy of this home. Take a new device id; True if we did."""
+        if seq <= self.history.own_count:
+            return False
+        try:
+            self.retire_identity(f"peer {session.peer_id[:7]} holds {seq} events of this device id, our log "
+                                 f"{self.history.own_count}: a lost or older events.jsonl, or a copy of this "
+                                 f"home running elsewhere")
+        except Exception as exc:   # whatever it is: going on under the old id could reuse a seq
+            self.fail(f"cannot take a new device id: {exc}")
+        return True
+
+    def retire_identity(self, reason: str) -> None:
+        """Never issue another event as this device id: take a new identity (the
+        old key is kept aside), and reconnect every peer under it."""
+        old = self.device_id
+        self.identity = Identity.replace(self.home)
+        self.device_id = self.identity.device_id
+        self.history.change_device_id(self.device_id)
+        record_home(self.home, self.device_id)   # the new id, where the home is now
+        log.warning("NEW DEVICE ID: %s -> %s, because %s. Its events stay in the history; peers that use an "
+                    "allow-list (.p2p/trusted) must add the new id; the old key is kept as "
+                    ".p2p/identity.key.retired-%s", format_device_id(old), format_device_id(self.device_id),
+                    reason, old)
+        if self.discovery is not None:
+            self.discovery.announce = Announce(self.device_id, self.listen_port, self.name)
+        for session in self.registry.sessions():
+            session.close("device id changed")
 
     def _prune(self) -> None:
         keep = {h for e in self.history.tree().values() for h, _ in e.blocks}
@@ -515,20 +639,33 @@ class Node:
                              f"at {human_size(job['rate'])}/s")
 
     def list_entries(self, path: str):
-        """The folder one level under ``path``, as our history says (for `p2p ls`)."""
+        """``path`` as our history says (for `p2p ls`): a directory (or "" for the
+        folder) is an entry "." for itself, then the entries one level under it;
+        a file or symlink is its own entry; a path we do not have, no entry."""
+        def entry(name, e=None):  # no event: a directory implied by deeper paths
+            if e is None:
+                return {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""}
+            return {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime, "origin": e.origin,
+                    "hash": e.hash}
+
         prefix = path.strip("/")
         start = prefix + "/" if prefix else ""
+        tree = self.history.tree()
+        own = tree.get(prefix) if prefix else None
+        if own is not None and own.kind != "dir":
+            return [entry(prefix.rpartition("/")[2], own)]
         out = {}
-        for p, e in self.history.tree().items():
+        for p, e in tree.items():
             if not p.startswith(start) or p == prefix:
                 continue
             name, _, rest = p[len(start):].partition("/")
             if rest:
-                out.setdefault(name, {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""})
+                out.setdefault(name, entry(name))
             else:
-                out[name] = {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime,
-                             "origin": e.origin, "hash": e.hash}
-        return sorted(out.values(), key=lambda d: d["name"])
+                out[name] = entry(name, e)
+        if prefix and own is None and not out:
+            return []
+        return [entry(".", own)] + sorted(out.values(), key=lambda d: d["name"])
 
     # -- what we lack, what peers lack: `p2p status` -------------------------------
     def need(self) -> dict:

@@ -264,6 +264,8 @@ class Session:
         self.node.peer_hello(self)
 
     def _on_summary(self, msg: Summary) -> None:
+        if self.node.own_events_elsewhere(self, msg.vv.get(self.node.device_id, 0)):
+            return   # the peer holds more of our events than we do: we took a new id, sessions close
         self.peer_vv = dict(msg.vv)
         self._enqueue(BACKFILL)
         self.ready = True

@@ -8,6 +8,15 @@ can read is refused, as ssh refuses one.
 
 The device id is the first 32 characters of base32(sha256(public key)):
 160 bits, ``A-Z2-7``; shown to humans as four dash-separated groups of eight.
+
+A device id names one home on one machine: it issues event ids
+``ID:1, ID:2, ...`` and must never issue one twice, which two copies of a
+home would. ``HOME/.p2p/home.fingerprint`` records where the home lives
+(``home_fingerprint``: the machine id, the file system id and the inode of
+``.p2p``): a copy (``cp -a``, rsync, a restored backup, another machine)
+changes it, a rename on the same file system does not. ``Identity.replace``
+takes a new key pair and keeps the old key aside as
+``identity.key.retired-<ID>``.
 """
 
 from __future__ import annotations
@@ -18,12 +27,16 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
+
+import ujson
 
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
 KEY_FILE = Path(".p2p") / "identity.key"
+FINGERPRINT_FILE = Path(".p2p") / "home.fingerprint"
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 DEVICE_ID_LENGTH = 32        # base32 characters: 160 bits of sha256(public key)
 DEVICE_ID_GROUP = 8          # characters per dash-separated group in the human form
 SHORT_ID_LENGTH = 7          # enough to tell the peers of one LAN apart at a glance
@@ -103,6 +116,12 @@ class Identity:
         return cls(rng(SEED_SIZE))
 
     @classmethod
+    def load(cls, home: Path) -> "Identity":
+        """The identity stored under ``home``; FileNotFoundError if it has none yet
+        (nothing is created: for read-only commands such as ``p2p id``)."""
+        return cls._load(Path(home) / KEY_FILE)
+
+    @classmethod
     def load_or_create(cls, home: Path, rng: Callable[[int], bytes] = os.urandom) -> "Identity":
         """The identity stored under ``home``, created there on first use."""
         path = Path(home) / KEY_FILE
@@ -115,6 +134,17 @@ class Identity:
             _publish_private_file(path, identity._pem())
         except FileExistsError:  # another process created it first: use theirs
             return cls._load(path)
+        return identity
+
+    @classmethod
+    def replace(cls, home: Path, rng: Callable[[int], bytes] = os.urandom) -> "Identity":
+        """Take a new identity for ``home``; the current key file is kept aside
+        as ``identity.key.retired-<DEVICE ID>`` (never deleted)."""
+        path = Path(home) / KEY_FILE
+        old = cls._load(path)
+        os.replace(path, path.with_name(f"{path.name}.retired-{old.device_id}"))
+        identity = cls.generate(rng)
+        _publish_private_file(path, identity._pem())
         return identity
 
     def _pem(self) -> bytes:
@@ -172,3 +202,56 @@ def _publish_private_file(path: Path, content: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+# --- where a home lives -----------------------------------------------------------
+
+def _machine_id() -> str:
+    for name in MACHINE_ID_FILES:
+        try:
+            return Path(name).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return ""
+
+
+def home_fingerprint(home: Path) -> dict:
+    """Where ``home`` lives: this machine's id, and the file system id (stable
+    across reboots, unlike ``st_dev``; ``st_dev`` where there is none) and inode
+    of its ``.p2p`` directory."""
+    directory = Path(home) / KEY_FILE.parent
+    info = os.stat(directory)
+    return {"machine": _machine_id(), "fs": os.statvfs(directory).f_fsid or info.st_dev, "inode": info.st_ino}
+
+
+def home_copied(home: Path, device_id: str) -> Optional[str]:
+    """Why ``home``, last run as ``device_id``, is not where it was then (a copy), or None.
+
+    No record yet, or a record of another device id (the key was replaced by
+    hand), is not a copy: call ``record_home`` to start recording."""
+    try:
+        recorded = ujson.loads((Path(home) / FINGERPRINT_FILE).read_bytes())
+        if recorded.get("device") != device_id:
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    here = home_fingerprint(home)
+    changed = [key for key in ("machine", "fs", "inode") if recorded.get(key) != here[key]]
+    if not changed:
+        return None
+    what = "another machine" if "machine" in changed else "another place"
+    return f"this home was copied from {what} ({', '.join(changed)} of {KEY_FILE.parent} changed)"
+
+
+def record_home(home: Path, device_id: str) -> None:
+    """Record where ``home`` lives now, as ``device_id`` (atomically)."""
+    path = Path(home) / FINGERPRINT_FILE
+    record = dict(home_fingerprint(home), device=device_id)
+    try:
+        if ujson.loads(path.read_bytes()) == record:
+            return
+    except (OSError, ValueError):
+        pass
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(ujson.dumps(record).encode("ascii") + b"\n")
+    os.replace(temp, path)

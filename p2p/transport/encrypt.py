@@ -5,20 +5,18 @@ starting at 0 and never transmitted, so a replayed, dropped or reordered
 frame fails authentication. AAD = the frame's TYPE and FLAGS bytes (with
 FLAG_ENCRYPTED set). Payload = ciphertext + 16-byte tag. Any failure raises
 AuthenticationError and closes the channel. ``seal``/``open_sealed`` are
-pure (no sockets, no clock).
+pure (no sockets, no clock); the cipher itself is ``p2p.transport.gcm``.
 """
 
 import struct
 from typing import Optional
 
-from Crypto.Cipher import AES
-
 from p2p.transport.channel import Channel, ChannelClosed, Offload, run_cpu
+from p2p.transport.gcm import TAG_SIZE, Gcm
 from p2p.wire.errors import AuthenticationError
 from p2p.wire.frame import FLAG_ENCRYPTED, BytesLike, Frame
 
 KEY_SIZE = 32                  # AES-256
-TAG_SIZE = 16                  # full-length GCM tag
 NONCE_PREFIX = bytes(4)        # the 4 zero bytes before the counter
 COUNTER = struct.Struct(">Q")
 COUNTER_LIMIT = 1 << 64        # a direction that has used every counter value must close
@@ -28,29 +26,22 @@ def frame_nonce(counter: int) -> bytes:
     return NONCE_PREFIX + COUNTER.pack(counter)
 
 
-def seal(key: bytes, counter: int, aad: bytes, plaintext: BytesLike) -> bytearray:
-    """Return ciphertext + tag, written into one buffer (no join)."""
-    cipher = AES.new(key, AES.MODE_GCM, nonce=frame_nonce(counter), mac_len=TAG_SIZE)
-    cipher.update(aad)
-    size = len(plaintext)
-    sealed = bytearray(size + TAG_SIZE)
-    with memoryview(sealed) as view:
-        cipher.encrypt(plaintext, output=view[:size])
-        view[size:] = cipher.digest()
-    return sealed
+def seal(key, counter: int, aad: bytes, plaintext: BytesLike) -> bytearray:
+    """Return ciphertext + tag, written into one buffer (no join). ``key``: the
+    32-byte key or its ``Gcm`` (a channel keeps one per direction)."""
+    cipher = key if isinstance(key, Gcm) else Gcm(key)
+    return cipher.seal(frame_nonce(counter), aad, plaintext)
 
 
-def open_sealed(key: bytes, counter: int, aad: bytes, sealed: BytesLike) -> bytes:
+def open_sealed(key, counter: int, aad: bytes, sealed: BytesLike) -> bytes:
     """Return the plaintext; AuthenticationError if anything was altered."""
     if len(sealed) < TAG_SIZE:
         raise AuthenticationError(f"encrypted payload of {len(sealed)} bytes is shorter than its tag")
-    cipher = AES.new(key, AES.MODE_GCM, nonce=frame_nonce(counter), mac_len=TAG_SIZE)
-    cipher.update(aad)
-    with memoryview(sealed) as view:
-        try:
-            return cipher.decrypt_and_verify(view[:-TAG_SIZE], view[-TAG_SIZE:])
-        except ValueError:
-            raise AuthenticationError("frame failed authentication") from None
+    cipher = key if isinstance(key, Gcm) else Gcm(key)
+    try:
+        return cipher.open(frame_nonce(counter), aad, sealed)
+    except ValueError:
+        raise AuthenticationError("frame failed authentication") from None
 
 
 class EncryptedChannel(Channel):
@@ -59,8 +50,8 @@ class EncryptedChannel(Channel):
         if len(send_key) != KEY_SIZE or len(recv_key) != KEY_SIZE:
             raise ValueError("AES-256-GCM keys are 32 bytes")
         self._inner = inner
-        self._send_key = bytes(send_key)
-        self._recv_key = bytes(recv_key)
+        self._send_key = Gcm(send_key)   # the key schedule, once per direction
+        self._recv_key = Gcm(recv_key)
         self._offload = offload
         self._send_counter = 0
         self._recv_counter = 0

@@ -1,0 +1,50 @@
+"""The composed AES-256-GCM gives exactly pycryptodome's AES.new bytes, and
+refuses whatever was altered, on both of its paths (small and large)."""
+
+import pytest
+from Crypto.Cipher import AES
+from hypothesis import given, settings, strategies as st
+
+from p2p.transport import gcm
+from p2p.transport.gcm import Gcm
+
+EXAMPLES = 300
+
+
+def reference(key, nonce, aad, data) -> bytes:
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(aad)
+    return cipher.encrypt(data) + cipher.digest()
+
+
+sizes = st.one_of(st.integers(0, 64), st.integers(0, gcm.COMPOSE_MAX + 100))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), nonce=st.binary(min_size=12, max_size=12),
+       aad=st.binary(max_size=40), size=sizes, seed=st.randoms())
+def test_the_same_bytes_as_aes_new_and_back(key, nonce, aad, size, seed):
+    data = seed.randbytes(size)
+    sealed = Gcm(key).seal(nonce, aad, data)
+    assert bytes(sealed) == reference(key, nonce, aad, data)
+    assert Gcm(key).open(nonce, aad, sealed) == data
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(size=sizes, where=st.integers(min_value=0), bit=st.integers(0, 7), part=st.sampled_from("data aad nonce"))
+def test_any_change_is_refused(size, where, bit, part):
+    key, nonce, aad = bytes(range(32)), bytes(12), b"\x05\x01"
+    sealed = bytearray(Gcm(key).seal(nonce, aad, bytes(size)))
+    if part == "data":
+        sealed[where % len(sealed)] ^= 1 << bit
+    elif part == "aad":
+        aad = bytes([aad[0] ^ (1 << bit), aad[1]])
+    else:
+        nonce = bytes([1 << bit]) + nonce[1:]
+    with pytest.raises(ValueError):
+        Gcm(key).open(nonce, aad, sealed)
+
+
+def test_a_payload_shorter_than_its_tag_is_refused():
+    with pytest.raises(ValueError):
+        Gcm(bytes(32)).open(bytes(12), b"", b"short")
