@@ -149,8 +149,11 @@ def render(st: dict) -> str:
     if st.get("recent"):
         lines += ["", "RECENT EVENTS"]
         for e in reversed(st["recent"]):
+            if e.get("moved_to"):   # the first half of a rename: shown with its second half
+                continue
+            what = f"rename {e['moved_from']} -> {e['path']}" if e.get("moved_from") else f"{e['type']:<6} {e['path']}"
             lines.append(_cut(f"  {time.strftime('%H:%M:%S', time.localtime(e['time']))}  {e['origin'][:7]}  "
-                              f"{e['type']:<6} {e['path']}", WIDTH))
+                              f"{what}", WIDTH))
     return "\n".join(lines)
 
 

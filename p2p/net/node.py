@@ -774,8 +774,8 @@ class Node:
                                  store_bytes=self.threadpool.apply(self.store.total_bytes)),
             "not_synced": self.unsynced.listing(),
             "paused": "" if self.folder_ready.is_set() else f"the folder or its {MARKER} marker is missing",
-            "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size}
-                       for e in self.recent[-10:]],
+            "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size,
+                        "moved_from": e.moved_from, "moved_to": e.moved_to} for e in self.recent[-10:]],
             "now": now,
         }
 
