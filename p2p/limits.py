@@ -71,6 +71,10 @@ UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attemp
 
 STATUS_LACK_EVENTS = 10_000     # `p2p status` reads at most this many events a peer lacks to say which files
                                  # (beyond: it says how many changes): a status call stays cheap
+HAVE_INTERVAL = 1.0              # seconds between two Have messages on one channel, at least: what a peer
+                                 # lacks is at most this stale while changes flow
+HAVE_RATE = 10.0                 # Have messages a peer sends per second in all, at most: in a mesh of N the
+                                 # interval grows to N/10 s, so their bytes per change stay O(N), not O(N^2)
 HAVE_UNKNOWN_ORIGINS = 1024      # origins a peer's Have may name that our history does not hold (yet):
                                  # more are dropped, so a hostile peer cannot grow our memory
 STATUS_LIST_MAX = 100            # transfers listed by `p2p status --json` (the total line counts them all)

@@ -323,6 +323,7 @@ class Node:
             info.address = address
         self._neighbors_changed(lost=False)
         self.reconciler.mark_dirty(self.fetcher.take_unavailable())
+        self._have_sent[session] = (self.history.vv, (0, 0), 0.0)   # what the Summary it sends now says
         session.run()
         return True
 
@@ -683,32 +684,46 @@ class Node:
         return {"files": len(jobs) + len(set(waiting) | set(blocked)), "bytes": size, "waiting": sorted(waiting)}
 
     def _send_have(self) -> None:
-        """Tell each ready peer what we have, when it changed since we last told
-        it (the first Have on a channel carries the whole version vector, the
-        next ones only the origins that moved): nothing is sent while idle."""
+        """Tell each ready peer what we have when it changed since our Summary
+        or last Have to it: only the origins that moved, and what we still
+        lack; nothing while idle. At most one Have per channel every
+        ``limits.HAVE_INTERVAL`` seconds, and at most ``limits.HAVE_RATE`` a
+        second in all (a large mesh waits longer), so the traffic per change
+        stays O(N)."""
         need = self.need()
+        counts = (need["files"], need["bytes"])
         vv = self.history.vv
-        for session in self.registry.sessions():
-            if not session.ready:
+        sessions = [s for s in self.registry.sessions() if s.ready]
+        interval = max(limits.HAVE_INTERVAL, len(sessions) / limits.HAVE_RATE)
+        now = time.monotonic()
+        for session in sessions:
+            sent_vv, sent_counts, sent_at = self._have_sent.get(session, ({}, (0, 0), 0.0))
+            if now - sent_at < interval:
                 continue
-            sent_vv, sent_need = self._have_sent.get(session, (None, None))
-            moved = vv if sent_vv is None else {o: seq for o, seq in vv.items() if sent_vv.get(o) != seq}
-            if moved or sent_need != (need["files"], need["bytes"]):
-                session.send(Have(vv=moved, files=need["files"], bytes=need["bytes"]))
-                self._have_sent[session] = (vv, (need["files"], need["bytes"]))
+            moved = {o: seq for o, seq in vv.items() if sent_vv.get(o) != seq}
+            if moved or sent_counts != counts:
+                session.send(Have(vv=moved, files=counts[0], bytes=counts[1]))
+                self._have_sent[session] = (vv, counts, now)
+
+    def peer_summary(self, session: Session, vv: dict) -> None:
+        """A peer's Summary: its whole version vector (what it has now)."""
+        self._peer_vv(session, vv)
 
     def peer_has(self, session: Session, msg: Have) -> None:
-        """A peer's Have: its version vector (whole on a new channel, then what
-        moved) and what it still lacks of the versions it knows."""
+        """A peer's Have: the origins that moved since its Summary or last Have
+        on this channel, and what it still lacks of the versions it knows."""
+        self._peer_vv(session, msg.vv).needs = (msg.files, msg.bytes)
+
+    def _peer_vv(self, session: Session, vv: dict):
         info = self.registry.get(session.peer_id)
         if info.has_from is None or info.has_from() is not session or info.has_vv is None:
-            info.has_vv, info.has_from = {}, weakref.ref(session)
+            info.has_vv, info.has_from, info.needs = {}, weakref.ref(session), (0, 0)   # a new channel
         ours = self.history.vv
         room = len(ours) + limits.HAVE_UNKNOWN_ORIGINS   # origins we know, and a few we may learn of
-        for origin, seq in msg.vv.items():
+        for origin, seq in vv.items():
             if origin in ours or origin in info.has_vv or len(info.has_vv) < room:
                 info.has_vv[origin] = seq
-        info.needs = (msg.files, msg.bytes)
+        return info
 
     def lacks(self, vv: dict) -> dict:
         """What a peer whose history is at ``vv`` lacks of ours: the events

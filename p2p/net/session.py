@@ -267,6 +267,7 @@ class Session:
         if self.node.own_events_elsewhere(self, msg.vv.get(self.node.device_id, 0)):
             return   # the peer holds more of our events than we do: we took a new id, sessions close
         self.peer_vv = dict(msg.vv)
+        self.node.peer_summary(self, msg.vv)
         self._enqueue(BACKFILL)
         self.ready = True
 

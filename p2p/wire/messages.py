@@ -137,10 +137,10 @@ class Neighbors:
 
 @dataclass(frozen=True)
 class Have:
-    """What the sender has, so a peer can say what it lacks: its version vector
-    (whole in the first Have on a channel, then only the origins that moved),
+    """What the sender has, so a peer can say what it lacks: the origins of its
+    version vector that moved since its Summary or last Have on this channel,
     and how many files (and bytes) of the versions it knows are not on its disk
-    yet. Sent when something changed, at most once a second per channel."""
+    yet. Sent only when something changed, at most once a second per channel."""
     vv: Dict[str, int]
     files: int
     bytes: int
