@@ -6,6 +6,7 @@ sockets (the secret file is read by ``p2p.security.membership``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -41,33 +42,47 @@ class Config:
 
 
 def parse_address(text: str, default_host: str = "0.0.0.0", default_port: int = limits.DEFAULT_TCP_PORT) -> Address:
-    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``PORT`` into a (host, port) pair."""
+    """``HOST:PORT``, ``HOST``, ``:PORT`` or ``PORT`` into a (host, port) pair;
+    ValueError, with a sentence a person can act on, for anything else."""
     text = text.strip()
     if not text:
-        raise ValueError("empty address")
+        raise ValueError("an empty address (expected HOST:PORT)")
     if text.isdigit():
-        host, port = default_host, int(text)
+        host, port_text = default_host, text
     elif text.startswith("["):  # [v6]:port
         host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not HOST:PORT ([IPv6]:PORT for an IPv6 address)")
+        port_text = rest[1:] if rest else str(default_port)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
         host = host or default_host
-        port = int(port_text)
+    elif ":" in text:
+        raise ValueError(f"{text!r} is not HOST:PORT (write an IPv6 address as [ADDR]:PORT)")
     else:
-        host, port = text, default_port
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    return host, port
+        host, port_text = text, str(default_port)
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
 
 
 def parse_discovery(text: Optional[str]):
-    """``lan`` (default), ``off``, or ``ADDR:PORT`` (e.g. 127.255.255.255:9999)."""
+    """``lan`` (default), ``off``, or ``ADDR[:PORT]`` with ADDR an IPv4 address
+    (e.g. 127.255.255.255:9999); a host name is refused: a typo such as
+    ``--discovery bogus`` must not silently become a broadcast target."""
     if text is None or text.strip().lower() in ("", LAN):
         return LAN
     if text.strip().lower() == "off":
         return None
-    return parse_address(text, default_host="127.255.255.255", default_port=limits.DEFAULT_UDP_PORT)
+    usage = "expected 'lan', 'off' or ADDR:PORT with an IPv4 address, such as 127.255.255.255:9999"
+    try:
+        host, port = parse_address(text, default_host="127.255.255.255", default_port=limits.DEFAULT_UDP_PORT)
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{text.strip()!r}: {usage}") from None
+    if port == 0:
+        raise ValueError(f"{text.strip()!r}: port 0 cannot be a discovery port ({usage})")
+    return host, port
 
 
 def parse_peers(items) -> Tuple[Address, ...]:

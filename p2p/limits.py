@@ -77,6 +77,16 @@ UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synce
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
 
 MAX_IGNORE_BYTES = 1 * MiB       # a larger .p2pignore is not used: it is read in the hub, and no real one is this big
+STATUS_LACK_EVENTS = 10_000     # `p2p status` reads at most this many events a peer lacks to say which files
+                                 # (beyond: it says how many changes): a status call stays cheap
+HAVE_INTERVAL = 1.0              # seconds between two Have messages on one channel, at least: what a peer
+                                 # lacks is at most this stale while changes flow
+HAVE_RATE = 10.0                 # Have messages a peer sends per second in all, at most: in a mesh of N the
+                                 # interval grows to N/10 s, so their bytes per change stay O(N), not O(N^2)
+HAVE_UNKNOWN_ORIGINS = 1024      # origins a peer's Have may name that our history does not hold (yet):
+                                 # more are dropped, so a hostile peer cannot grow our memory
+STATUS_LIST_MAX = 100            # transfers listed by `p2p status --json` (the total line counts them all)
+
 FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often
 
 # --- supervision -----------------------------------------------------------

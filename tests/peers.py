@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 from p2p.folder.marker import MARKER
+from p2p.net.control import ask
 
 LOOPBACK_BROADCAST = "127.255.255.255"
 
@@ -57,10 +58,12 @@ def tree(root: Path) -> Dict[str, object]:
 class Peer:
     def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
                  host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p"),
-                 netns: Optional[str] = None):
+                 netns: Optional[str] = None, split_output: bool = False):
         """``program``: what the Python interpreter runs (a fault-injecting
         wrapper in tests/faulty_peer.py for the supervision tests); ``netns``: a
-        network namespace the test made, to run the peer in (``ip netns exec``)."""
+        network namespace the test made, to run the peer in (``ip netns exec``);
+        ``split_output``: stdout goes to ``stdout.log`` instead of ``run.log``
+        (which then holds stderr alone)."""
         self.name = name
         self.program = list(program)
         self.netns = netns
@@ -76,6 +79,7 @@ class Peer:
         self.home.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path = self.home / "run.log"
+        self.stdout_path = self.home / "stdout.log" if split_output else None
 
     @property
     def address(self) -> str:
@@ -93,14 +97,25 @@ class Peer:
             env["P2P_SECRET"] = self.secret
         self.log = open(self.log_path, "ab")
         self._log_start = self.log.tell()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if self.stdout_path is not None:
+            with open(self.stdout_path, "ab") as stdout:
+                self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=self.log, env=env)
+        else:
+            self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
         return self
 
     def _listening(self) -> bool:
-        return b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]
+        """The start-up scan is done: its log line, or (when --log-level hides
+        activity lines) the status over the control socket says so."""
+        if b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]:
+            return True
+        try:
+            return "scanning the folder" not in ask(self.home, {"cmd": "status"}, timeout=5)["missing"]
+        except (OSError, ValueError, KeyError):
+            return False
 
     def output(self) -> str:
         return self.log_path.read_bytes().decode("utf-8", "replace")

@@ -98,7 +98,8 @@ def test_bad_names_made_while_running_are_skipped_and_listed_and_the_rest_syncs(
     assert "not synced" not in p2p("status", "--home", str(b.home)).stdout.lower()
 
     text = p2p("status", "--home", str(a.home))
-    assert f"NOT SYNCED ({len(BAD)})" in text.stdout and "syncing" in text.stdout
+    assert f"NOT SYNCED ({len(BAD)})" in text.stdout and "NOT IN SYNC" in text.stdout
+    assert f"{len(BAD)} paths not synced: see below" in text.stdout
 
     os.unlink(os.fsencode(a.path("CON")))
     os.unlink(os.fsencode(a.path(NOT_UTF8)))

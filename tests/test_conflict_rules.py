@@ -16,9 +16,12 @@ from datetime import datetime, timezone
 import pytest
 
 from p2p import limits
+
+
+from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.sync.ignore import IGNORE_FILE, IgnoreRules
-from p2p.sync.merge import conflict_name, winner
+from p2p.sync.merge import conflict_name, why_wins, winner
 from p2p.sync.plan import FETCH, NOTHING, RELABEL, REMOVE, conflict_copies, folder_action, local_parents
 
 A, B, C = "A" * 32, "B" * 32, "C" * 32
@@ -412,3 +415,21 @@ def test_an_unusable_ignore_file_keeps_the_last_good_rules_and_warns_once(tmp_pa
         rules.reload()
     assert rules.matches("a.log") and not rules.matches("a.txt")
     assert caplog.text.count(".p2pignore is not used") == 1
+
+
+def _event(origin, seq, lamport, mtime, type="update", kind="file", content=b"x"):
+    digest = hashlib.sha256(content).hexdigest() if type != "delete" and kind == "file" else ""
+    return Event(id=f"{origin}:{seq}", origin=origin, seq=seq, lamport=lamport, type=type, kind=kind, path="f",
+                 size=0, mode=0, mtime=mtime, hash=digest, blocks=(), parents=(), time=0.0)
+
+
+@pytest.mark.parametrize("one, other, why", [
+    (_event(A, 1, 1, T0), _event(B, 1, 9, T0, type="delete"), "an edit beats a delete"),
+    (_event(A, 1, 1, T0, type="create", kind="dir"), _event(B, 1, 9, T0), "a directory beats a file"),
+    (_event(A, 1, 7, T0), _event(B, 1, 5, T0 + SECOND), "the later change: Lamport clock 7 > 5"),
+    (_event(A, 1, 5, T0 + SECOND), _event(B, 1, 5, T0), "same Lamport clock, the later modification time"),
+    (_event(B, 1, 5, T0), _event(A, 1, 5, T0), "same clock and modification time: the larger device id"),
+])
+def test_the_log_says_why_a_version_wins_in_the_rule_s_own_order(one, other, why):
+    assert winner([one, other]) is one and winner([other, one]) is one
+    assert why_wins(one, other) == why

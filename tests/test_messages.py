@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from p2p import limits
 from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlockRequest, BlockStatus,
                       Bye, Error, Events, Frame, HandshakeAuth, HandshakeHello, Hello,
-                      ListReply, ListRequest, MalformedMessage, MsgType, Neighbors, Ping, Pong, Summary,
+                      Have, ListReply, ListRequest, MalformedMessage, MsgType, Neighbors, Ping, Pong, Summary,
                       UnknownMessageType, WireError, decode_message, encode_message)
 from p2p.wire.messages import CODECS, JsonCodec
 
@@ -44,6 +44,7 @@ MESSAGES = {
     MsgType.LIST_REPLY: st.builds(ListReply, req_id=u32,
                                   entries=st.lists(json_objects, max_size=5).map(tuple)),
     MsgType.NEIGHBORS: st.builds(Neighbors, ids=st.lists(texts, max_size=8).map(tuple)),
+    MsgType.HAVE: st.builds(Have, vv=st.dictionaries(texts, u64, max_size=8), files=u64, bytes=u64),
     MsgType.HANDSHAKE_HELLO: st.builds(HandshakeHello, version=u8, ephemeral=hashes,
                                        random=hashes),
     MsgType.HANDSHAKE_AUTH: st.builds(HandshakeAuth, identity=hashes,

@@ -24,9 +24,9 @@ def test_status_shows_peers_and_folder_and_ls_lists_the_remote_folder(make_peer)
 
     out = p2p("status", "--home", str(b.home))
     assert out.returncode == 0, out.stderr
-    assert "PEERS (1 connected)" in out.stdout
+    assert "PEERS (1 of 1 connected)" in out.stdout
     assert "127.0.0.1:" in out.stdout and "connected" in out.stdout
-    assert "2 files, 1 directories" in out.stdout
+    assert "2 files, 1 directory, 1.2 KiB on disk" in out.stdout
 
     raw = json.loads(p2p("status", "--home", str(b.home), "--json").stdout)
     assert raw["peers"][0]["state"] == "connected"

@@ -9,6 +9,8 @@ torn by a crash fails verification, is removed and is fetched again. A
 block's file mtime is the last time its content was stored, which is what
 ``prune(max_age=...)`` measures. Old blocks stay after a file changes so the
 history can be restored; ``prune`` bounds the store by age and total size.
+``total_bytes`` walks the store once, then keeps a running total (`p2p
+status` asks it every second).
 
 Plain blocking code: the node calls it from its thread pool.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
@@ -52,6 +55,8 @@ class BlockStore:
         self.root = Path(root)
         if create:
             self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        self._size_lock = threading.Lock()
+        self._bytes: Optional[int] = None   # running total once counted (total_bytes)
 
     def _path(self, block_hash: str) -> Path:
         if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):
@@ -71,7 +76,7 @@ class BlockStore:
         except FileNotFoundError:
             raise BlockMissing(block_hash) from None
         if hashlib.sha256(data).hexdigest() != block_hash:
-            _unlink_quietly(path)
+            self._remove(path)
             raise CorruptBlock(block_hash, " (removed from the store)")
         return data
 
@@ -103,7 +108,11 @@ class BlockStore:
                     _write_all(fd, data, 0)
             finally:
                 os.close(fd)
-            os.replace(temp, path)
+            with self._size_lock:
+                new = not path.exists()
+                os.replace(temp, path)
+                if new and self._bytes is not None:
+                    self._bytes += len(data)
         except BaseException:
             _unlink_quietly(temp)
             raise
@@ -124,7 +133,7 @@ class BlockStore:
             if verify:
                 view = buffer[:size] if buffer is not None and len(buffer) >= size else memoryview(bytearray(size))
                 if os.preadv(src, [view], 0) != size or hashlib.sha256(view).hexdigest() != block_hash:
-                    _unlink_quietly(path)
+                    self._remove(path)
                     raise CorruptBlock(block_hash, " (removed from the store)")
             for offset in offsets:
                 if not _copy_range(src, dest_fd, size, 0, offset):
@@ -198,7 +207,22 @@ class BlockStore:
                 yield entry.name, st.st_mtime, st.st_size
 
     def total_bytes(self) -> int:
-        return sum(size for _, _, size in self._entries())
+        """The bytes of every stored block: counted once (a walk of the
+        store), then kept as a running total by every store and removal."""
+        with self._size_lock:
+            if self._bytes is None:
+                self._bytes = sum(size for _, _, size in self._entries())
+            return self._bytes
+
+    def _remove(self, path: Path) -> None:
+        with self._size_lock:
+            try:
+                size = path.stat().st_size
+                os.unlink(path)
+            except OSError:
+                return
+            if self._bytes is not None:
+                self._bytes -= size
 
     def prune(self, keep: Set[str], max_bytes: Optional[int] = None, max_age: Optional[float] = None,
               now: Optional[float] = None) -> int:
@@ -217,7 +241,7 @@ class BlockStore:
                 break  # oldest first: later blocks are younger, and the total only shrinks
             if block_hash in keep:
                 continue
-            _unlink_quietly(self.root / block_hash[:2] / block_hash)
+            self._remove(self.root / block_hash[:2] / block_hash)
             total -= size
             pruned += 1
         return pruned

@@ -94,6 +94,7 @@ class LocalState:
         self._generation = 0
         self._journal_lines = 0
         self._fd: Optional[int] = None
+        self._totals = {"file": 0, "dir": 0, "bytes": 0}   # kept by _index/_unindex (p2p status)
         self._load()
         for path, entry in self._entries.items():
             self._index(path, entry)
@@ -127,6 +128,12 @@ class LocalState:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def totals(self) -> Dict[str, int]:
+        """What the disk holds, as recorded: files, directories, bytes of files
+        (running counts: no walk of the entries)."""
+        with self._lock:
+            return {"files": self._totals["file"], "dirs": self._totals["dir"], "bytes": self._totals["bytes"]}
 
     # -- changing ------------------------------------------------------------
     def set(self, path: str, entry: Entry) -> None:
@@ -293,13 +300,20 @@ class LocalState:
                 self._entries[key] = entry
 
     def _index(self, path: str, entry: Entry) -> None:
+        self._count(entry, 1)
         if entry.kind == "file":
             self._by_hash.setdefault(entry.hash, set()).add(path)
         self._children.setdefault(posixpath.dirname(path), set()).add(path)
 
+    def _count(self, entry: Entry, sign: int) -> None:
+        self._totals[entry.kind] = self._totals.get(entry.kind, 0) + sign
+        if entry.kind == "file":
+            self._totals["bytes"] += sign * entry.size
+
     def _unindex(self, path: str, entry: Optional[Entry]) -> None:
         if entry is None:
             return
+        self._count(entry, -1)
         if entry.kind == "file":
             paths = self._by_hash.get(entry.hash)
             if paths is not None:

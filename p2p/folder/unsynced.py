@@ -67,6 +67,10 @@ class Unsynced:
     def __len__(self) -> int:
         return len(self._problems) + self.overflow
 
+    def paths(self, reason: str) -> List[str]:
+        """The listed paths not synced for ``reason``."""
+        return [p.path for p in self._problems.values() if p.reason == reason]
+
     def listing(self) -> List[dict]:
         """For `p2p status --json`: every listed problem, by path (as valid
         UTF-8 text: a name that is not UTF-8 shows its bytes as \\xNN)."""

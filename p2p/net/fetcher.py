@@ -15,6 +15,7 @@ what arrived (``p2p.folder.partials``), so the transfer resumes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ log = logging.getLogger("p2p.fetch")
 
 MAX_FILES_AT_ONCE = 48
 RETRY_DELAY = 2.0
+WAITING = "waiting for a peer that has its content"   # the not-synced reason of a job no peer can serve
+RATE_SAMPLES = 6        # one a second (Node._progress_loop): the transfer rate is over the last 5 s
 
 
 class BlocksUnavailable(Exception):
@@ -44,12 +47,18 @@ class FileJob:
     event: object
     total: int = 0
     done: int = 0
+    planned: bool = False     # total is known (the blocks to fetch are chosen)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to fetch (the whole file until its blocks are chosen)."""
+        return self.total - self.done if self.planned else self.event.size
 
     def progress(self) -> dict:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         return {"path": self.path, "event": self.event.id, "bytes": self.total, "done": self.done,
-                "rate": self.done / elapsed}
+                "rate": self.done / elapsed, "started": self.planned}
 
 
 class Fetcher:
@@ -58,6 +67,8 @@ class Fetcher:
         self.jobs: dict = {}            # path -> FileJob
         self.unavailable: set = set()   # paths whose blocks no connected peer had
         self.pool = Pool(MAX_FILES_AT_ONCE)
+        self.received = 0               # bytes of blocks fetched, ever (for the rate)
+        self._samples = collections.deque(maxlen=RATE_SAMPLES)   # (monotonic time, received)
 
     def want(self, path: str, event) -> None:
         job = self.jobs.get(path)
@@ -91,6 +102,7 @@ class Fetcher:
                              human_size(sum(sizes[h] for h in here)), human_size(event.size))
                 remote = {h: offs for h, offs in remote.items() if h not in here}
             job.total = sum(sizes[h] for h in remote)
+            job.planned = True
             if local:
                 node.bulkpool.apply(pending.copy_from_store, (local,))
             if in_files:   # blocks of a large file that is not archived yet
@@ -102,7 +114,7 @@ class Fetcher:
             node.reconciler.commit_remote_file(pending)
             pending = None
         except BlocksUnavailable as exc:
-            delay = self._retry_later(job.path, "waiting for a peer that has its content")
+            delay = self._retry_later(job.path, WAITING)
             log.debug("%s: %s unavailable; retrying in %.0fs", job.path, exc, delay)
             self.unavailable.add(job.path)   # and at once when a peer connects
             if pending is not None and temp is not None:
@@ -170,6 +182,7 @@ class Fetcher:
             else:
                 self.node.bulkpool.apply(self._land, (pending, block_hash, data, offsets))
             job.done += len(data)
+            self.received += len(data)
             return True
 
     def _land(self, pending, block_hash: str, data, offsets) -> None:
@@ -207,5 +220,27 @@ class Fetcher:
         paths, self.unavailable = self.unavailable, set()
         return paths
 
-    def status(self) -> list:
-        return [job.progress() for job in self.jobs.values()]
+    def status(self, limit: int = None) -> list:
+        """The jobs' progress, those under way first (at most ``limit``)."""
+        jobs = sorted(self.jobs.values(), key=lambda job: not job.planned)
+        return [job.progress() for job in jobs[:limit]]
+
+    def sample(self) -> None:
+        """Note the bytes received so far (the node calls this every second)."""
+        self._samples.append((time.monotonic(), self.received))
+
+    def rate(self) -> float:
+        """Bytes per second received over the last few seconds."""
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, r0), (t1, r1) = self._samples[0], self._samples[-1]
+        return (r1 - r0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def summary(self) -> dict:
+        """All the transfers together: files, bytes to fetch and fetched, the
+        rate and the time left at that rate (None: unknown)."""
+        remaining = sum(job.remaining for job in self.jobs.values())
+        done = sum(job.done for job in self.jobs.values())
+        rate = self.rate()
+        return {"files": len(self.jobs), "bytes": remaining + done, "done": done, "rate": rate,
+                "eta": remaining / rate if rate > 0 and remaining else None}

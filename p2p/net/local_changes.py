@@ -33,6 +33,7 @@ from p2p.units import human_size
 from p2p.folder.scan import Change, FileBusy, NotSynced, Renamed, is_event_path
 from p2p.history.event import make_id
 from p2p.history.log import LogBroken, LogWriteFailed
+from p2p.history.paths import is_internal
 from p2p.net.disk_guard import DISK_ERRNOS
 from p2p.sync.merge import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
@@ -51,6 +52,14 @@ class LocalChanges:
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
         self.reported: set = set()   # paths this loop listed in node.unsynced
+        self.busy = 0                # paths of the batch being scanned and recorded now (p2p status)
+
+    def pending(self) -> int:
+        """Local changes seen and not recorded yet (0: the history has the disk);
+        our own temporary files are not changes. A full rescan counts as one,
+        whatever the size of the folder."""
+        return self.coalescer.count(lambda path: not is_internal(path)) + sum(
+            1 for batch in self.queue.queue for path in batch if not is_internal(path)) + self.busy
 
     def rescan(self, paths) -> None:
         """Scan these paths (from the watcher, or after a write met a local edit)."""
@@ -64,8 +73,10 @@ class LocalChanges:
             paths = list(self.queue.get())
             while not self.queue.empty():
                 paths.extend(self.queue.get_nowait())
+            self.busy = sum(1 for path in paths if not is_internal(path))
             self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
             # loop after a full rescan (Node.start), so the batch is not lost
+            self.busy = 0
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)
@@ -228,11 +239,9 @@ class LocalChanges:
             self.node.broadcast_q.put((new_events, None))
             self.node._remember(new_events)
             for e in new_events:
-                label = e.type if not (e.moved_from or e.moved_to) else "rename"
-                if e.moved_to:
+                if e.moved_to:   # the first half of a rename: said with its second half
                     continue
-                extra = f" (from {e.moved_from})" if e.moved_from else ""
-                self.node.say(f"> {label} {e.path}{extra}")
+                self.node.say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
     def _vanished_with(self, digest: str):
         """A recorded file with this content that is gone from disk: the source of a

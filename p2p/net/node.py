@@ -28,7 +28,9 @@ import hashlib
 import logging
 import socket
 import time
+import weakref
 from pathlib import Path
+from typing import Optional
 
 import gevent
 from gevent.event import Event
@@ -50,11 +52,12 @@ from p2p.folder.unsynced import Unsynced
 from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.history.log import LogBroken, LogWriteFailed
+from p2p.logs import ACTIVITY
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
 from p2p.net.disk_guard import DiskGuard
 from p2p.net.discovery import Discovery
-from p2p.net.fetcher import Fetcher
+from p2p.net.fetcher import WAITING, Fetcher
 from p2p.net.local_changes import LocalChanges
 from p2p.net.peers import PeerRegistry
 from p2p.net.reconciler import Reconciler
@@ -67,18 +70,23 @@ from p2p.security.private import make_home_private
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.units import human_size
+from p2p.verdict import what_is_missing
 from p2p.watch.watcher import FolderWatcher
-from p2p.wire.messages import Neighbors, Summary
+from p2p.wire.messages import Have, Neighbors, Summary
 
 log = logging.getLogger("p2p.node")
+activity = logging.getLogger(ACTIVITY)
 
 PROGRESS_MIN_BYTES = 16 * limits.MiB
 
 
+class CannotListen(OSError):
+    """The listen address cannot be bound (in use, not ours, privileged)."""
+
+
 class Node:
-    def __init__(self, config: Config, out=print):
+    def __init__(self, config: Config):
         self.config = config
-        self.out = out
         self.home = Path(config.home)
         self.root = Path(config.root)
         tightened = make_home_private(self.home)   # .p2p 0700, its files and events.jsonl 0600
@@ -131,18 +139,28 @@ class Node:
         self._dialing: dict = {}        # address -> dialer greenlet
         self._inbound_per_host: dict = {}
         self.last_served = 0.0          # when a block was last read for a peer
+        self._greeted = weakref.WeakSet()   # sessions whose "+ peer" line was said
+        self._have_sent = weakref.WeakKeyDictionary()   # session -> the last Have it was sent
+        self._lacks_cache: dict = {}    # device id -> ((its vv, our event count), what it lacks)
 
     # -- start and stop --------------------------------------------------------
     def start(self) -> None:
         host, port = self.config.listen
         self.server = StreamServer((host, port), self._handle_inbound, spawn=Pool(limits.MAX_CONNECTIONS))
-        self.server.init_socket()
+        try:
+            self.server.init_socket()
+        except OSError as exc:
+            raise CannotListen(exc.errno, exc.strerror) from exc
         self.server.start()
         self.listen_port = self.server.server_port
         self.say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
         self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
         self.say(f"listening on {host}:{self.listen_port}")
-        self.say(mode_description(self.secret, self.trusted))
+        mode = mode_description(self.secret, self.trusted)
+        if mode.startswith("WARNING: "):
+            self.say(mode[len("WARNING: "):], logging.WARNING)
+        else:
+            self.say(mode)
         self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.control = ControlServer(self)
@@ -185,7 +203,7 @@ class Node:
     def fail(self, reason: str) -> None:
         """A component cannot go on: stop the peer, exit code 1."""
         self.exit_code = 1
-        self.say(f"stopping: {reason}")
+        self.say(f"stopping: {reason}", logging.ERROR)
         gevent.spawn(self.stop)
 
     def serve_forever(self) -> None:
@@ -215,9 +233,18 @@ class Node:
         finally:
             self.stopped.set()
 
-    def say(self, text: str) -> None:
-        """A line for the human running ``p2p run`` (stdout); logs go to stderr."""
-        self.out(f"{time.strftime('%H:%M:%S')}  {text}")
+    def say(self, text: str, level: int = logging.INFO) -> None:
+        """An activity line for the human running ``p2p run`` (p2p.logs: on stderr,
+        in the one log format, hidden by ``--log-level warning``)."""
+        activity.log(level, text)
+
+    def peer_label(self, device_id: str) -> str:
+        """A device as activity lines name it: ``name (SHORTID)``; this peer's
+        own id is marked as such."""
+        if device_id == self.device_id:
+            return f"{self.name} ({device_id[:7]}, this peer)"
+        info = self.registry.peers.get(device_id)
+        return f"{info.name} ({device_id[:7]})" if info is not None and info.name else device_id[:7]
 
     # -- the folder itself -----------------------------------------------------
     def folder_present(self) -> bool:
@@ -277,6 +304,11 @@ class Node:
         except (Exception, gevent.Timeout) as exc:  # any failure drops only this connection
             log.info("handshake with %s:%s failed: %s: %s", address[0], address[1], type(exc).__name__, exc)
             tcp.close()
+            reason = handshake_failure(exc)
+            if role == "initiator":
+                self.registry.failed(reason, time.time(), dialled=address)
+            else:
+                self.registry.failed(reason, time.time(), host=address[0])
             return False
         tcp.max_frame = result.channel.max_frame = limits.MAX_FRAME  # authenticated: full-size frames
         peer_id = result.peer_id
@@ -293,9 +325,9 @@ class Node:
         info = self.registry.get(peer_id)
         if role == "initiator":
             info.address = address
-        self.say(f"+ peer {peer_id[:7]} at {address[0]}:{address[1]} connected")
         self._neighbors_changed(lost=False)
         self.reconciler.mark_dirty(self.fetcher.take_unavailable())
+        self._have_sent[session] = (self.history.vv, (0, 0), 0.0)   # what the Summary it sends now says
         session.run()
         return True
 
@@ -317,7 +349,7 @@ class Node:
             log.info("dropped %d events from %s that waited for predecessors it never sent",
                      dropped, session.peer_id[:7])
         if self.registry.detach(session.peer_id, session):
-            self.say(f"- peer {session.peer_id[:7]} disconnected")
+            self.say(f"- peer {self.peer_label(session.peer_id)} disconnected")
             self._neighbors_changed(lost=True)
 
     def neighbor_ids(self):
@@ -338,8 +370,13 @@ class Node:
             info.last_seen = time.time()
 
     def peer_hello(self, session: Session) -> None:
+        """The peer said who it is: the channel is announced (once), by name."""
         info = self.registry.get(session.peer_id)
         info.name = session.name
+        if session not in self._greeted and not session.closed.is_set():
+            self._greeted.add(session)
+            host, port = session.address[0], session.listen_port or session.address[1]
+            self.say(f"+ peer {self.peer_label(session.peer_id)} at {host}:{port} connected")
 
     def _discovered(self, announce: Announce, host: str) -> bool:
         address = (host, announce.port)
@@ -372,6 +409,7 @@ class Node:
                     sock.settimeout(None)
                 except OSError as exc:
                     log.debug("dial %s:%s failed: %s", address[0], address[1], exc)
+                    self.registry.failed(_lowercase(exc.strerror or str(exc)), time.time(), dialled=address)
                 else:
                     started = time.monotonic()
                     if self._run_channel(sock, address, "initiator") and time.monotonic() - started > 5:
@@ -508,7 +546,7 @@ class Node:
                     log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
                                 limits.COMPACT_RETRY)
                     compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
-            if ticks % 300 == 0 and (self.config.keep_bytes or self.config.keep_days):
+            if ticks % 300 == 0 and (self.config.keep_bytes is not None or self.config.keep_days is not None):
                 self._prune()
 
     def _rescan_loop(self) -> None:
@@ -607,7 +645,7 @@ class Node:
 
     def _prune(self) -> None:
         keep = {h for e in self.history.tree().values() for h, _ in e.blocks}
-        max_age = self.config.keep_days * 86400 if self.config.keep_days else None
+        max_age = self.config.keep_days * 86400 if self.config.keep_days is not None else None
         pruned = self.threadpool.apply(self.store.prune, (keep,), dict(
             max_bytes=self.config.keep_bytes, max_age=max_age, now=time.time()))
         if pruned:
@@ -616,6 +654,8 @@ class Node:
     def _progress_loop(self) -> None:
         while True:
             gevent.sleep(1.0)
+            self.fetcher.sample()
+            self._send_have()
             for job in self.fetcher.status():
                 if job["bytes"] >= PROGRESS_MIN_BYTES:
                     pct = 100.0 * job["done"] / job["bytes"]
@@ -651,31 +691,163 @@ class Node:
             return []
         return [entry(".", own)] + sorted(out.values(), key=lambda d: d["name"])
 
+    # -- what we lack, what peers lack: `p2p status` -------------------------------
+    def need(self) -> dict:
+        """The versions our history holds that are not on our disk yet: files
+        being fetched, waiting for a peer with their content, or that cannot
+        be written; their bytes. Work grows with what is pending, not with the folder."""
+        jobs = self.fetcher.jobs
+        waiting = [p for p in self.unsynced.paths(WAITING) if p not in jobs]
+        blocked = [p for p in self.reconciler.blocked if p not in jobs and p in self.unsynced]
+        size = sum(job.remaining for job in jobs.values())
+        for path in set(waiting) | set(blocked):
+            current = self.history.current(path)
+            if current is not None and current.kind == "file" and not current.is_delete:
+                size += current.size
+        return {"files": len(jobs) + len(set(waiting) | set(blocked)), "bytes": size, "waiting": sorted(waiting)}
+
+    def _send_have(self) -> None:
+        """Tell each ready peer what we have when it changed since our Summary
+        or last Have to it: only the origins that moved, and what we still
+        lack; nothing while idle. At most one Have per channel every
+        ``limits.HAVE_INTERVAL`` seconds, and at most ``limits.HAVE_RATE`` a
+        second in all (a large mesh waits longer), so the traffic per change
+        stays O(N)."""
+        need = self.need()
+        counts = (need["files"], need["bytes"])
+        vv = self.history.vv
+        sessions = [s for s in self.registry.sessions() if s.ready]
+        interval = max(limits.HAVE_INTERVAL, len(sessions) / limits.HAVE_RATE)
+        now = time.monotonic()
+        for session in sessions:
+            sent_vv, sent_counts, sent_at = self._have_sent.get(session, ({}, (0, 0), 0.0))
+            if now - sent_at < interval:
+                continue
+            moved = {o: seq for o, seq in vv.items() if sent_vv.get(o) != seq}
+            if moved or sent_counts != counts:
+                session.send(Have(vv=moved, files=counts[0], bytes=counts[1]))
+                self._have_sent[session] = (vv, counts, now)
+
+    def peer_summary(self, session: Session, vv: dict) -> None:
+        """A peer's Summary: its whole version vector (what it has now)."""
+        self._peer_vv(session, vv)
+
+    def peer_has(self, session: Session, msg: Have) -> None:
+        """A peer's Have: the origins that moved since its Summary or last Have
+        on this channel, and what it still lacks of the versions it knows."""
+        self._peer_vv(session, msg.vv).needs = (msg.files, msg.bytes)
+
+    def _peer_vv(self, session: Session, vv: dict):
+        info = self.registry.get(session.peer_id)
+        if info.has_from is None or info.has_from() is not session or info.has_vv is None:
+            info.has_vv, info.has_from, info.needs = {}, weakref.ref(session), (0, 0)   # a new channel
+        ours = self.history.vv
+        room = len(ours) + limits.HAVE_UNKNOWN_ORIGINS   # origins we know, and a few we may learn of
+        for origin, seq in vv.items():
+            if origin in ours or origin in info.has_vv or len(info.has_vv) < room:
+                info.has_vv[origin] = seq
+        return info
+
+    def lacks(self, vv: dict) -> dict:
+        """What a peer whose history is at ``vv`` lacks of ours: the events
+        (counted from the two version vectors), and the files, directories and
+        deletions whose current version it lacks with their bytes, from the
+        events it lacks (None when they are more than limits.STATUS_LACK_EVENTS:
+        the count of events is all that is said then)."""
+        ours = self.history.vv
+        events = sum(max(0, seq - vv.get(origin, 0)) for origin, seq in ours.items())
+        out = {"events": events, "files": 0, "dirs": 0, "deletes": 0, "bytes": 0}
+        if events > limits.STATUS_LACK_EVENTS:
+            return dict(out, files=None, dirs=None, deletes=None, bytes=None)
+        for path in {e.path for e in self.history.missing_for(vv)} if events else ():
+            current = self.history.current(path)
+            if current is None or vv.get(current.origin, 0) >= current.seq:
+                continue    # it has the version that counts (the winner)
+            if current.is_delete:
+                out["deletes"] += 1
+            elif current.kind == "dir":
+                out["dirs"] += 1
+            else:
+                out["files"] += 1
+                out["bytes"] += current.size
+        return out
+
+    def _peer_lacks(self, info) -> Optional[dict]:
+        """``lacks`` for a peer's last Have, cached until either history moves."""
+        if info.has_vv is None:
+            return None
+        key = (tuple(sorted(info.has_vv.items())), len(self.history))
+        cached = self._lacks_cache.get(info.device_id)
+        if cached is None or cached[0] != key:
+            cached = self._lacks_cache[info.device_id] = (key, self.lacks(info.has_vv))
+        lacking = dict(cached[1])
+        lacking["receiving"] = {"files": info.needs[0], "bytes": info.needs[1]}
+        return lacking
+
     def status(self) -> dict:
-        tree = self.history.tree()
         now = time.time()
+        peers = [self._peer_status(p) for p in self.registry.peers.values()]
+        known = {p.address for p in self.registry.peers.values() if p.address}
+        unreached = [{"address": key, "last_error": _failure(f)} for key, f in self.registry.failures.items()]
+        listed = {u["address"] for u in unreached}
+        unreached += [{"address": f"{h}:{p}", "last_error": None} for h, p in self.config.peers
+                      if (h, p) not in known and f"{h}:{p}" not in listed]
+        need = self.need()
+        transfers = self.fetcher.summary()
+        local = self.local_changes.pending()
+        totals = self.state.totals()
+        missing = what_is_missing(
+            paused=not self.folder_ready.is_set(), scanning=not self.scanned.is_set(), local=local,
+            held=self.history.pending_count, transfers=transfers, waiting=need["waiting"],
+            not_synced=len(self.unsynced) - len(self.unsynced.paths(WAITING)), checking=len(self.reconciler.dirty),
+            peers=[(self.peer_label(p["id"]), p["lacks"]) for p in peers if p["connected"]])
         return {
             "device": self.device_id, "name": self.name, "folder": str(self.root),
             "listen": f"{self.config.listen[0]}:{self.listen_port}",
-            "peers": [{
-                "id": p.device_id, "name": p.name, "state": p.state,
-                "address": f"{p.address[0]}:{p.address[1]}" if p.address else "",
-                "connected_since": p.connected_since, "last_seen": p.last_seen,
-                "sent": p.session.bytes_sent if p.session else 0,
-                "received": p.session.bytes_received if p.session else 0,
-            } for p in self.registry.peers.values()],
-            "transfers": self.fetcher.status(),
-            "folder_state": {
-                "files": sum(1 for e in tree.values() if e.kind == "file"),
-                "dirs": sum(1 for e in tree.values() if e.kind == "dir"),
-                "bytes": sum(e.size for e in tree.values() if e.kind == "file"),
-                "events": len(self.history), "pending": self.history.pending_count,
-                "in_sync": not self.reconciler.dirty and not self.fetcher.jobs and not len(self.unsynced)
-                and self.folder_ready.is_set(),
-            },
+            "in_sync": not missing, "missing": missing,
+            "peers": peers, "unreached": unreached,
+            "transfers": self.fetcher.status(limits.STATUS_LIST_MAX), "transfer_total": transfers,
+            "folder_state": dict(totals, events=len(self.history), pending=self.history.pending_count,
+                                 local_changes=local, in_sync=not missing,
+                                 store_bytes=self.threadpool.apply(self.store.total_bytes)),
             "not_synced": self.unsynced.listing(),
             "paused": "" if self.folder_ready.is_set() else f"the folder or its {MARKER} marker is missing",
-            "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size}
-                       for e in self.recent[-10:]],
+            "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size,
+                        "moved_from": e.moved_from, "moved_to": e.moved_to} for e in self.recent[-10:]],
             "now": now,
         }
+
+    def _peer_status(self, p) -> dict:
+        address = p.address
+        if address is None and p.session is not None:   # it dialled us: its host, and the port it listens on
+            address = (p.session.address[0], p.session.listen_port or p.session.address[1])
+        return {
+            "id": p.device_id, "name": p.name, "state": p.state, "connected": p.session is not None,
+            "address": f"{address[0]}:{address[1]}" if address else "",
+            "connected_since": p.connected_since, "last_seen": p.last_seen,
+            "sent": p.session.bytes_sent if p.session else 0,
+            "received": p.session.bytes_received if p.session else 0,
+            "lacks": self._peer_lacks(p), "last_error": _failure(p.last_error),
+        }
+
+
+def _failure(failure) -> Optional[dict]:
+    return None if failure is None else {"reason": failure.reason, "time": failure.time, "count": failure.count}
+
+
+def _lowercase(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """A failed handshake in the words `p2p status` shows."""
+    text = str(exc)
+    if isinstance(exc, gevent.Timeout):
+        return f"no handshake within {limits.HANDSHAKE_TIMEOUT:.0f}s"
+    if "cluster secret mismatch" in text:
+        return "cluster secret mismatch"
+    if "not on the allow-list" in text:
+        return "not on the allow-list"
+    if "closed the connection during the handshake" in text:
+        return "refused by the peer: a different cluster secret, or we are not on its allow-list"
+    return _lowercase(text) or type(exc).__name__

@@ -42,6 +42,14 @@ def resolve(me: str, old_initiator: str, new_initiator: str) -> str:
 
 
 @dataclass
+class Failure:
+    """The last failed attempt to connect (a dial or a handshake), for `p2p status`."""
+    reason: str
+    time: float
+    count: int = 1
+
+
+@dataclass
 class PeerInfo:
     device_id: str
     name: str = ""
@@ -51,6 +59,12 @@ class PeerInfo:
     last_seen: Optional[float] = None
     discovered_at: Optional[float] = None
     standby: List[object] = field(default_factory=list)  # our own older channels (KEEP_BOTH), newest last
+    last_error: Optional[Failure] = None
+    # what the peer last said it has (its Have message; kept after it leaves):
+    # its version vector, and the files and bytes of those versions it still lacks
+    has_vv: Optional[Dict[str, int]] = None
+    needs: Tuple[int, int] = (0, 0)
+    has_from: object = None             # weak reference to the session whose Have messages has_vv adds up
 
     @property
     def state(self) -> str:
@@ -85,6 +99,9 @@ class PeerRegistry:
     _strangers_per_host: Dict[str, int] = field(default_factory=dict)
     # the peer each address we dialled last led to, most recent last (at most MAX_DISCOVERED)
     _reached: "OrderedDict[Address, str]" = field(default_factory=OrderedDict)
+    # failed connections that no known peer explains: "host:port" dialled, or
+    # "host" that dialled us; most recent last (at most MAX_DISCOVERED)
+    failures: "OrderedDict[str, Failure]" = field(default_factory=OrderedDict)
 
     def get(self, device_id: str) -> PeerInfo:
         info = self.peers.get(device_id)
@@ -138,9 +155,32 @@ class PeerRegistry:
         info.connected_since = None
         return True
 
+    # -- failures ----------------------------------------------------------------
+    def failed(self, reason: str, now: float, *, dialled: Optional[Address] = None, host: str = "") -> None:
+        """A connection failed (``dialled``: our dial to that address; else an
+        inbound one from ``host``): kept on the peer that address leads to, if
+        known, else in ``failures``."""
+        peer = None
+        if dialled is not None:
+            peer = self.peers.get(self._reached.get(dialled, "")) or next(
+                (p for p in self.peers.values() if p.address == dialled), None)
+        key = f"{dialled[0]}:{dialled[1]}" if dialled is not None else host
+        if peer is not None:
+            peer.last_error = _again(peer.last_error, reason, now)
+            self.failures.pop(key, None)
+            return
+        self.failures[key] = _again(self.failures.get(key), reason, now)
+        self.failures.move_to_end(key)
+        if len(self.failures) > limits.MAX_DISCOVERED:
+            self.failures.popitem(last=False)
+
     # -- dialling ----------------------------------------------------------------
     def reached(self, address: Address, device_id: str) -> None:
-        """Our dial to ``address`` reached ``device_id`` (handshake done)."""
+        """Our dial to ``address`` reached ``device_id`` (handshake done); an
+        earlier failure there is now the peer's last error."""
+        failure = self.failures.pop(f"{address[0]}:{address[1]}", None)
+        if failure is not None:
+            self.get(device_id).last_error = failure
         self._reached[address] = device_id
         self._reached.move_to_end(address)
         if len(self._reached) > limits.MAX_DISCOVERED:
@@ -214,3 +254,9 @@ class PeerRegistry:
             return by_id[0]
         by_name = [p for p in self.peers.values() if p.name == text]
         return by_name[0] if len(by_name) == 1 else None
+
+
+def _again(previous: Optional[Failure], reason: str, now: float) -> Failure:
+    if previous is not None and previous.reason == reason:
+        return Failure(reason, now, previous.count + 1)
+    return Failure(reason, now)

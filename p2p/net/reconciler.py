@@ -28,6 +28,7 @@ from p2p import limits
 from p2p.units import human_size
 from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
 from p2p.folder.archive import PendingArchive
+from p2p.sync.merge import conflict_name, why_wins, winner
 from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
                            paths_to_recheck)
 
@@ -121,6 +122,7 @@ class Reconciler:
         self.dirty: set = set()
         self._wake = Event()
         self.blocked: dict = {}     # path -> when to retry it (listed in node.unsynced by this loop)
+        self._conflicts_said: dict = {}   # path -> the ids of the concurrent versions announced
         self._retries: list = []    # heap of (retry time, path); stale once blocked[path] moved
 
     def mark_dirty(self, paths) -> None:
@@ -209,7 +211,11 @@ class Reconciler:
             if entry.kind == "file" and entry.event_id:
                 self._archive_now(path, self.node.history.get(entry.event_id))  # its history outlives it
             if self._on_disk(self.node.writer.remove, path):
-                self.node.say(f"< delete {path}" + (f" (from {target.origin[:7]})" if target else ""))
+                if target is not None and target.moved_to:   # said as "< rename" once the new name is written
+                    log.debug("removed %s: renamed to %s", path, target.moved_to)
+                else:
+                    self.node.say(f"< delete {path}" + (f" from {self.node.peer_label(target.origin)}"
+                                                        if target else ""))
                 self.mark_dirty(paths_to_recheck([path]))
             else:
                 log.info("kept directory %s: it holds files added meanwhile", path)
@@ -224,7 +230,7 @@ class Reconciler:
             self.mark_dirty([path])   # now the plain make_dir or fetch
         elif action == METADATA:
             self._on_disk(self.node.writer.set_metadata, path, target)
-            self.node.say(f"< metadata {path} (from {target.origin[:7]})")
+            self.node.say(f"< metadata {path} from {self.node.peer_label(target.origin)}")
         elif action == RELABEL:
             self.node.state.set(path, replace(entry, event_id=target.id))
         elif action == FETCH:
@@ -233,7 +239,9 @@ class Reconciler:
 
     def _keep_conflict_copies(self, path: str) -> None:
         """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
-        for copy, loser in conflict_copies(path, self.node.history.heads(path), self.node.device_id):
+        heads = self.node.history.heads(path)
+        self._say_conflict(path, heads)
+        for copy, loser in conflict_copies(path, heads, self.node.device_id):
             if self.node.history.heads(copy) or os.path.lexists(self.node.root / copy):
                 continue
             self._archive_now(path, loser)
@@ -243,7 +251,29 @@ class Reconciler:
             self.node.threadpool.apply(self.node.writer.write_file, (copy, loser))
             self.node.state.pop(copy)  # not recorded yet: the local loop records it
             self.node.local_changes.rescan([copy])
-            self.node.say(f"! conflict on {path}: our version kept as {copy}")
+            log.debug("kept our version of %s as %s", path, copy)
+
+    def _say_conflict(self, path: str, heads) -> None:
+        """Once per set of concurrent versions, on every peer: who won, why, and
+        which conflict copy keeps each losing version (its origin writes it)."""
+        if len(heads) < 2:
+            self._conflicts_said.pop(path, None)
+            return
+        key = frozenset(e.id for e in heads)
+        if self._conflicts_said.get(path) == key:
+            return
+        self._conflicts_said[path] = key
+        best = winner(heads)
+        label = self.node.peer_label
+        for loser in heads:
+            if loser is best or (loser.hash == best.hash and loser.kind == best.kind
+                                 and loser.is_delete == best.is_delete):
+                continue
+            text = (f"! conflict on {path}: {label(best.origin)} wins over {label(loser.origin)} "
+                    f"({why_wins(best, loser)})")
+            if not loser.is_delete and loser.kind == "file":
+                text += f"; the losing version is kept as {conflict_name(path, loser)} (time in UTC)"
+            self.node.say(text, logging.WARNING)
 
     def still_wanted(self, path: str, event) -> bool:
         current = self.node.history.current(path)
@@ -283,7 +313,11 @@ class Reconciler:
             gevent.spawn_later(max(0.0, problem.retry_at - time.time()), self.mark_dirty, [path])
             return
         self.node.unsynced.clear(path)
-        self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {event.origin[:7]}")
+        origin = self.node.peer_label(event.origin)
+        if event.moved_from:
+            self.node.say(f"< rename {event.moved_from} -> {path} ({human_size(event.size)}) from {origin}")
+        else:
+            self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {origin}")
 
     def fetch_finished(self, job) -> None:
         current = self.node.history.current(job.path)

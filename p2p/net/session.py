@@ -33,7 +33,7 @@ from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
 from p2p.wire.text import display_name
-from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
+from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Have, Hello, ListReply,
                                ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
 
 log = logging.getLogger("p2p.session")
@@ -249,7 +249,7 @@ class Session:
             BlockRequest: self._on_block_request, BlockData: self._on_block_data,
             Ping: self._on_ping, Pong: lambda msg: None, Error: self._on_error, Bye: self._on_bye,
             ListRequest: self._on_list_request, ListReply: self._on_list_reply,
-            Neighbors: self._on_neighbors,
+            Neighbors: self._on_neighbors, Have: lambda msg: self.node.peer_has(self, msg),
         }
         while not self.closed.is_set():
             with gevent.Timeout(limits.IDLE_TIMEOUT):
@@ -271,6 +271,7 @@ class Session:
         if self.node.own_events_elsewhere(self, msg.vv.get(self.node.device_id, 0)):
             return   # the peer holds more of our events than we do: we took a new id, sessions close
         self.peer_vv = dict(msg.vv)
+        self.node.peer_summary(self, msg.vv)
         self._enqueue(BACKFILL)
         self.ready = True
 

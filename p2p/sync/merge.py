@@ -33,6 +33,22 @@ def winner(heads: Iterable[Event]) -> Optional[Event]:
     return max(heads, key=precedence, default=None)
 
 
+def why_wins(best: Event, loser: Event) -> str:
+    """Why ``best`` precedes ``loser``, in words: the first key of
+    ``precedence`` that tells them apart."""
+    if best.is_delete != loser.is_delete:
+        return "an edit beats a delete"
+    if (best.kind == "dir") != (loser.kind == "dir"):
+        return "a directory beats a file"
+    if best.lamport != loser.lamport:
+        return f"the later change: Lamport clock {best.lamport} > {loser.lamport}"
+    if best.mtime != loser.mtime:
+        return "same Lamport clock, the later modification time"
+    if best.origin != loser.origin:
+        return "same clock and modification time: the larger device id"
+    return "the later event of the same device"
+
+
 def live_tree(heads_by_path: Iterable[Tuple[str, Iterable[Event]]]) -> Dict[str, Event]:
     """path -> winning event, for every path whose winner is not a delete."""
     tree = {}

@@ -63,6 +63,10 @@ class Coalescer:
             self._last[path] = now
         self._wake.set()
 
+    def count(self, keep: Callable[[str], bool]) -> int:
+        """Paths changed and not handed on yet, of those ``keep`` accepts."""
+        return sum(1 for path in self._last if keep(path))
+
     def due(self, now: float) -> list:
         ready = [p for p, last in self._last.items()
                  if now - last >= limits.COALESCE_DELAY or now - self._first[p] >= limits.COALESCE_MAX_DELAY]

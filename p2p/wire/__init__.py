@@ -11,7 +11,7 @@ from p2p.wire.errors import (AuthenticationError, CompressionError, FrameTooLarg
 from p2p.wire.frame import (FLAG_COMPRESSED, FLAG_ENCRYPTED, Frame, FrameDecoder,
                             encode_frame, encode_frame_parts)
 from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events,
-                               HandshakeAuth, HandshakeHello, Hello, ListReply, ListRequest,
+                               HandshakeAuth, HandshakeHello, Have, Hello, ListReply, ListRequest,
                                Message, MsgType, Neighbors, Ping, Pong, Summary, decode_message,
                                encode_message)
 
@@ -22,5 +22,5 @@ __all__ = [
     "encode_frame_parts",
     "MsgType", "BlockStatus", "Message", "Hello", "Summary", "Events", "BlockRequest",
     "BlockData", "Ping", "Pong", "Error", "Bye", "ListRequest", "ListReply",
-    "Neighbors", "HandshakeHello", "HandshakeAuth", "encode_message", "decode_message",
+    "Neighbors", "Have", "HandshakeHello", "HandshakeAuth", "encode_message", "decode_message",
 ]

@@ -43,6 +43,7 @@ class MsgType(IntEnum):
     LIST_REQUEST = 0x0A
     LIST_REPLY = 0x0B
     NEIGHBORS = 0x0C
+    HAVE = 0x0D
     HANDSHAKE_HELLO = 0x20
     HANDSHAKE_AUTH = 0x21
 
@@ -135,6 +136,17 @@ class Neighbors:
 
 
 @dataclass(frozen=True)
+class Have:
+    """What the sender has, so a peer can say what it lacks: the origins of its
+    version vector that moved since its Summary or last Have on this channel,
+    and how many files (and bytes) of the versions it knows are not on its disk
+    yet. Sent only when something changed, at most once a second per channel."""
+    vv: Dict[str, int]
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
 class HandshakeHello:
     version: int
     ephemeral: bytes
@@ -148,7 +160,7 @@ class HandshakeAuth:
 
 
 Message = Union[Hello, Summary, Events, BlockRequest, BlockData, Ping, Pong, Error, Bye,
-                ListRequest, ListReply, Neighbors, HandshakeHello, HandshakeAuth]
+                ListRequest, ListReply, Neighbors, Have, HandshakeHello, HandshakeAuth]
 
 
 # --- field checks: value -> normalised value, or ValueError -------------------
@@ -332,6 +344,7 @@ CODECS: Dict[int, Codec] = {
     MsgType.LIST_REQUEST: JsonCodec(ListRequest, {"req_id": _u32, "path": text}),
     MsgType.LIST_REPLY: JsonCodec(ListReply, {"req_id": _u32, "entries": dict_list()}),
     MsgType.NEIGHBORS: JsonCodec(Neighbors, {"ids": text_list(limits.MAX_CONNECTIONS)}),
+    MsgType.HAVE: JsonCodec(Have, {"vv": version_vector, "files": _u64, "bytes": _u64}),
     MsgType.HANDSHAKE_HELLO: StructCodec(HandshakeHello, ">B32s32s",
                                          {"version": _u8, "ephemeral": exact_bytes(KEY_SIZE),
                                           "random": exact_bytes(RANDOM_SIZE)},
