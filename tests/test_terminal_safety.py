@@ -18,6 +18,7 @@ import pytest
 
 from p2p.net.announce import Announce
 from p2p.net.control import ask
+from p2p.net.session import PROTOCOL_VERSION
 from p2p.wire.messages import Hello
 from p2p.wire.text import display_name
 
@@ -50,7 +51,7 @@ def test_peer_names_from_discovery_and_hello_are_shown_without_control_character
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(forged.encode(), ("127.0.0.1", udp))
         rogue = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
-        rogue.send(Hello(name=ESCAPES.format("member"), port=0, version=1))
+        rogue.send(Hello(name=ESCAPES.format("member"), port=0, version=PROTOCOL_VERSION))
 
         def names():
             return {p["id"]: p["name"] for p in ask(t.home, {"cmd": "status"})["peers"]}
@@ -75,3 +76,4 @@ def test_display_name_keeps_ordinary_names():
     assert display_name("办公室 ☕") == "办公室 ☕"
     assert display_name("x" * 100) == "x" * 64
     assert display_name("tab\there\nnewline\u2028sep") == "tabherenewlinesep"
+

@@ -39,7 +39,7 @@ from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error,
 log = logging.getLogger("p2p.session")
 
 BACKFILL = object()       # writer-queue marker: stream what the peer lacks
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2       # 2: the Have message (0x0D)
 
 
 class SessionClosed(Exception):
@@ -263,6 +263,11 @@ class Session:
             handler(msg)
 
     def _on_hello(self, msg: Hello) -> None:
+        if msg.version != PROTOCOL_VERSION:   # no silent mixing: one line, then the channel goes
+            reason = f"protocol version {msg.version}, this peer speaks {PROTOCOL_VERSION}: upgrade the older one"
+            log.warning("peer %s speaks %s", self.peer_id[:7], reason)
+            self.close(f"protocol version {PROTOCOL_VERSION} only")
+            raise SessionClosed(reason)
         self.name = display_name(msg.name)   # shown by status, logs, ls: no terminal escapes
         self.listen_port = msg.port
         self.node.peer_hello(self)
