@@ -9,7 +9,7 @@ from pathlib import Path
 
 import gevent
 
-from p2p.config import Config, parse_address, parse_discovery, parse_peers
+from p2p.config import Config, parse_address, parse_discovery, parse_gui, parse_peers
 from p2p.logs import setup_logging
 
 
@@ -26,6 +26,8 @@ def config_from_args(args) -> Config:
         keep_bytes=int(args.keep_bytes) if args.keep_bytes else None,
         keep_days=float(args.keep_days) if args.keep_days else None,
         rescan_interval=args.rescan_interval,
+        gui=parse_gui(args.gui),
+        gui_required=args.gui is not None,
     )
 
 

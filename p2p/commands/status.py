@@ -12,6 +12,7 @@ import time
 import ujson
 
 from p2p.commands.home import no_history
+from p2p.commands.pause import describe
 from p2p.net.control import ask
 from p2p.units import human_size
 
@@ -58,6 +59,9 @@ def render(st: dict) -> str:
               f"  {f['files']} files, {f['dirs']} directories, {human_size(f['bytes'])}; "
               f"{f['events']} events in history" + (f", {f['pending']} waiting" if f["pending"] else ""),
               "  " + ("in sync" if f["in_sync"] else "syncing…")]
+    paused = st.get("user_paused") or {}
+    if paused.get("folder") or paused.get("peers"):
+        lines += ["", "PAUSED (`p2p resume [PEER]` to go on)", "  " + describe(paused)]
     not_synced = st.get("not_synced") or []
     if not_synced:
         lines += ["", f"NOT SYNCED ({len(not_synced)})"]

@@ -51,6 +51,7 @@ class PeerInfo:
     last_seen: Optional[float] = None
     discovered_at: Optional[float] = None
     standby: List[object] = field(default_factory=list)  # our own older channels (KEEP_BOTH), newest last
+    last_error: str = ""                # why the last channel or attempt with it failed, if it did
 
     @property
     def state(self) -> str:
