@@ -57,10 +57,12 @@ def tree(root: Path) -> Dict[str, object]:
 class Peer:
     def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
                  host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p"),
-                 netns: Optional[str] = None):
+                 netns: Optional[str] = None, gui: str = "off"):
         """``program``: what the Python interpreter runs (a fault-injecting
         wrapper in tests/faulty_peer.py for the supervision tests); ``netns``: a
-        network namespace the test made, to run the peer in (``ip netns exec``)."""
+        network namespace the test made, to run the peer in (``ip netns exec``);
+        ``gui``: its --gui (off unless a test asks: peers must not all try the
+        default port; ``127.0.0.1:0`` for a free one, then ``gui_url()``)."""
         self.name = name
         self.program = list(program)
         self.netns = netns
@@ -72,6 +74,7 @@ class Peer:
         self.peers = list(peers)
         self.secret = secret
         self.extra = list(extra)
+        self.gui = gui
         self.proc: Optional[subprocess.Popen] = None
         self.home.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,8 @@ class Peer:
     def start(self) -> "Peer":
         cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd += [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
-               "--discovery", self.discovery, "--name", self.name, "--log-level", "debug", *self.extra]
+               "--discovery", self.discovery, "--name", self.name, "--log-level", "debug",
+               "--gui", self.gui, *self.extra]
         for p in self.peers:
             cmd += ["--peer", p.address if isinstance(p, Peer) else p]
         env = dict(os.environ)
@@ -101,6 +105,14 @@ class Peer:
 
     def _listening(self) -> bool:
         return b"scanned the folder" in self.log_path.read_bytes()[self._log_start:]
+
+    def gui_url(self) -> str:
+        """The dashboard's URL with its token, as `p2p gui` prints it."""
+        out = subprocess.run([sys.executable, "-m", "p2p", "gui", "--home", str(self.home)], capture_output=True,
+                             text=True, timeout=20)
+        if out.returncode:
+            raise AssertionError(f"p2p gui failed: {out.stderr}")
+        return out.stdout.strip()
 
     def output(self) -> str:
         return self.log_path.read_bytes().decode("utf-8", "replace")

@@ -126,8 +126,8 @@ class App:
         return chunks
 
     def _json(self, start_response, status: int, data):
-        return self._send(start_response, status, ujson.dumps(data, ensure_ascii=False, escape_forward_slashes=False).encode(),
-                          "application/json; charset=utf-8")
+        body = ujson.dumps(data, ensure_ascii=False, escape_forward_slashes=False).encode()
+        return self._send(start_response, status, body, "application/json; charset=utf-8")
 
     @staticmethod
     def _send(start_response, status: int, body: bytes, kind: str):
