@@ -57,8 +57,13 @@ function size(n) {
   return i ? `${n.toFixed(1)} ${units[i]}` : `${n} B`;
 }
 const rate = (n) => `${size(Math.round(n))}/s`;
-const when = (seconds) => seconds ? new Date(seconds * 1000).toLocaleString() : "-";
-const mtime = (ns) => ns ? new Date(ns / 1e6).toLocaleString() : "";
+function stamp(ms) {   // local time, 2026-12-01 11:55:09
+  const d = new Date(ms), two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ` +
+    `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
+const when = (seconds) => seconds ? stamp(seconds * 1000) : "-";
+const mtime = (ns) => ns ? stamp(ns / 1e6) : "";
 
 function ago(t, now) {
   if (!t) return "-";
@@ -158,9 +163,9 @@ async function refreshTimeline() {
   const rows = events.map((e) => el("li", {
     dataset: { id: e.id, path: e.path }, class: e.id === view.moment ? "selected" : "",
     onclick: () => pickMoment(e.id), title: `event ${e.short}: the folder just after it`,
-  }, when(e.time), e.peer, el("span", { class: "t-" + e.type }, e.type),
-    e.from ? `${e.from} → ${e.path}` : e.path + (e.kind === "dir" ? "/" : ""),
-    e.kind === "file" && e.type !== "delete" ? size(e.size) : ""));
+  }, el("span", {}, when(e.time)), el("span", {}, e.peer), el("span", { class: "t-" + e.type }, e.type),
+    el("span", {}, e.from ? `${e.from} → ${e.path}` : e.path + (e.kind === "dir" ? "/" : "")),
+    el("span", { class: "num" }, e.kind === "file" && e.type !== "delete" ? size(e.size) : "")));
   $("timeline").replaceChildren(...(rows.length ? rows : [el("li", { class: "empty" }, "no event")]));
   placeSlider();
 }
