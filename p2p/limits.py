@@ -96,7 +96,7 @@ MAX_DEFERRED_PATHS = 10_000      # paths remembered while the history cannot be 
                                  # rescan at recovery instead (bounded memory)
 
 # --- the local dashboard (p2p/gui) --------------------------------------------
-DEFAULT_GUI_PORT = 9997          # beside the peer ports (9998, 9999); on loopback only
+DEFAULT_GUI_PORT = 9996          # beside the peer ports (9998, 9999; 9997 is the README's ssh -L example); loopback
 GUI_FEED_KEPT = 1000             # live updates kept for /rest/events?since=N: a page further behind reloads all
 GUI_LONG_POLL = 25.0             # s a /rest/events request waits for news: under the idle cut of browsers and proxies
 GUI_TIMELINE_DEFAULT = 200       # events a timeline request returns unless it asks for another number

@@ -4,8 +4,8 @@ machine ("laptop" and "desktop", loopback only, discovery off, a cluster
 secret), a folder that changes on both, and desktop's page in headless
 Chromium (tests/browser.py), its time slider moved back before a delete.
 
-    scripts/gui_screenshot.py                 # writes docs/dashboard.png
-    scripts/gui_screenshot.py --out FILE.png
+    .venv/bin/python scripts/gui_screenshot.py     # writes docs/dashboard.png (or: make screenshot)
+    .venv/bin/python scripts/gui_screenshot.py --out FILE.png
 
 Needs `make install` and Debian's chromium and chromium-driver.
 """
