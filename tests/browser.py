@@ -34,7 +34,7 @@ def missing() -> Optional[str]:
         if not os.access(path, os.X_OK):
             return f"{what} is not installed: {INSTALL}"
     try:
-        import selenium  # noqa: F401
+        import selenium  # noqa: F401  (only whether it is there)
     except ImportError:
         return f"selenium is not installed: {INSTALL}"
     return None

@@ -77,7 +77,7 @@ def test_the_api_needs_the_token_and_posts_need_the_origin(make_peer):
     assert gui.get("/rest/status")[0] == 200
 
     for headers in ({}, {"X-P2P-Token": "wrong"}, {"X-P2P-Token": gui.token[:-1]},
-                    {"Cookie": f"p2p-token-1=" + gui.token}):   # another port's cookie
+                    {"Cookie": "p2p-token-1=" + gui.token}):   # another port's cookie
         for path in ("rest/status", "rest/history", "", "app.js"):
             assert request(gui.base + path, headers=headers)[0] == 403, (path, headers)
     assert request(gui.base + "rest/status?token=wrong")[0] == 403
@@ -112,7 +112,7 @@ def test_the_api_needs_the_token_and_posts_need_the_origin(make_peer):
 def test_restore_through_the_api_is_a_new_event_on_both_peers(make_peer):
     a = make_peer("a", gui="127.0.0.1:0").start()
     b = make_peer("b", peers=[a], gui="127.0.0.1:0").start()
-    gui_a, gui_b = Dashboard(a), Dashboard(b)
+    gui_b = Dashboard(b)
     wait_until(lambda: gui_b.get("/rest/status")[1]["peers"][0]["state"] == "connected", 20, "b connected")
     since = gui_b.get("/rest/status")[1]["feed"]
 
