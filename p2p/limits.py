@@ -35,6 +35,7 @@ ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after
                                  # the critical path (p2p/folder/archive.py)
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
+VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
@@ -45,6 +46,12 @@ MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one pee
 MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
 MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
 MAX_PENDING_EVENTS = 100_000     # events held while waiting for their causal parents
+MAX_PENDING_BYTES = 64 * MiB     # ... and their serialized bytes: 100,000 usual events fit, 100,000 of 25 KiB
+                                 # (2.4 GiB) do not
+MAX_INVALID_EVENTS = 100         # invalid events from one session within INVALID_WINDOW before it is dropped:
+INVALID_WINDOW = 60.0            # an honest peer sends none, a broken or hostile one is not heard forever
+REJECT_LOG_INTERVAL = 10.0       # one log line per session and kind of rejected event this often (with a count)
+MAX_REJECT_KINDS = 16            # kinds of rejection told apart per session; more share one line
 SEND_QUEUE_FRAMES = 4096         # frames queued for one peer before it is resynced
 
 # --- timeouts --------------------------------------------------------------
@@ -69,6 +76,7 @@ MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counte
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
 
+MAX_IGNORE_BYTES = 1 * MiB       # a larger .p2pignore is not used: it is read in the hub, and no real one is this big
 FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: look again this often
 
 # --- supervision -----------------------------------------------------------

@@ -5,7 +5,8 @@ Two kinds of rogue:
   handshake, and whatever the target sends back, decoded into frames;
 - ``AuthenticatedRogue``: runs ``perform_handshake`` itself, as a member would,
   then sends chosen messages, raw or tampered encrypted frames, and events with
-  any path; it can serve blocks and remembers every message it received.
+  any path; it can serve blocks (or forged ones) and remembers every message
+  it received.
 
 Also ``limits_hook``: a ``sitecustomize`` directory that lets a test start real
 peers with shorter limits (say IDLE_TIMEOUT) without any change to p2p.
@@ -198,6 +199,7 @@ class AuthenticatedRogue:
         self.peer_id = result.peer_id
         self.received: List[object] = []
         self.blocks: Dict[bytes, bytes] = {}      # served on request: sha256 digest -> content
+        self.forged: Dict[bytes, bytes] = {}      # requested digest -> other content, sent with its own digest
         self.block_requests: List[BlockRequest] = []
         self.closed = threading.Event()           # the target hung up (seen by the reader)
         self._send_lock = threading.Lock()
@@ -236,6 +238,10 @@ class AuthenticatedRogue:
     def serve(self, content: bytes) -> None:
         self.blocks[hashlib.sha256(content).digest()] = content
 
+    def forge(self, asked: bytes, sent: bytes) -> None:
+        """Answer a request for ``asked``'s block with ``sent``, under ``sent``'s own hash."""
+        self.forged[hashlib.sha256(asked).digest()] = sent
+
     # -- receiving -----------------------------------------------------------
     def start_reader(self) -> "AuthenticatedRogue":
         """Read in a thread: remember every message, answer block requests."""
@@ -251,6 +257,11 @@ class AuthenticatedRogue:
                 self.received.append(msg)
                 if isinstance(msg, BlockRequest):
                     self.block_requests.append(msg)
+                    fake = self.forged.get(msg.hash)
+                    if fake is not None:
+                        self.send(BlockData(req_id=msg.req_id, status=0, hash=hashlib.sha256(fake).digest(),
+                                            data=fake))
+                        continue
                     data = self.blocks.get(msg.hash)
                     self.send(BlockData(req_id=msg.req_id, status=0 if data else 1, hash=msg.hash,
                                         data=data or b""))

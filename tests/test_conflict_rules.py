@@ -9,11 +9,13 @@ conflict copies each must write and the folder action for its disk.
 """
 
 import hashlib
+import os
 import re
 from datetime import datetime, timezone
 
 import pytest
 
+from p2p import limits
 from p2p.history.history import History
 from p2p.sync.ignore import IGNORE_FILE, IgnoreRules
 from p2p.sync.merge import conflict_name, winner
@@ -382,6 +384,31 @@ def test_ignore_reload_picks_up_a_changed_file(tmp_path):
     assert not rules.matches("a.log")
 
 
-def test_ignore_file_that_is_not_utf8_ignores_nothing(tmp_path):
+def test_ignore_file_that_is_not_utf8_ignores_nothing_at_start(tmp_path):
     (tmp_path / IGNORE_FILE).write_bytes(b"*.log\n\xff\xfe\n")
     assert not IgnoreRules(tmp_path).matches("a.log")
+
+
+@pytest.mark.parametrize("make", ["directory", "fifo", "symlink", "too large", "not utf-8", "invalid pattern"])
+def test_an_unusable_ignore_file_keeps_the_last_good_rules_and_warns_once(tmp_path, caplog, make):
+    write_ignore(tmp_path, "*.log\n")
+    rules = IgnoreRules(tmp_path)
+    (tmp_path / IGNORE_FILE).unlink()
+    path = tmp_path / IGNORE_FILE
+    if make == "directory":
+        path.mkdir()
+    elif make == "fifo":
+        os.mkfifo(path)                          # reading it would block the hub
+    elif make == "symlink":
+        (tmp_path / "rules.txt").write_text("*.txt\n")
+        path.symlink_to("rules.txt")
+    elif make == "too large":
+        path.write_bytes(b"#" * (limits.MAX_IGNORE_BYTES + 1))
+    elif make == "not utf-8":
+        path.write_bytes(b"*.txt\n\xff\xfe\n")
+    else:
+        path.write_text("*.txt\n!\n")
+    for _ in range(3):
+        rules.reload()
+    assert rules.matches("a.log") and not rules.matches("a.txt")
+    assert caplog.text.count(".p2pignore is not used") == 1

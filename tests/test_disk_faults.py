@@ -167,21 +167,20 @@ def test_a_snapshot_the_disk_has_no_room_for_is_skipped_with_a_warning(tmp_path,
     import p2p.history.history as history_module
     monkeypatch.setattr(history_module.limits, "SNAPSHOT_EVERY", 3)
     history = History.open(tmp_path, A)
-    real_open = open
+    real_create = history_module.create_private   # how the snapshot's temporary file is opened
 
-    def no_room(file, mode="r", *args, **kwargs):
-        if os.path.basename(str(file)).startswith(".index.snapshot") and "w" in mode:
-            handle = real_open(file, mode, *args, **kwargs)
-            handle.close()
+    def no_room(path, flags=os.O_WRONLY):
+        if os.path.basename(str(path)).startswith(".index.snapshot"):
+            os.close(real_create(path, flags))
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_open(file, mode, *args, **kwargs)
-    monkeypatch.setattr("builtins.open", no_room)
+        return real_create(path, flags)
+    monkeypatch.setattr(history_module, "create_private", no_room)
     for i in range(4):
         history.make_local("create", "dir", f"d{i}", time=1.0)
     history.sync()
     assert "index snapshot not saved" in caplog.text
     assert not list((tmp_path / ".p2p").glob("*.tmp"))
-    monkeypatch.setattr("builtins.open", real_open)
+    monkeypatch.setattr(history_module, "create_private", real_create)
     history.close()                           # owed: written now
     assert (tmp_path / ".p2p" / "index.snapshot").exists()
     assert len(History.open(tmp_path, A)) == 4

@@ -197,7 +197,7 @@ def test_merge_rejects_invalid_and_buffers_gaps(home):
     history = History.open(home, "Q" * 32)
     events = [e for e in scripted(20) if e.origin == ORIGINS[0]]
     accepted, rejected = history.merge([events[1].to_dict(), {"id": "junk"}, "text"])
-    assert accepted == [] and [reason for _, reason in rejected][1] .startswith("an event is a JSON object")
+    assert accepted == [] and str([reason for _, reason in rejected][1]).startswith("an event is a JSON object")
     assert len(rejected) == 2 and history.pending_count == 1 and history.vv == {}
     accepted, rejected = history.merge([events[0]])
     assert [e.id for e in accepted] == [events[0].id, events[1].id] and history.pending_count == 0
@@ -213,6 +213,36 @@ def test_causal_buffer_is_bounded(home, monkeypatch):
     assert all("buffer full" in reason for _, reason in rejected)
     accepted, rejected = history.merge(chain[:1])  # the gap fills: the buffered ones follow
     assert [e.id for e in accepted] == [e.id for e in chain[:4]] and rejected == []
+
+
+def test_causal_buffer_is_bounded_in_bytes(home, monkeypatch):
+    """Few events, each large (many blocks): the byte bound refuses them long
+    before the count bound would, and the buffer's bytes go back to 0."""
+    origin = "L" * 32
+    blocks = [[hashlib.sha256(b"%d" % i).hexdigest(), 1] for i in range(250)]
+
+    def large(seq):
+        return Event.from_dict({"id": f"{origin}:{seq}", "origin": origin, "seq": seq, "lamport": seq,
+                                "type": "create", "kind": "file", "path": f"big-{seq}", "size": len(blocks),
+                                "mode": 0o644, "mtime": 0, "hash": "0" * 64, "blocks": blocks, "parents": [],
+                                "time": 1.0})
+
+    def size(seq):
+        return len(large(seq).to_json().encode())
+
+    each = size(2)
+    assert each > 15_000
+    monkeypatch.setattr(limits, "MAX_PENDING_BYTES", 3 * each + each // 2)
+    history = History.open(home, "Q" * 32)
+    accepted, rejected = history.merge([large(seq) for seq in range(2, 8)], source="s")   # seq 1 never came
+    assert accepted == [] and history.pending_count == 3 and history.pending_bytes == 3 * each
+    assert [item.seq for item, _ in rejected] == [7, 6, 5]
+    assert all("bytes of events wait for parents" in reason for _, reason in rejected)
+    history.merge([large(1), *(large(seq) for seq in range(5, 8))])   # the gap fills: all follow
+    assert history.pending_count == 0 and history.pending_bytes == 0 and history.vv == {origin: 7}
+    history.merge([large(seq) for seq in range(9, 11)], source="s")
+    assert history.pending_bytes == size(9) + size(10)
+    assert history.drop_pending("s") == 2 and history.pending_bytes == 0
 
 
 def test_parent_gap_waits_even_when_seq_is_next(home):

@@ -262,3 +262,38 @@ def test_state_at_and_parse_moment(scripted):
     with pytest.raises(BadMoment):
         parse_moment("not a time")
     assert state_of([]) == {}
+
+
+def test_chained_symlinks_never_let_a_restore_write_outside_its_directory(tmp_path, capsys):
+    """`a -> .` then `a/b -> ..` is lexically inside the folder, but on disk
+    a/b is DIR/b -> DIR/..: a restore must judge links by the tree it writes."""
+    home = tmp_path / "home"
+    history = History.open(home, DEVICE)
+    store = BlockStore(home / ".p2p" / "blocks")
+
+    def link(path, target):
+        history.make_local("create", "symlink", path, size=len(target.encode()), target=target,
+                           hash=hashlib.sha256(target.encode()).hexdigest(), time=float(T0))
+
+    evil = b"written outside the restore"
+    digest = hashlib.sha256(evil).hexdigest()
+    store.put(digest, evil)
+    link("a", ".")
+    link("a/b", "..")
+    history.make_local("create", "file", "a/b/evil.txt", size=len(evil), hash=digest, blocks=[(digest, len(evil))],
+                       mode=0o644, time=float(T0))
+    history.make_local("create", "dir", "a/b/evil-dir", mode=0o755, time=float(T0))
+    history.make_local("create", "dir", "x", mode=0o755, time=float(T0))
+    link("x/y", "../a/..")            # DIR/x/../a/.. is DIR/.. once a -> . is on disk
+    history.make_local("create", "file", "x/fine.txt", size=len(evil), hash=digest, blocks=[(digest, len(evil))],
+                       mode=0o644, time=float(T0))
+    history.close()
+    out = tmp_path / "out"
+    assert restore(home, "now", to=out) == 0, capsys.readouterr().err
+    summary = capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["home", "out"], "the restore wrote outside its directory"
+    assert snapshot_tree(out) == {"a": ("link", "."), "x": ("dir", 0o755),
+                                  "x/fine.txt": ("file", evil, 0o644, 0)}
+    for skipped in ("a/b (a is a symbolic link)", "a/b/evil.txt (a is a symbolic link)",
+                    "a/b/evil-dir (a is a symbolic link)", f"x/y (its target leaves {out} once resolved)"):
+        assert skipped in summary, summary

@@ -3,7 +3,8 @@
 A block lives at ``blocks/ab/abcdef...`` (its sha256 hex, fanned out by the
 first two hex digits). Every block is verified on the way in and on the way
 out; a block is written to a temporary name and renamed, so no partial block
-is ever visible under its hash. Blocks are not fsynced one by one: a block
+is ever visible under its hash. Block files are 0600 and their directories
+0700 (``p2p.security.private``): only the peer's user reads them. Blocks are not fsynced one by one: a block
 torn by a crash fails verification, is removed and is fetched again. A
 block's file mtime is the last time its content was stored, which is what
 ``prune(max_age=...)`` measures. Old blocks stay after a file changes so the
@@ -22,6 +23,7 @@ from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
 from p2p.blocks.chunking import Block, read_blocks
 from p2p.history.paths import TEMP_PREFIX
+from p2p.security.private import PRIVATE_DIR, PRIVATE_FILE
 
 
 class BlockMissing(KeyError):
@@ -49,7 +51,7 @@ class BlockStore:
         left missing, and every block in it reads as absent."""
         self.root = Path(root)
         if create:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
 
     def _path(self, block_hash: str) -> Path:
         if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):
@@ -75,7 +77,9 @@ class BlockStore:
 
     def put(self, block_hash: str, data, *, verified: bool = False) -> None:
         """Store ``data`` under ``block_hash`` after checking that it is its sha256
-        (``verified=True``: the caller has just checked it)."""
+        (``verified=True``: the caller has just checked it against this very
+        ``block_hash``, as ``Session.request_block`` does; never pass it for
+        data checked against a hash someone else named)."""
         if not verified and hashlib.sha256(data).hexdigest() != block_hash:
             raise CorruptBlock(block_hash)
         self._store(block_hash, data)
@@ -90,10 +94,10 @@ class BlockStore:
         temp = path.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
         try:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
             except FileNotFoundError:  # the first block of its fan-out directory
-                path.parent.mkdir(exist_ok=True)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
             try:
                 if source_fd is None or not _copy_range(source_fd, fd, len(data), offset, 0):
                     _write_all(fd, data, 0)

@@ -2,7 +2,11 @@
 
 ``p2p restore --at WHEN --to DIR`` writes every file, directory and symlink of
 that moment into DIR (new or empty), byte for byte, with modes and mtimes,
-from the block store (given a PATH too: only that file or subtree).
+from the block store (given a PATH too: only that file or subtree). Nothing
+is written outside DIR: each parent is looked at on disk as the restore goes
+(a symbolic link, even one this restore made, is never written through), and
+a restored link whose target, resolved in the tree as written, leaves DIR is
+removed again; both are listed as skipped.
 ``p2p restore PATH --at WHEN`` puts that file (or subtree) back in place in
 the folder (with no PATH and no --to: the whole folder, so one command undoes
 a mass delete; ``--at now`` is the latest state, for a folder that went
@@ -130,31 +134,80 @@ def restore_tree(state, store: BlockStore, dest: Path, at: str) -> str:
     counts = {"file": 0, "dir": 0, "symlink": 0}
     total_bytes = 0
     skipped: List[str] = []
+    made_dirs: List[str] = []
+    links: List[str] = []
     for path, event in entries:
         target = dest / path
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _real_parent(dest, path)
             if event.kind == "dir":
-                target.mkdir(exist_ok=True)
+                os.mkdir(target)
             elif event.kind == "symlink":
                 _symlink(event.target, target)
                 os.utime(target, ns=(event.mtime, event.mtime), follow_symlinks=False)
             else:
                 _write_file(store, path, event, target, at, keep_mtime=True)
                 total_bytes += event.size
+        except ThroughLink as exc:
+            skipped.append(f"{path} ({exc})")
+            continue
         except OSError as exc:  # e.g. a file where concurrent events put a directory
             skipped.append(f"{path} ({exc.strerror or exc})")
             continue
         counts[event.kind] += 1
-    for path, event in reversed(entries):  # directories last, deepest first: writing inside changed their mtime
-        if event.kind == "dir" and (dest / path).is_dir() and not (dest / path).is_symlink():
-            os.chmod(dest / path, event.mode or DEFAULT_DIR_MODE)
-            os.utime(dest / path, ns=(event.mtime, event.mtime))
+        if event.kind == "dir":
+            made_dirs.append(path)
+        elif event.kind == "symlink":
+            links.append(path)
+    for path in _links_leaving(dest, links):   # resolved against the tree as written
+        os.unlink(dest / path)
+        counts["symlink"] -= 1
+        skipped.append(f"{path} (its target leaves {dest} once resolved)")
+    for path in reversed(made_dirs):  # directories last, deepest first: writing inside changed their mtime
+        event = state[path]
+        os.chmod(dest / path, event.mode or DEFAULT_DIR_MODE)
+        os.utime(dest / path, ns=(event.mtime, event.mtime))
     summary = (f"restored {counts['file']} files ({human_size(total_bytes)}), {counts['dir']} directories, "
                f"{counts['symlink']} symlinks as of {at} into {dest}")
     if skipped:
         summary += f"; skipped {len(skipped)}: " + ", ".join(skipped)
     return summary
+
+
+class ThroughLink(OSError):
+    """Writing the path would go through a symbolic link (or a file) already in the tree."""
+
+
+def _real_parent(top: Path, rel: str) -> None:
+    """Make the parent directories of ``rel`` under ``top``, looking at each
+    one on disk as it is now (``lstat``): a component that is a symbolic link
+    or not a directory is refused, so no write goes through a link that an
+    earlier entry of the same restore created (``a -> .`` then ``a/b -> ..``).
+    Never lexical: links are judged by what they are, not by their text."""
+    current = top
+    for part in rel.split("/")[:-1]:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            os.mkdir(current)
+            continue
+        if statmod.S_ISLNK(st.st_mode):
+            raise ThroughLink(f"{current.relative_to(top)} is a symbolic link")
+        if not statmod.S_ISDIR(st.st_mode):
+            raise ThroughLink(f"{current.relative_to(top)} is not a directory")
+
+
+def _links_leaving(top: Path, links: List[str]) -> List[str]:
+    """The restored symlinks whose target, resolved in the tree as written
+    (links through links included), is outside ``top``."""
+    real_top = os.path.realpath(top)
+    leaving = []
+    for path in links:
+        resolved = os.path.realpath(top / path)
+        if resolved != real_top and not resolved.startswith(real_top + os.sep):
+            leaving.append(path)
+    return leaving
 
 
 def restore_in_place(state, store: BlockStore, root: Path, path: str, at: str) -> str:

@@ -32,9 +32,11 @@ def config_from_args(args) -> Config:
 
 
 def _env_secret():
+    """P2P_SECRET as set: None if unset; an empty one is kept, so that
+    ``load_secret`` refuses it instead of silently meaning open mode."""
     import os
 
-    return os.environ.get("P2P_SECRET") or None
+    return os.environ.get("P2P_SECRET")
 
 
 def run(args) -> int:

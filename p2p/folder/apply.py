@@ -4,8 +4,10 @@ or overwriting a local edit silently.
 A file is written from verified blocks (each checked against its sha256 as it
 arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
 destination (the watcher ignores that prefix), at each block's offset, so a
-large file is written once; it is fsynced and only then renamed into place — after checking that the path
-on disk is still exactly what the local state says. If it is not, the user
+large file is written once; the whole file is checked against the event's
+hash (``ContentMismatch``), fsynced, and only then renamed into place —
+after checking that the path on disk is still exactly what the local state
+says. If it is not, the user
 changed it meanwhile: ``LocalChanged`` is raised and the caller rescans it, so
 the edit becomes an event and the conflict rules decide. A symbolic link, a
 FIFO, a socket or a device file at the path or at a parent is never written
@@ -25,6 +27,7 @@ import stat as statmod
 from pathlib import Path
 from typing import Optional
 
+from p2p import limits
 from p2p.blocks.store import BlockStore
 from p2p.folder.state import PERMISSIONS, Entry, LocalState
 from p2p.history.paths import TEMP_PREFIX, TEMP_TOKEN_HEX
@@ -32,6 +35,11 @@ from p2p.history.paths import TEMP_PREFIX, TEMP_TOKEN_HEX
 
 class LocalChanged(Exception):
     """The path on disk differs from the local state: rescan before writing."""
+
+
+class ContentMismatch(OSError):
+    """The file written does not hash to its event's hash (an event whose
+    blocks do not make up its content, or a write the disk lost): never placed."""
 
 
 class UnsafeTarget(Exception):
@@ -248,8 +256,9 @@ class FolderWriter:
 
 class PendingFile:
     """A version being written: blocks land at their offsets in a temporary file;
-    ``commit`` fsyncs it and renames it into place (after the local-edit check),
-    ``abort`` removes it. Every block was verified against its hash on arrival."""
+    ``commit`` checks the whole file against the event's hash, fsyncs it and
+    renames it into place (after the local-edit check), ``abort`` removes it.
+    Every block was verified against its hash on arrival."""
 
     def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int, resumed: bool = False):
         self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
@@ -298,10 +307,12 @@ class PendingFile:
         return self.place()
 
     def finish(self, durable: bool) -> None:
-        """Set mode and mtime and close; fsync unless the caller makes a whole
+        """Check the whole content against the event's hash (``ContentMismatch``),
+        set mode and mtime and close; fsync unless the caller makes a whole
         batch durable at once (``sync_filesystem``) before placing it."""
         event = self.event
         try:
+            self._check_content()
             os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
             if durable:
                 os.fsync(self.fd)
@@ -311,6 +322,23 @@ class PendingFile:
         except BaseException:
             self.abort()
             raise
+
+    def _check_content(self) -> None:
+        """One streaming sha256 over the temporary file (a read of it): each
+        block was checked on arrival, this checks that they make up the version."""
+        whole = hashlib.sha256()
+        size = self.event.size
+        buffer = memoryview(bytearray(max(1, min(size, limits.VERIFY_CHUNK))))
+        offset = 0
+        while offset < size:
+            count = os.preadv(self.fd, [buffer[:min(len(buffer), size - offset)]], offset)
+            if not count:
+                break
+            whole.update(buffer[:count])
+            offset += count
+        if offset != size or whole.hexdigest() != self.event.hash:
+            raise ContentMismatch(f"{self.path}: the content written hashes to {whole.hexdigest()[:12]} "
+                                  f"({offset} bytes), not to its event's {self.event.hash[:12]}")
 
     def intend(self) -> Entry:
         """Journal that the path is about to hold this file (LocalState.intend):

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 import ujson
 
 from p2p.history.paths import TEMP_PREFIX, TEMP_TOKEN_HEX
+from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.fetch")
 
@@ -80,5 +81,6 @@ class Partials:
 
     def _save(self) -> None:
         tmp = self.file.with_name(f".{self.file.name}.{secrets.token_hex(4)}")
-        tmp.write_text(ujson.dumps(self._items, ensure_ascii=False), encoding="utf-8")
+        with os.fdopen(create_private(tmp, os.O_WRONLY | os.O_EXCL), "w", encoding="utf-8") as out:
+            out.write(ujson.dumps(self._items, ensure_ascii=False))
         os.replace(tmp, self.file)

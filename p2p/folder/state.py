@@ -45,6 +45,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import ujson
 
 from p2p import limits
+from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.state")
 
@@ -204,7 +205,7 @@ class LocalState:
         tmp = self.file.with_name(self.file.name + ".tmp")
         body = {"journal": generation, "entries": {p: asdict(e) for p, e in entries.items()}}
         try:
-            with open(tmp, "w", encoding="utf-8") as out:
+            with os.fdopen(create_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
                 out.write(ujson.dumps(body))
                 out.flush()
                 os.fsync(out.fileno())

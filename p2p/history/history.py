@@ -53,6 +53,7 @@ from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_
 from p2p.history.index import HeadIndex, path_key
 from p2p.history.log import EventLog, LogBroken, LogWriteFailed
 from p2p.history.seqmark import MARK_NAME, SeqMark
+from p2p.security.private import create_private
 from p2p.sync.merge import live_tree, winner
 
 log = logging.getLogger("p2p.history")
@@ -74,6 +75,8 @@ class History:
         self._lamport = 0
         self._pending: Dict[str, Dict[int, Tuple[Event, Optional[int]]]] = {}
         self._pending_count = 0
+        self._pending_bytes = 0                     # serialized size of the events waiting from peers
+        self._sizes: Dict[Tuple[str, int], int] = {}   # (origin, seq) waiting -> its serialized size
         self._brought: Dict[Tuple[str, int], tuple] = {}   # (origin, seq) waiting -> the sources that sent it
         self._since_snapshot = 0
         self._cache: "OrderedDict[int, Event]" = OrderedDict()
@@ -252,12 +255,15 @@ class History:
         return event
 
     def merge(self, items: Iterable[Union[dict, Event]], source: object = None
-              ) -> Tuple[List[Event], List[Tuple[object, str]]]:
+              ) -> Tuple[List[Event], List[Tuple[object, Union[str, InvalidEvent]]]]:
         """Merge events from a peer: (newly appended events in causal order, rejected items with reasons).
 
         Idempotent and order-independent. An event is appended once its seq is
         the next of its origin and all its parents are known; until then it
-        waits in a buffer bounded by ``limits.MAX_PENDING_EVENTS``. Known and
+        waits in a buffer bounded by ``limits.MAX_PENDING_EVENTS`` events and
+        ``limits.MAX_PENDING_BYTES`` bytes (serialized). An invalid item is
+        rejected with its ``InvalidEvent`` as the reason, one this peer
+        refuses (its bounds) with a string. Known and
         already-buffered events are ignored. ``source`` (any hashable: the
         session) is remembered for the events that wait, so that
         ``drop_pending(source)`` can free them when it ends; events merged
@@ -274,7 +280,7 @@ class History:
             try:
                 event = item if isinstance(item, Event) else Event.from_dict(item)
             except InvalidEvent as exc:
-                rejected.append((item, str(exc)))
+                rejected.append((item, exc))   # the sender's fault (the others are our limits)
                 continue
             if self.knows(event.id):
                 continue
@@ -293,6 +299,7 @@ class History:
             self._hold(event, None, source)
             held.append((item, event))
         ready = self._release()
+        self._bound_bytes(held, rejected)
         while self._pending_count > limits.MAX_PENDING_EVENTS and held:  # refuse this batch's overflow
             item, event = held.pop()
             if self._unhold(event.origin, event.seq):
@@ -321,7 +328,27 @@ class History:
             self._brought = {}   # a dict keeps its largest table: let it go
         return dropped
 
+    @property
+    def pending_bytes(self) -> int:
+        """Serialized size of the events from peers waiting in the causal buffer."""
+        return self._pending_bytes
+
     # -- internals: causal buffer and index --------------------------------
+    def _bound_bytes(self, held: List[Tuple[object, Event]], rejected: List[Tuple[object, str]]) -> None:
+        """Count the serialized size of this batch's events that still wait
+        (only those: most events never wait), then refuse the batch's last
+        ones while the buffer is over ``limits.MAX_PENDING_BYTES``."""
+        for _, event in held:
+            key = (event.origin, event.seq)
+            if key not in self._sizes and self._pending.get(event.origin, {}).get(event.seq, (None,))[0] is event:
+                self._sizes[key] = len(event.to_json().encode("utf-8"))
+                self._pending_bytes += self._sizes[key]
+        while self._pending_bytes > limits.MAX_PENDING_BYTES and held:
+            item, event = held.pop()
+            if self._unhold(event.origin, event.seq):
+                rejected.append((item, f"causal buffer full ({limits.MAX_PENDING_BYTES} bytes of events wait "
+                                       "for parents)"))
+
     def _hold(self, event: Event, offset: Optional[int], source: object = None) -> None:
         self._pending.setdefault(event.origin, {})[event.seq] = (event, offset)
         self._pending_count += 1
@@ -331,6 +358,7 @@ class History:
     def _unhold(self, origin: str, seq: int) -> bool:
         """Take one waiting event out of the causal buffer, unapplied; False if it was not there."""
         self._brought.pop((origin, seq), None)
+        self._pending_bytes -= self._sizes.pop((origin, seq), 0)
         waiting = self._pending.get(origin, {})
         if waiting.pop(seq, None) is None:
             return False
@@ -360,6 +388,7 @@ class History:
                         break
                     del waiting[next_seq]
                     self._brought.pop((origin, next_seq), None)
+                    self._pending_bytes -= self._sizes.pop((origin, next_seq), 0)
                     self._pending_count -= 1
                     ready.append(entry)
                     advanced[origin] = advanced.get(origin, 0) + 1
@@ -469,7 +498,7 @@ class History:
         target = self.home / ".p2p" / SNAPSHOT_NAME
         temp = target.with_name(f".{SNAPSHOT_NAME}.tmp")
         try:
-            with open(temp, "wb") as out:
+            with os.fdopen(create_private(temp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
                 for part in body:
                     out.write(part)
                 out.flush()

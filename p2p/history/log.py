@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from p2p.history.event import Event, InvalidEvent
+from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.history")
 
@@ -78,7 +79,7 @@ class EventLog:
             self.size = self._complete_size()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = create_private(self.path, os.O_RDWR | os.O_APPEND)
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -286,7 +287,7 @@ class EventLog:
             return
         torn = os.pread(self._fd, self.size - good, good)
         aside = self._torn_name()
-        with open(aside, "xb") as out:
+        with os.fdopen(create_private(aside, os.O_WRONLY | os.O_EXCL), "wb") as out:
             out.write(torn)
             out.flush()
             os.fsync(out.fileno())

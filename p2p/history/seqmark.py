@@ -32,6 +32,7 @@ import ujson
 
 from p2p import limits
 from p2p.history.log import LogWriteFailed
+from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.history")
 
@@ -96,7 +97,7 @@ class SeqMark:
                             "clean": clean}).encode("utf-8") + b"\n"
         temp = self.path.with_name(f".{MARK_NAME}.tmp")
         try:
-            with open(temp, "wb") as out:
+            with os.fdopen(create_private(temp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import ujson
 
 from p2p.history.event import is_device_id
+from p2p.wire.text import display_name
 
 MAGIC = b"P2PD"
 VERSION = 1
@@ -53,4 +54,4 @@ class Announce:
             raise BadAnnounce("bad port")
         if not isinstance(name, str):
             raise BadAnnounce("bad name")
-        return cls(device, port, name[:64])
+        return cls(device, port, display_name(name))   # control characters never reach a terminal

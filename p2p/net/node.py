@@ -48,6 +48,7 @@ from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
 from p2p.gui.feed import Feed
+from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.history.restore import listing
@@ -66,6 +67,7 @@ from p2p.net.supervisor import Supervisor
 from p2p.security.handshake import perform_handshake
 from p2p.security.identity import Identity, format_device_id, home_copied, record_home
 from p2p.security.membership import load_secret, load_trusted, mode_description
+from p2p.security.private import make_home_private
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.units import human_size
@@ -83,7 +85,9 @@ class Node:
         self.out = out
         self.home = Path(config.home)
         self.root = Path(config.root)
-        (self.home / ".p2p").mkdir(parents=True, exist_ok=True)
+        tightened = make_home_private(self.home)   # .p2p 0700, its files and events.jsonl 0600
+        if tightened:
+            log.info("made %d entries of the home %s private (0700/0600)", tightened, self.home)
         self.identity = Identity.load_or_create(self.home)
         self.device_id = self.identity.device_id
         self.name = config.name
@@ -394,6 +398,8 @@ class Node:
         return hashlib.sha256(data).digest()
 
     def session_ended(self, session: Session) -> None:
+        for line in session.rejections.unsaid():
+            log.warning("rejected events from %s: %s", session.peer_id[:7], line)
         dropped = self.history.drop_pending(session)
         if dropped:
             log.info("dropped %d events from %s that waited for predecessors it never sent",
@@ -489,28 +495,32 @@ class Node:
                    for p in self.registry.peers.values())
 
     # -- events from peers -----------------------------------------------------
-    def on_remote_events(self, session: Session, raw_events) -> bool:
-        """Merge a batch from a peer; True if some wait for missing predecessors.
+    def on_remote_events(self, session: Session, raw_events):
+        """Merge a batch from a peer: (whether some wait for missing
+        predecessors, the items the history validated: took, holds or had).
+        Rejections are logged one line per session, kind and interval
+        (``Rejections``); a session that keeps sending invalid events is closed.
 
         While the history cannot be written the batch is dropped: at recovery
         every peer gets our Summary and sends it again."""
         if self.disk.held:
-            return False
+            return False, []
         try:
             accepted, rejected = self.history.merge(raw_events, source=session)
         except LogBroken as exc:
             self.history_broken(exc)
-            return False
+            return False, []
         except LogWriteFailed as exc:
             self.disk.hold(exc)
-            return False
-        for item, reason in rejected:
-            path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
-            log.warning("rejected an event from %s for %r: %s", session.peer_id[:7], path, reason)
+            return False, []
+        refused = {id(item) for item, _ in rejected}
+        validated = [item for item in raw_events if id(item) not in refused]
+        if rejected:
+            self._rejected(session, rejected)
         self._accepted(accepted, session)
         if self.history.own_offered and self.own_events_elsewhere(session, self.history.own_offered):
-            return False
-        return self.history.pending_count > 0
+            return False, validated
+        return self.history.pending_count > 0, validated
 
     def _accepted(self, accepted, session) -> None:
         """Events newly in the history: forward them, show them, bring the folder to them."""
@@ -518,6 +528,19 @@ class Node:
             self.broadcast_q.put((accepted, session))
             self._remember(accepted)
             self.reconciler.mark_dirty([e.path for e in accepted])
+
+    def _rejected(self, session: Session, rejected) -> None:
+        now = time.monotonic()
+        for item, reason in rejected:
+            path = item.get("path") if isinstance(item, dict) else getattr(item, "path", "?")
+            line = session.rejections.note(str(reason), f"for {path!r}: {reason}", isinstance(reason, InvalidEvent),
+                                           now)
+            if line is not None:
+                log.warning("rejected an event from %s %s", session.peer_id[:7], line)
+        if session.rejections.too_many() and not session.closed.is_set():
+            log.warning("dropping %s: it sent %d invalid events within %.0fs", session.peer_id[:7],
+                        session.rejections.invalid_count, limits.INVALID_WINDOW)
+            session.close("too many invalid events")
 
     def _remember(self, events) -> None:
         self.recent.extend(events)

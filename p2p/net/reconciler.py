@@ -26,7 +26,7 @@ from gevent.event import AsyncResult, Event
 
 from p2p import limits
 from p2p.units import human_size
-from p2p.folder.apply import LocalChanged, UnsafeTarget, sync_filesystem
+from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
 from p2p.folder.archive import PendingArchive
 from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
                            paths_to_recheck)
@@ -254,7 +254,9 @@ class Reconciler:
         return True
 
     def commit_remote_file(self, pending) -> None:
-        """Called by the fetcher once every block is written: rename into place."""
+        """Called by the fetcher once every block is written: check the whole
+        file against the event's hash (in the pool that commits) and rename
+        it into place."""
         path, event = pending.path, pending.event
         if not self.still_wanted(path, event):
             pending.abort()
@@ -274,6 +276,12 @@ class Reconciler:
                 self.archive_later(path, event.blocks)
         except LocalChanged:
             self.node.local_changes.rescan([path])
+            return
+        except ContentMismatch as exc:   # not placed: refetched after a back-off, said once
+            log.debug("%s", exc)
+            problem = self.node.unsynced.report(path, "the content fetched does not match its event's hash",
+                                                time.time())
+            gevent.spawn_later(max(0.0, problem.retry_at - time.time()), self.mark_dirty, [path])
             return
         self.node.unsynced.clear(path)
         self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {event.origin[:7]}")

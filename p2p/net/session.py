@@ -28,9 +28,11 @@ from gevent.pool import Group
 
 from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
+from p2p.net.rejections import Rejections
 from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
+from p2p.wire.text import display_name
 from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Hello, ListReply,
                                ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
 
@@ -102,6 +104,7 @@ class Session:
         self.bytes_received = 0
         self._ids = itertools.count(1)
         self._pending: dict = {}
+        self._asked: dict = {}           # block request id -> (hash, size) we asked for
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._small_budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         # What we owe the peer, until written: blocks mirror its request budget,
@@ -113,6 +116,7 @@ class Session:
         self._serving = Group()
         self._writer = None
         self._summary_due = False
+        self.rejections = Rejections()   # the events it sent that we rejected (the node logs and counts them)
         self.ended_by = ""               # why the peer or the wire ended the channel, if either did
 
     # -- lifecycle -------------------------------------------------------------
@@ -263,7 +267,7 @@ class Session:
             handler(msg)
 
     def _on_hello(self, msg: Hello) -> None:
-        self.name = msg.name
+        self.name = display_name(msg.name)   # shown by status, logs, ls: no terminal escapes
         self.listen_port = msg.port
         self.node.peer_hello(self)
 
@@ -275,11 +279,12 @@ class Session:
         self.ready = True
 
     def _on_events(self, msg: Events) -> None:
-        for raw in msg.events:
-            origin, seq = raw.get("origin"), raw.get("seq")
-            if isinstance(origin, str) and type(seq) is int:
-                self._saw(origin, seq)
-        gaps = self.node.on_remote_events(self, msg.events)
+        gaps, validated = self.node.on_remote_events(self, msg.events)
+        # what the peer has, from the events the history validated (took, holds
+        # or had) only: a rejected one's origin and seq would grow peer_vv and
+        # make us withhold real events that it claims to have
+        for raw in validated:
+            self._saw(raw["origin"], raw["seq"])
         if gaps and not self._summary_due:
             self._summary_due = True
             gevent.spawn_later(1.0, self._ask_again)
@@ -347,28 +352,44 @@ class Session:
                       bulk=msg.size > limits.SMALL_BLOCK)
 
     def _on_block_data(self, msg: BlockData) -> None:
+        """An answer is checked against the hash and size WE asked for (never
+        against the hash the peer put in its reply): a peer that sends other
+        content is dropped, and the block is fetched from another."""
         result = self._pending.pop(msg.req_id, None)
-        if result is None:
+        asked = self._asked.pop(msg.req_id, None)
+        if result is None or asked is None:
             return  # cancelled or unknown request: ignore
-        if msg.status == 0 and self.node.digest(msg.data) != msg.hash:
-            raise WireError(f"peer sent a block whose content does not match its hash {msg.hash.hex()[:12]}")
+        wanted, size = asked
+        if msg.status == BlockStatus.OK:
+            problem = ""
+            if len(msg.data) != size:
+                problem = f"{len(msg.data)} bytes for the block {wanted.hex()[:12]} of {size} bytes we asked for"
+            elif self.node.digest(msg.data) != wanted:
+                problem = f"a block whose content does not match the hash we asked for, {wanted.hex()[:12]}"
+            if problem:
+                result.set_exception(SessionClosed(f"{self.peer_id[:7]} sent {problem}"))
+                raise WireError(f"peer sent {problem}")
         result.set(msg)
 
     def request_block(self, block_hash: str, size: int):
-        """Fetch one block from this peer: its bytes, or None if it lacks it."""
+        """Fetch one block from this peer: its bytes, checked against
+        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it."""
         budget = self._small_budget if size <= limits.SMALL_BLOCK else self._budget
         budget.acquire(size)
+        req_id = next(self._ids) & 0xFFFFFFFF
         try:
             if self.closed.is_set():
                 raise SessionClosed(self.peer_id)
-            req_id = next(self._ids) & 0xFFFFFFFF
             result = AsyncResult()
             self._pending[req_id] = result
+            self._asked[req_id] = (bytes.fromhex(block_hash), size)
             self.send(BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash)))
             msg = result.get(timeout=limits.IDLE_TIMEOUT)
             return msg.data if msg.status == 0 else None
         finally:
             budget.release(size)
+            self._pending.pop(req_id, None)
+            self._asked.pop(req_id, None)
 
     @property
     def outstanding(self) -> int:

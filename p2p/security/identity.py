@@ -34,6 +34,8 @@ import ujson
 from Crypto.PublicKey import ECC
 from Crypto.Signature import eddsa
 
+from p2p.security.private import create_private
+
 KEY_FILE = Path(".p2p") / "identity.key"
 FINGERPRINT_FILE = Path(".p2p") / "home.fingerprint"
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
@@ -253,5 +255,6 @@ def record_home(home: Path, device_id: str) -> None:
     except (OSError, ValueError):
         pass
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(ujson.dumps(record).encode("ascii") + b"\n")
+    with os.fdopen(create_private(temp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
+        out.write(ujson.dumps(record).encode("ascii") + b"\n")
     os.replace(temp, path)

@@ -1,0 +1,104 @@
+"""A member cannot make a peer write or store forged content (issue 15, item 1).
+
+A real `p2p run` T is attacked by rogue members (tests/rogue.py) that send
+honest-looking events and answer T's block requests with other content under
+that content's own hash, or with a block of another size. T checks every
+block against the hash and size it asked for, so it drops the rogue, writes
+nothing of it and stores nothing of it, and gets the real block from an
+honest peer G once G connects. A rogue event whose single block does not make
+up the event's hash is caught by the whole-file check before the rename: the
+file is never placed, listed as not synced (one warning) and refetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from p2p.net.control import ask
+
+from peers import Peer, wait_until
+from rogue import AuthenticatedRogue, file_event
+
+pytestmark = pytest.mark.slow
+
+SECRET = "forged-content-test-secret-0123456789"
+WAIT = 60.0      # other suites share this 2-core machine
+
+REAL = b"the real content, as its author wrote it\n" * 64
+FORGED = b"FORGED content of the very same length..\n" * 64
+LONGER = FORGED + b"and a tail"
+assert len(REAL) == len(FORGED)
+
+
+def stored_block(peer: Peer, content: bytes):
+    """The bytes T's block store holds under ``content``'s hash, or None."""
+    digest = hashlib.sha256(content).hexdigest()
+    path = peer.home / ".p2p" / "blocks" / digest[:2] / digest
+    return path.read_bytes() if path.exists() else None
+
+
+def not_synced(peer: Peer) -> dict:
+    return {p["path"]: p for p in ask(peer.home, {"cmd": "status"})["not_synced"]}
+
+
+def test_a_forged_block_is_never_written_nor_stored_and_the_real_one_comes_from_an_honest_peer(tmp_path):
+    t = Peer(tmp_path, "T", secret=SECRET).start()
+    g = Peer(tmp_path, "G", secret=SECRET, peers=[t])
+    g.write("real.txt", REAL)
+    rogues = []
+    try:
+        # same size, other content, sent under its own hash
+        liar = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+        rogues.append(liar)
+        liar.forge(REAL, FORGED)
+        liar.send_events([file_event(liar.device_id, 1, "forged.txt", REAL)])
+        assert liar.closed.wait(WAIT), "T kept the channel of a peer that sent a forged block"
+        wait_until(lambda: f"dropping channel with {liar.device_id[:7]}: WireError: peer sent a block whose "
+                           "content does not match the hash we asked for" in t.output(), WAIT, "T to say why")
+        # another size (and its own hash)
+        longer = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+        rogues.append(longer)
+        longer.forge(REAL, LONGER)
+        longer.send_events([file_event(longer.device_id, 1, "longer.txt", REAL)])
+        assert longer.closed.wait(WAIT), "T kept the channel of a peer that sent a block of another size"
+        wait_until(lambda: f"dropping channel with {longer.device_id[:7]}: WireError: peer sent "
+                           f"{len(LONGER)} bytes for the block" in t.output(), WAIT, "T to say why")
+        wait_until(lambda: {"forged.txt", "longer.txt"} <= set(not_synced(t)), WAIT,
+                   "T to list both files as waiting for a peer that has their content")
+        assert liar.block_requests and longer.block_requests, "T never asked the rogues"
+        assert t.lacks("forged.txt") and t.lacks("longer.txt")
+        assert stored_block(t, REAL) is None
+        # an honest peer with the real content connects: T gets it from G
+        g.start()
+        wait_until(lambda: t.has("forged.txt", REAL) and t.has("longer.txt", REAL), WAIT, "the real content on T")
+        assert stored_block(t, REAL) == REAL
+        assert stored_block(t, FORGED) is None and stored_block(t, LONGER) is None
+        assert b"FORGED" not in b"".join(v for v in t.tree().values() if isinstance(v, bytes))
+        wait_until(lambda: g.has("forged.txt", REAL), WAIT, "G to get the real content too")
+    finally:
+        for rogue in rogues:
+            rogue.close()
+        t.stop()
+        g.stop()
+
+
+def test_a_file_whose_blocks_do_not_make_up_its_hash_is_never_placed(tmp_path):
+    t = Peer(tmp_path, "T", secret=SECRET).start()
+    rogue = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+    try:
+        event = file_event(rogue.device_id, 1, "mismatch.txt", REAL)
+        event["hash"] = hashlib.sha256(FORGED).hexdigest()   # the block is REAL, the event says FORGED
+        rogue.serve(REAL)
+        rogue.send_events([event])
+        wait_until(lambda: not_synced(t).get("mismatch.txt", {}).get("attempts", 0) >= 2, WAIT,
+                   "T to refuse the file, then refetch and refuse it again")
+        assert "does not match its event's hash" in not_synced(t)["mismatch.txt"]["reason"]
+        assert t.lacks("mismatch.txt")
+        assert not [name for name in t.tree() if name.startswith(".p2p-tmp-")]
+        assert t.output().count("not syncing 'mismatch.txt'") == 1, "the refusal is said once"
+        assert not rogue.closed.is_set(), "the block itself was honest: the channel stays"
+    finally:
+        rogue.close()
+        t.stop()
