@@ -1,7 +1,7 @@
 # p2p — the two commands a new user needs are `make install` and `make run`
 # (or `make test`). Every `p2p run` flag can also be set by environment
 # variable (P2P_HOME, P2P_ROOT, P2P_LISTEN, P2P_DISCOVERY, P2P_PEERS,
-# P2P_SECRET, P2P_SECRET_FILE, P2P_NAME), which `make run` passes through.
+# P2P_SECRET, P2P_SECRET_FILE, P2P_NAME, P2P_GUI), which `make run` passes through.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PEERS  ?= 5
 ARGS   ?=
 
-.PHONY: install run test fuzz simulate bench clean
+.PHONY: install run test fuzz simulate bench screenshot clean
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ simulate: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+screenshot: install   # docs/dashboard.png, the README's picture (needs chromium and chromium-driver)
+	$(BIN)/python scripts/gui_screenshot.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis bench-results sim-results

@@ -2,7 +2,7 @@
 
 Every ``run`` flag has an environment variable (``P2P_HOME``, ``P2P_ROOT``,
 ``P2P_LISTEN``, ``P2P_DISCOVERY``, ``P2P_PEERS``, ``P2P_SECRET``,
-``P2P_SECRET_FILE``, ``P2P_NAME``, ``P2P_RESCAN_INTERVAL``, ...); flags win
+``P2P_SECRET_FILE``, ``P2P_NAME``, ``P2P_RESCAN_INTERVAL``, ``P2P_GUI``, ...); flags win
 over the environment. The sub-command modules are imported lazily so
 ``--help`` stays fast.
 """
@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rescan-interval", type=_seconds, default=env("P2P_RESCAN_INTERVAL", limits.RESCAN_INTERVAL),
                      metavar="SECONDS", help="rescan the whole folder this often, for changes the watcher missed; "
                                              "0 = never (env P2P_RESCAN_INTERVAL)")
+    run.add_argument("--gui", default=env("P2P_GUI"), metavar="HOST:PORT|off",
+                     help="serve the dashboard (`p2p gui` prints its address) on this loopback address, port 0 for "
+                          "any free one, or 'off' (env P2P_GUI; default: 127.0.0.1:%d, skipped with a warning when "
+                          "that port is taken)" % limits.DEFAULT_GUI_PORT)
     _logging(run)
 
     status = command("status", "peers, transfers and the folder of the running peer",
@@ -153,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     ident = command("id", "print this peer's device id",
                     "Print this peer's device id, the one other peers list in their .p2p/trusted.")
     _home(ident)
+
+    gui = sub.add_parser("gui", help="print the address of the running peer's dashboard, with its access token",
+                         description="Print the URL of the dashboard that `p2p run` serves, with the token that "
+                                     "opens it (from HOME/.p2p/gui.token). It opens nothing by itself.")
+    _home(gui)
+
+    for name, verb in (("pause", "stop"), ("resume", "start again")):
+        cmd = sub.add_parser(name, help=f"{verb} syncing the folder, or with one peer, in the running peer",
+                             description=f"{name.capitalize()}: with no PEER, {verb} recording local changes "
+                                         f"and writing remote ones (the whole folder); with PEER, {verb} "
+                                         f"exchanging with that peer. `p2p status` shows what is paused.")
+        _home(cmd)
+        cmd.add_argument("peer", nargs="?", default="", help="device id (or a unique prefix) or name of a peer")
     return parser
 
 
@@ -174,6 +191,9 @@ COMMANDS = {
     "restore": "p2p.commands.restore",
     "ls": "p2p.commands.ls",
     "id": "p2p.commands.id",
+    "gui": "p2p.commands.gui",
+    "pause": "p2p.commands.pause",
+    "resume": "p2p.commands.pause",
 }
 
 

@@ -33,6 +33,8 @@ class Config:
     keep_bytes: Optional[int] = None
     keep_days: Optional[float] = None
     rescan_interval: float = limits.RESCAN_INTERVAL  # seconds between full rescans; 0: never
+    gui: Optional[Address] = None    # the dashboard's loopback address (p2p/gui), or None: off
+    gui_required: bool = False       # asked for (--gui, P2P_GUI): failing to serve it stops the start
 
     @property
     def discovery_port(self) -> int:
@@ -82,6 +84,25 @@ def parse_discovery(text: Optional[str]):
         raise ValueError(f"{text.strip()!r}: {usage}") from None
     if port == 0:
         raise ValueError(f"{text.strip()!r}: port 0 cannot be a discovery port ({usage})")
+    return host, port
+
+
+def parse_gui(text: Optional[str]) -> Optional[Address]:
+    """``off``, or a loopback ``HOST:PORT`` (``PORT`` alone: 127.0.0.1; port 0:
+    any free one) for the dashboard. Any other host is refused: the dashboard
+    can restore and pause the folder, so it is never served beyond this machine."""
+    if text is None:
+        return "127.0.0.1", limits.DEFAULT_GUI_PORT
+    if text.strip().lower() == "off":
+        return None
+    host, port = parse_address(text, default_host="127.0.0.1", default_port=limits.DEFAULT_GUI_PORT)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"--gui {text}: the dashboard is served on a loopback address only "
+                         f"(127.0.0.1, ::1 or localhost), or 'off'")
     return host, port
 
 

@@ -112,3 +112,13 @@ DISK_PROBE_INTERVAL = 5.0        # s between probes of a home disk that refused 
 DISK_PROBE_BYTES = 64 * KiB      # the probe writes this much: room for a batch of events, not just one line
 MAX_DEFERRED_PATHS = 10_000      # paths remembered while the history cannot be written; beyond, one full
                                  # rescan at recovery instead (bounded memory)
+
+# --- the local dashboard (p2p/gui) --------------------------------------------
+DEFAULT_GUI_PORT = 9996          # beside the peer ports (9998, 9999; 9997 is the README's ssh -L example); loopback
+GUI_FEED_KEPT = 1000             # live updates kept for /rest/events?since=N: a page further behind reloads all
+GUI_LONG_POLL = 25.0             # s a /rest/events request waits for news: under the idle cut of browsers and proxies
+GUI_TIMELINE_DEFAULT = 200       # events a timeline request returns unless it asks for another number
+GUI_TIMELINE_MAX = 5000          # ... and at most this many: one answer stays small, older ones are paged
+GUI_STORE_SIZE_EVERY = 30.0      # s between walks of the block store for its size (O(blocks)): never per request
+GUI_RATE_WINDOW = 1.0            # s: transfer rates are measured over at least this, so two close polls agree
+GUI_MAX_BODY = 64 * KiB          # largest request body the dashboard reads (a restore or pause request is tiny)

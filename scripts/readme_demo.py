@@ -52,6 +52,7 @@ MASKS = [  # (pattern, stand-in): what differs between two honest runs
     (r"\b\d\d:\d\d:\d\d\b", "<clock>"),
     (r"\b[A-Z2-7]{7}\b", "<id>"),
     (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
+    (r"token=[\w-]+", "token=<token>"),
     (r"\b\d+(?:\.\d+)?[smh] ago\b", "<ago>"),
     (r"\b\d+(?:\.\d+)? [KMGT]?i?B/s\b", "<rate>"),
     (r"[ \t]+", " "),
@@ -83,7 +84,7 @@ def free_port() -> int:
 
 class Peer:
     def __init__(self, base: Path, name: str):
-        self.name, self.home, self.port = name, base / name, free_port()
+        self.name, self.home, self.port, self.gui = name, base / name, free_port(), free_port()
         self.root = self.home / "shared"
         self.root.mkdir(parents=True)
         self.log = self.home / "run.log"
@@ -91,7 +92,8 @@ class Peer:
         self.command = ""
 
     def start(self, *peers: "Peer") -> None:
-        cmd = ["p2p", "run", "--listen", f"127.0.0.1:{self.port}", "--discovery", "off", "--name", self.name]
+        cmd = ["p2p", "run", "--listen", f"127.0.0.1:{self.port}", "--discovery", "off", "--name", self.name,
+               "--gui", f"127.0.0.1:{self.gui}"]
         for other in peers:
             cmd += ["--peer", f"127.0.0.1:{other.port}"]
         self.command = f"$ P2P_SECRET='{SECRET}' {' '.join(cmd)}"
@@ -207,6 +209,9 @@ class Demo:
         self.command("restore-in-place", "p2p", "log", "--limit", "1")
         self.command("ls", "p2p", "ls", "desktop")
         self.command("ls", "p2p", "ls", "desktop", "docs")
+        self.command("gui", "p2p", "gui")
+        self.command("pause", "p2p", "pause")
+        self.command("pause", "p2p", "resume")
 
         desktop.stop()
         wait_for(lambda: "disconnected" in laptop.output(), "laptop to see desktop leave")

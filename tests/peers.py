@@ -58,12 +58,14 @@ def tree(root: Path) -> Dict[str, object]:
 class Peer:
     def __init__(self, base: Path, name: str, *, discovery: str = "off", peers=(), secret: Optional[str] = None,
                  host: str = "127.0.0.1", port: Optional[int] = None, extra=(), program=("-m", "p2p"),
-                 netns: Optional[str] = None, split_output: bool = False):
+                 netns: Optional[str] = None, split_output: bool = False, gui: str = "off"):
         """``program``: what the Python interpreter runs (a fault-injecting
         wrapper in tests/faulty_peer.py for the supervision tests); ``netns``: a
         network namespace the test made, to run the peer in (``ip netns exec``);
         ``split_output``: stdout goes to ``stdout.log`` instead of ``run.log``
-        (which then holds stderr alone)."""
+        (which then holds stderr alone); ``gui``: its --gui (off unless a test
+        asks: peers must not all try the default port; ``127.0.0.1:0`` for a
+        free one, then ``gui_url()``)."""
         self.name = name
         self.program = list(program)
         self.netns = netns
@@ -75,6 +77,7 @@ class Peer:
         self.peers = list(peers)
         self.secret = secret
         self.extra = list(extra)
+        self.gui = gui
         self.proc: Optional[subprocess.Popen] = None
         self.home.mkdir(parents=True, exist_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -88,7 +91,8 @@ class Peer:
     def start(self) -> "Peer":
         cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd += [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
-               "--discovery", self.discovery, "--name", self.name, "--log-level", "debug", *self.extra]
+               "--discovery", self.discovery, "--name", self.name, "--log-level", "debug",
+               "--gui", self.gui, *self.extra]
         for p in self.peers:
             cmd += ["--peer", p.address if isinstance(p, Peer) else p]
         env = dict(os.environ)
@@ -116,6 +120,14 @@ class Peer:
             return "scanning the folder" not in ask(self.home, {"cmd": "status"}, timeout=5)["missing"]
         except (OSError, ValueError, KeyError):
             return False
+
+    def gui_url(self) -> str:
+        """The dashboard's URL with its token, as `p2p gui` prints it."""
+        out = subprocess.run([sys.executable, "-m", "p2p", "gui", "--home", str(self.home)], capture_output=True,
+                             text=True, timeout=20)
+        if out.returncode:
+            raise AssertionError(f"p2p gui failed: {out.stderr}")
+        return out.stdout.strip()
 
     def output(self) -> str:
         return self.log_path.read_bytes().decode("utf-8", "replace")

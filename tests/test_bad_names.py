@@ -225,6 +225,7 @@ def local_loop(tmp_path):
         history=History.open(tmp_path / "home", "A" * 32), unsynced=Unsynced(), broadcast_q=Queue(),
         threadpool=gevent.get_hub().threadpool, scanned=Flag(), say=lambda text: None,
         _remember=lambda events: None, folder_present=lambda: True, disk=types.SimpleNamespace(held=False),
+        pauses=types.SimpleNamespace(folder=False),
         reconciler=types.SimpleNamespace(mark_dirty=dirty.update, archive_later=lambda *a: None))
     node.scanned.set()
     return LocalChanges(node), node

@@ -7,7 +7,7 @@ import pytest
 
 from peers import wait_until
 
-COMMANDS = ["run", "status", "log", "restore", "ls", "id"]
+COMMANDS = ["run", "status", "log", "restore", "ls", "id", "gui", "pause", "resume"]
 
 
 def p2p(*args, **kwargs):

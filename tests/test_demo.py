@@ -32,7 +32,8 @@ def test_every_output_shown_in_the_readme_is_what_the_commands_print_today():
     restored = re.search(r"\$ p2p log --limit 1\n(.*)\n", text).group(1)
     assert re.fullmatch(r"\S+ \S+  [A-Z2-7]{7}:7  create  6 B  \w{8}  docs/a\.txt", restored)  # a new event
     assert re.search(r"\$ p2p ls desktop docs\ndesktop:/docs\n +6 .* a\.txt\n +13 .* notes\.txt\n", text)
-    assert "readme_demo: the 8 outputs in README.md match this run" in text
+    assert re.search(r"\$ p2p gui\nhttp://127\.0\.0\.1:\d+/\?token=[\w-]{40,}\n", text)
+    assert "readme_demo: the 10 outputs in README.md match this run" in text
 
 
 def test_the_check_tells_a_changed_format_from_a_different_run():

@@ -41,6 +41,9 @@ NO_HISTORY = "no history in {home} (no events.jsonl): `p2p run` records one from
     (["restore", "--at", "now"], "p2p restore: " + NO_HISTORY),
     (["restore", "docs/a.txt", "--at", "now"], "p2p restore: " + NO_HISTORY),
     (["ls", "somebody"], "p2p ls: no peer is running with home ."),
+    (["gui"], "p2p gui: no peer is running with home .: start one with `p2p run`"),
+    (["pause"], "p2p pause: no peer is running with home ."),
+    (["resume", "somebody"], "p2p resume: no peer is running with home ."),
 ])
 def test_in_an_empty_directory_nothing_is_created_and_the_answer_says_why(tmp_path, command, message):
     out = p2p(*command, cwd=tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gevent
 
-from p2p.config import Config, parse_address, parse_discovery, parse_peers
+from p2p.config import Config, parse_address, parse_discovery, parse_gui, parse_peers
 from p2p.history.paths import TEMP_PREFIX
 from p2p.logs import activity, setup_logging
 from p2p.units import parse_size
@@ -31,6 +31,8 @@ def config_from_args(args) -> Config:
         keep_bytes=None if args.keep_bytes is None else _setting("--keep-bytes", parse_size, args.keep_bytes),
         keep_days=None if args.keep_days is None else _setting("--keep-days", _days, args.keep_days),
         rescan_interval=args.rescan_interval,
+        gui=parse_gui(args.gui),
+        gui_required=args.gui is not None,
     )
 
 

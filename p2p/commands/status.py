@@ -15,6 +15,7 @@ import time
 import ujson
 
 from p2p.commands.home import no_history
+from p2p.commands.pause import describe
 from p2p.net.control import ask
 from p2p.security.identity import format_device_id
 from p2p.units import human_size
@@ -142,6 +143,9 @@ def render(st: dict) -> str:
               f"  {f['files']} file{'s' if f['files'] != 1 else ''}, {f['dirs']} "
               f"director{'ies' if f['dirs'] != 1 else 'y'}, {human_size(f['bytes'])} on disk",
               f"  {f['events']} events in the history, {human_size(f['store_bytes'])} in the block store"]
+    paused = st.get("user_paused") or {}
+    if paused.get("folder") or paused.get("peers"):
+        lines += ["", "PAUSED (`p2p resume [PEER]` to go on)", "  " + describe(paused)]
     not_synced = st.get("not_synced") or []
     if not_synced:
         lines += ["", f"NOT SYNCED ({len(not_synced)})"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Dict, Iterable, List, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from p2p.history.event import Event
 from p2p.sync.merge import live_tree
@@ -106,3 +106,33 @@ def select(state: Dict[str, Event], path: str) -> List[Tuple[str, Event]]:
         return sorted(state.items())
     prefix = path + "/"
     return sorted((p, e) for p, e in state.items() if p == path or p.startswith(prefix))
+
+
+def listing(state: Dict[str, Event], path: str) -> List[dict]:
+    """``path`` in ``state`` (the live tree, or the tree at a moment), one level:
+    a directory (or "" for the folder) is an entry "." for itself, then the
+    entries one level under it, by name; a file or symlink is its own entry;
+    a path ``state`` does not have, no entry. Each entry is a dict (name, kind,
+    size, mtime, origin, hash): what ``p2p ls`` shows and a ListReply carries."""
+    def entry(name: str, e: Optional[Event] = None) -> dict:  # no event: a directory implied by deeper paths
+        if e is None:
+            return {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""}
+        return {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime, "origin": e.origin, "hash": e.hash}
+
+    prefix = path.strip("/")
+    start = prefix + "/" if prefix else ""
+    own = state.get(prefix) if prefix else None
+    if own is not None and own.kind != "dir":
+        return [entry(prefix.rpartition("/")[2], own)]
+    out: Dict[str, dict] = {}
+    for p, e in state.items():
+        if not p.startswith(start) or p == prefix:
+            continue
+        name, _, rest = p[len(start):].partition("/")
+        if rest:
+            out.setdefault(name, entry(name))
+        else:
+            out[name] = entry(name, e)
+    if prefix and own is None and not out:
+        return []
+    return [entry(".", own)] + sorted(out.values(), key=lambda d: d["name"])

@@ -148,4 +148,11 @@ class ControlServer:
                 return {"error": f"no connected peer matches {request.get('peer')!r}"}
             entries = peer.session.list_remote(str(request.get("path", "")))
             return {"peer": peer.device_id, "name": peer.name, "entries": list(entries)}
+        if cmd in ("pause", "resume"):
+            try:
+                return getattr(self.node, cmd)(str(request.get("peer", "")))
+            except ValueError as exc:
+                return {"error": str(exc)}
+        if cmd == "gui":
+            return self.node.gui_address()
         return {"error": f"unknown command {cmd!r}"}

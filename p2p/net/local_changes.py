@@ -200,6 +200,8 @@ class LocalChanges:
         if changes and not self.node.folder_present():
             self.node.folder_missing()   # rescans the whole folder once it is back
             return
+        if changes and self.node.pauses.folder:   # paused by the user: resuming rescans the folder
+            return
         if changes and self.node.disk.held:   # scanned again once the history can be written
             self.node.disk.defer(c.path for c in changes)
             return

@@ -49,17 +49,21 @@ from p2p.folder.partials import Partials
 from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
+from p2p.gui.feed import Feed
 from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.history.log import LogBroken, LogWriteFailed
+from p2p.history.restore import listing
 from p2p.logs import ACTIVITY
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
 from p2p.net.disk_guard import DiskGuard
 from p2p.net.discovery import Discovery
 from p2p.net.fetcher import WAITING, Fetcher
+from p2p.net.gui import GuiServer
 from p2p.net.local_changes import LocalChanges
-from p2p.net.peers import PeerRegistry
+from p2p.net.pause import Pauses
+from p2p.net.peers import Failure, PeerRegistry
 from p2p.net.reconciler import Reconciler
 from p2p.net.session import Session
 from p2p.net.supervisor import Supervisor
@@ -142,6 +146,9 @@ class Node:
         self._greeted = weakref.WeakSet()   # sessions whose "+ peer" line was said
         self._have_sent = weakref.WeakKeyDictionary()   # session -> the last Have it was sent
         self._lacks_cache: dict = {}    # device id -> ((its vv, our event count), what it lacks)
+        self.pauses = Pauses()          # what the user paused (p2p pause, the dashboard)
+        self.feed = Feed()              # numbered notifications for the dashboard's live pages
+        self.gui = None                 # the dashboard's server (p2p/net/gui.py), when served
 
     # -- start and stop --------------------------------------------------------
     def start(self) -> None:
@@ -165,6 +172,8 @@ class Node:
         self.watcher.start()
         self.control = ControlServer(self)
         self.control.start()
+        if self.config.gui is not None:
+            self._start_gui()
         # a crashed loop may have dropped the batch it held: it restarts after
         # looking at the whole folder again (rare, and said once in the log)
         self.spawn(self.local_changes.run, recover=lambda: self.local_changes.rescan([""]))
@@ -180,6 +189,80 @@ class Node:
             self._dial(address, static=True)
         if self.config.discovery is not None:
             self._start_discovery()
+
+    def _start_gui(self) -> None:
+        """Serve the dashboard. The default address may be taken (another peer on
+        this machine): then a warning, and the peer runs without it; an address
+        the user asked for that cannot be served stops the start."""
+        gui = GuiServer(self)
+        try:
+            gui.start()
+        except OSError as exc:
+            if self.config.gui_required:
+                raise
+            log.warning("%s: running without the dashboard (choose one with --gui HOST:PORT, or --gui off)",
+                        exc.strerror)
+            return
+        self.gui = gui
+        self.say(f"dashboard on {gui.url} (`p2p gui` prints it with its access token)")
+
+    def gui_address(self) -> dict:
+        """Where the dashboard is served (for `p2p gui`)."""
+        if self.gui is None:
+            why = "it is off (--gui off)" if self.config.gui is None else "its address could not be served"
+            return {"error": f"this peer serves no dashboard: {why}"}
+        return {"url": self.gui.url}
+
+    # -- pausing (p2p pause / resume, the dashboard) ----------------------------
+    def pause(self, peer: str = "") -> dict:
+        """Pause the whole folder (no ``peer``) or the exchange with one peer
+        (``p2p.net.pause``); ValueError if no known peer matches. What is paused now."""
+        if not peer:
+            if self.pauses.pause_folder():
+                self.say("paused by the user: no local change is recorded and nothing is written to the "
+                         "folder until `p2p resume`")
+        else:
+            info = self._known_peer(peer)
+            if self.pauses.pause_peer(info.device_id):
+                self.say(f"paused by the user: no exchange with peer {info.device_id[:7]} until "
+                         f"`p2p resume {info.device_id[:7]}`")
+                for session in [s for s in (info.session, *info.standby) if s is not None]:
+                    session.close("paused by the user of that peer")
+        return self._paused_now()
+
+    def resume(self, peer: str = "") -> dict:
+        """Undo ``pause``: the folder is rescanned and brought to the winners; a
+        peer is dialled again at once (when we know its address)."""
+        if not peer:
+            if self.pauses.resume_folder():
+                self.say("resumed by the user: syncing the folder again")
+                self.local_changes.rescan([""])   # what changed while paused
+        else:
+            info = self._known_peer(peer)
+            if self.pauses.resume_peer(info.device_id):
+                self.say(f"resumed by the user: exchanging with peer {info.device_id[:7]} again")
+                self._redial(info.address)
+        return self._paused_now()
+
+    def _known_peer(self, text: str):
+        info = self.registry.find(text)
+        if info is None:
+            raise ValueError(f"no known peer matches {text!r}")
+        return info
+
+    def _paused_now(self) -> dict:
+        paused = self.pauses.listing()
+        self.feed.publish("paused", paused, time.time())
+        return paused
+
+    def _redial(self, address) -> None:
+        """Dial ``address`` now instead of after its dialer's back-off."""
+        if address is None or self._address_connected(address):
+            return
+        current = self._dialing.get(address)
+        if current is not None:
+            current.kill(block=True, timeout=1)
+        self._dial(address, static=address in self.config.peers)
 
     def _start_discovery(self) -> None:
         target = None if self.config.discovery == LAN else self.config.discovery[0]
@@ -314,6 +397,9 @@ class Node:
         peer_id = result.peer_id
         initiator = self.device_id if role == "initiator" else peer_id
         session = Session(self, result.channel, peer_id, address, initiator)
+        if self.pauses.holds(peer_id):   # paused by the user: say so to the peer, and hang up
+            session.close("paused by the user of that peer")
+            return False
         if role == "initiator":
             self.registry.reached(address, peer_id)
         closing = self.registry.attach(peer_id, session, time.time(), self.device_id)
@@ -348,6 +434,9 @@ class Node:
         if dropped:
             log.info("dropped %d events from %s that waited for predecessors it never sent",
                      dropped, session.peer_id[:7])
+        known = self.registry.peers.get(session.peer_id)
+        if known is not None and session.ended_by:
+            known.last_error = Failure(session.ended_by, time.time())
         if self.registry.detach(session.peer_id, session):
             self.say(f"- peer {self.peer_label(session.peer_id)} disconnected")
             self._neighbors_changed(lost=True)
@@ -359,6 +448,7 @@ class Node:
         """Tell every peer whom we are connected to. After losing a channel,
         also ask the others for what it would have brought us."""
         ids = self.neighbor_ids()
+        self.feed.publish("peers", {"connected": list(ids)}, time.time())
         for session in self.registry.sessions():
             session.send(Neighbors(ids=ids))
             if lost:
@@ -484,6 +574,8 @@ class Node:
     def _remember(self, events) -> None:
         self.recent.extend(events)
         del self.recent[:-20]
+        self.feed.publish("history", {"count": len(events), "paths": sorted({e.path for e in events[-20:]})},
+                          time.time())
 
     def _broadcast_loop(self) -> None:
         while True:
@@ -663,33 +755,8 @@ class Node:
                              f"at {human_size(job['rate'])}/s")
 
     def list_entries(self, path: str):
-        """``path`` as our history says (for `p2p ls`): a directory (or "" for the
-        folder) is an entry "." for itself, then the entries one level under it;
-        a file or symlink is its own entry; a path we do not have, no entry."""
-        def entry(name, e=None):  # no event: a directory implied by deeper paths
-            if e is None:
-                return {"name": name, "kind": "dir", "size": 0, "mtime": 0, "origin": ""}
-            return {"name": name, "kind": e.kind, "size": e.size, "mtime": e.mtime, "origin": e.origin,
-                    "hash": e.hash}
-
-        prefix = path.strip("/")
-        start = prefix + "/" if prefix else ""
-        tree = self.history.tree()
-        own = tree.get(prefix) if prefix else None
-        if own is not None and own.kind != "dir":
-            return [entry(prefix.rpartition("/")[2], own)]
-        out = {}
-        for p, e in tree.items():
-            if not p.startswith(start) or p == prefix:
-                continue
-            name, _, rest = p[len(start):].partition("/")
-            if rest:
-                out.setdefault(name, entry(name))
-            else:
-                out[name] = entry(name, e)
-        if prefix and own is None and not out:
-            return []
-        return [entry(".", own)] + sorted(out.values(), key=lambda d: d["name"])
+        """``path`` as our history says (for `p2p ls`; ``p2p.history.restore.listing``)."""
+        return listing(self.history.tree(), path)
 
     # -- what we lack, what peers lack: `p2p status` -------------------------------
     def need(self) -> dict:
@@ -811,6 +878,7 @@ class Node:
                                  local_changes=local, in_sync=not missing,
                                  store_bytes=self.threadpool.apply(self.store.total_bytes)),
             "not_synced": self.unsynced.listing(),
+            "user_paused": self.pauses.listing(),
             "paused": "" if self.folder_ready.is_set() else f"the folder or its {MARKER} marker is missing",
             "recent": [{"time": e.time, "origin": e.origin, "type": e.type, "path": e.path, "size": e.size,
                         "moved_from": e.moved_from, "moved_to": e.moved_to} for e in self.recent[-10:]],

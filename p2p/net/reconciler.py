@@ -135,6 +135,7 @@ class Reconciler:
         while True:
             self._wake.wait(self._until_next_retry())
             self.node.folder_ready.wait()   # paused while the folder is missing: never write beside it
+            self.node.pauses.folder_resumed.wait()   # paused by the user (p2p.net.pause)
             self._wake.clear()
             paths, self.dirty = self.dirty | self._due_retries(), set()
             targets = self._targets(paths)

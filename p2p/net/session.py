@@ -117,6 +117,7 @@ class Session:
         self._writer = None
         self._summary_due = False
         self.rejections = Rejections()   # the events it sent that we rejected (the node logs and counts them)
+        self.ended_by = ""               # why the peer or the wire ended the channel, if either did
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -127,14 +128,17 @@ class Session:
         self.send(Neighbors(ids=self.node.neighbor_ids()))
         try:
             self._read_loop()
-        except ChannelClosed:
+        except ChannelClosed as exc:
             log.info("peer %s closed the channel", self.peer_id[:7])
+            self.ended_by = self.ended_by or f"the peer closed the channel: {exc}"
         except SessionClosed:
             pass  # closed while waiting for a reply budget; the closer said why
         except WireError as exc:
             log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
+            self.ended_by = f"{type(exc).__name__}: {exc}"
         except (OSError, gevent.Timeout) as exc:
             log.info("channel with %s ended: %s", self.peer_id[:7], exc)
+            self.ended_by = f"channel ended: {exc or type(exc).__name__}"
         finally:
             self.close()
 
@@ -315,6 +319,7 @@ class Session:
 
     def _on_bye(self, msg: Bye) -> None:
         log.info("peer %s said bye: %s", self.peer_id[:7], msg.reason)
+        self.ended_by = f"the peer said: {msg.reason}"
         raise ChannelClosed(msg.reason)
 
     def _on_list_request(self, msg: ListRequest) -> None:

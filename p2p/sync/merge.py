@@ -8,6 +8,7 @@ First version of the rule (docs/CONFLICTS.md, issue 5, refines it).
 from __future__ import annotations
 
 import posixpath
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -17,6 +18,7 @@ from p2p.history.paths import MAX_SEGMENT_BYTES
 CONFLICT_MARK = ".sync-conflict-"
 PEER_CHARS = 7
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CONFLICT_COPY = re.compile(r"(.*)" + re.escape(CONFLICT_MARK) + r"\d{8}-\d{6}-[A-Z2-7]{%d}(.*)\Z" % PEER_CHARS, re.S)
 
 
 def precedence(event: Event):
@@ -74,6 +76,18 @@ def conflict_name(path: str, loser: Event) -> str:
     stem = _clip(stem, MAX_SEGMENT_BYTES - len(mark) - len(ext.encode("utf-8")))
     renamed = f"{stem}{mark}{ext}"
     return posixpath.join(folder, renamed) if folder else renamed
+
+
+def conflict_original(path: str) -> Optional[str]:
+    """The path a conflict copy (``conflict_name``) was made beside, or None
+    if ``path`` is not a conflict copy. A stem that ``conflict_name`` clipped
+    to fit a long name gives the clipped original."""
+    folder, name = posixpath.split(path)
+    match = _CONFLICT_COPY.match(name)
+    if match is None or not match.group(1):
+        return None
+    original = match.group(1) + match.group(2)
+    return posixpath.join(folder, original) if folder else original
 
 
 def _utc_stamp(mtime_ns: int) -> str:
