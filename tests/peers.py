@@ -78,7 +78,8 @@ class Peer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "Peer":
+    def start(self, timeout: float = 20.0) -> "Peer":
+        """Launch ``p2p run`` and wait (up to ``timeout`` s) until its start-up scan is done."""
         cmd = [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
                "--discovery", self.discovery, "--name", self.name, "--log-level", "debug", *self.extra]
         for p in self.peers:
@@ -90,7 +91,7 @@ class Peer:
         self.log = open(self.log_path, "ab")
         self._log_start = self.log.tell()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
+        wait_until(lambda: self._listening() or self.proc.poll() is not None, timeout, f"{self.name} to listen")
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
         return self
