@@ -76,11 +76,15 @@ def main(argv) -> int:
         joined = join(results["suites"]["sync"], results["suites"]["syncthing"])
         results["suites"]["sync beside syncthing"] = joined
         print_table("sync beside syncthing", joined)
+    results["load_average_end"] = os.getloadavg()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2))
     print(f"\nwritten: {out / 'bench.json'}")
-    return 0
+    failed = [row["scenario"] for rows in results["suites"].values() for row in rows if row.get("error")]
+    if failed:
+        print("FAILED: " + "; ".join(failed))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

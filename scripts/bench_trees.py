@@ -18,7 +18,9 @@ tool can deduplicate them) when there are fewer. Scenarios, at ``--scale 1``:
   alone: the first scan, a restart's, each one's RSS (VmRSS once the CPU is
   idle, and the peak VmHWM), and how long until the CPU is idle after the scan;
 * ``history``: a history of 1,000,000 events over 200,000 paths
-  (``bench_history.generate_log``) and an empty folder: start time and RSS (p2p only).
+  (``bench_history.generate_log``) and an empty folder (the files' content is
+  on no peer): the first start (the index rebuilt from the log) and a
+  restart (from the snapshot the first left): time and RSS (p2p only).
 
 For ``tar``, ``stdlib`` and ``big`` each tool gets a fresh pair of peers on
 loopback (p2p with a cluster secret; Syncthing configured by
@@ -34,8 +36,9 @@ scenario; RSS: the larger VmHWM of the two. "Idle": the first 1 s window in
 which a process used under 2 % of a core. Targets are the issue's; ``met``
 is judged only at ``--scale 1``.
 
-``--profile DIR`` records p2p on both peers with py-spy during ``tar`` and
-``stdlib`` (raw collapsed stacks in DIR) and prints where each spent its time.
+``--profile DIR`` records p2p with py-spy (raw collapsed stacks in DIR): both
+peers during ``tar`` and ``stdlib``, each start of ``present`` and ``history``
+from launch until idle; then prints where each spent its time.
 
 Run: `make bench ARGS="--trees-only [--scale 0.1] [--scenarios tar,big] [--tools p2p,rsync]"`
 or `.venv/bin/python scripts/bench_trees.py [same options]`.
@@ -54,7 +57,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -74,7 +79,7 @@ from p2p.net.control import ask  # noqa: E402
 
 SCENARIOS = ("tar", "stdlib", "big", "present", "history")
 TOOLS = ("p2p", "syncthing", "rsync")
-PROFILED = ("tar", "stdlib")
+PROFILED = ("tar", "stdlib")          # two peers; "present" and "history" profile their one peer's starts
 SPY_RATE = 100                        # py-spy samples per second and thread
 # leaves at which a thread is blocked, not running, though py-spy counts it active
 WAITING = frozenset({"acquire_with_timeout", "wait", "Condition.wait", "_Condition.wait", "Event.wait",
@@ -104,7 +109,7 @@ ARRIVAL_TIMEOUT_S = 900               # at --scale 1; never below MIN_TIMEOUT_S
 START_TIMEOUT_S = 600
 IDLE_TIMEOUT_S = 60
 MIN_TIMEOUT_S = 60
-MIN_IDLE_TIMEOUT_S = 5
+MIN_IDLE_TIMEOUT_S = 2
 IDLE_WINDOW_S = 1.0
 IDLE_CPU_FRACTION = 0.02
 CPU_SAMPLE_S = 0.25
@@ -321,7 +326,8 @@ def _measure(w: Workload, sender: Path, receiver: Path, pids: List[int], wire: C
     w.prepare(sender)
     cpu = [cpu_seconds(p) for p in pids]
     wire_before = wire()
-    spies = _spy(profile, w.key, pids) if profile and tool == "p2p" and w.key in PROFILED else []
+    spies = _spy(profile, {f"{w.key}-sender": pids[0], f"{w.key}-receiver": pids[1]}) \
+        if profile and tool == "p2p" and w.key in PROFILED else []
     try:
         start = time.perf_counter()
         w.act(sender)
@@ -380,7 +386,25 @@ def alone(base: Path, w: Workload) -> float:
     return time.perf_counter() - start
 
 
-def tree_row(w: Workload, results: dict, seconds_alone: float, scale: float) -> dict:
+def attempt(what: str, errors: List[str], run_it: Callable[[], object]):
+    """run_it(), or None with the error listed: one tool's failure never loses the other results."""
+    try:
+        return run_it()
+    except Exception as exc:
+        traceback.print_exc()
+        errors.append(f"{what}: {exc}"[:300])
+        return None
+
+
+def _progress(*rows: dict) -> None:
+    for row in rows:
+        print("  " + row["scenario"] + ": " + ", ".join(f"{k} {v}" for k, v in row.items()
+                                                      if k.endswith(" s") and v is not None), flush=True)
+        if row.get("error"):
+            print("  ERROR: " + row["error"], flush=True)
+
+
+def tree_row(w: Workload, results: dict, seconds_alone: float, scale: float, errors: List[str]) -> dict:
     mine, st, rs = results.get("p2p"), results.get("syncthing"), results.get("rsync")
     target = {"tar": "<= 0.5x Syncthing (goal <= 1.5x rsync)", "stdlib": "<= 0.5x Syncthing",
               "big": "<= 0.5x Syncthing (goal <= 1.2 s)"}[w.key]
@@ -396,6 +420,9 @@ def tree_row(w: Workload, results: dict, seconds_alone: float, scale: float) -> 
     bad = [tool for tool, r in results.items() if not r["identical"]]
     if bad:
         row["note"] = "NOT identical: " + ", ".join(bad)
+    if errors:
+        row["identical"] = False
+        row["error"] = "; ".join(errors)
     return row
 
 
@@ -437,17 +464,22 @@ def _started(pid: int, start: float, idle_timeout: float) -> dict:
 
 
 def p2p_starts(base: Path, fill: Callable[[Peer], None], timeout: float, idle_timeout: float,
-               restart: bool) -> List[dict]:
+               profile: Optional[Path], key: str) -> List[dict]:
+    """A start and a restart of a peer alone, each profiled (with ``profile``)
+    until idle; each run's "files" as its status counts them."""
     peer = Peer(base, "a", secret=os.urandom(24).hex(), extra=QUIET)
     fill(peer)
     runs = []
-    for _ in range(2 if restart else 1):
+    for label in ("first", "restart"):
+        stop_spy = _spy_from_launch(profile, f"{key}-{label}", peer)
         try:
             start = time.perf_counter()
             peer.start(timeout)
             runs.append(_started(peer.proc.pid, start, idle_timeout))
-            runs[-1]["files"] = ask(peer.home, {"cmd": "status"})["folder_state"]["files"]
+            stop_spy()
+            runs[-1]["files"] = ask(peer.home, {"cmd": "status"}, timeout)["folder_state"]["files"]
         finally:
+            stop_spy()
             peer.stop()
     return runs
 
@@ -473,14 +505,17 @@ def syncthing_starts(base: Path, template: Path, timeout: float, idle_timeout: f
     return runs
 
 
-def present_rows(base: Path, count: int, tools, timeout: float, idle_timeout: float, scale: float) -> list:
+def present_rows(base: Path, count: int, tools, timeout: float, idle_timeout: float, scale: float,
+                 profile: Optional[Path]) -> list:
     template = base / "present-template"
     template.mkdir(parents=True)
     size = present_tree(template, count)
-    mine = p2p_starts(base / "p2p", lambda peer: subprocess.run(
-        ["cp", "-a", f"{template}/.", str(peer.root)], check=True), timeout, idle_timeout, True) \
+    errors = []
+    mine = attempt("p2p", errors, lambda: p2p_starts(base / "p2p", lambda peer: subprocess.run(
+        ["cp", "-a", f"{template}/.", str(peer.root)], check=True), timeout, idle_timeout, profile, "present")) \
         if "p2p" in tools else None
-    st = syncthing_starts(base / "syncthing", template, timeout, idle_timeout) if "syncthing" in tools else None
+    st = attempt("syncthing", errors, lambda: syncthing_starts(base / "syncthing", template, timeout, idle_timeout)) \
+        if "syncthing" in tools else None
     rows = []
     for i, (label, target) in enumerate([
             ("first scan", f"<= 0.5x Syncthing, RSS <= {PRESENT_RSS_TARGET_MB} MB, idle <= {IDLE_TARGET_S:g} s"),
@@ -498,24 +533,38 @@ def present_rows(base: Path, count: int, tools, timeout: float, idle_timeout: fl
                      "p2p idle after s": _idle(m, idle_timeout), "syncthing idle after s": _idle(s, idle_timeout),
                      "p2p RSS MB": _get(m, "rss_mb"), "p2p peak RSS MB": _get(m, "peak_rss_mb"),
                      "syncthing RSS MB": _get(s, "rss_mb"), "syncthing peak RSS MB": _get(s, "peak_rss_mb"),
-                     "recorded all": (m is None or m["files"] == count) and (s is None or s["files"] == count)})
+                     "recorded all": (m is None or m["files"] == count) and (s is None or s["files"] == count)
+                     and not errors})
+        if errors:
+            rows[-1]["error"] = "; ".join(errors)
     return rows
 
 
-def history_row(base: Path, events: int, timeout: float, idle_timeout: float, scale: float) -> dict:
-    paths = []
+def history_rows(base: Path, events: int, timeout: float, idle_timeout: float, scale: float,
+                 profile: Optional[Path]) -> List[dict]:
+    """The first start rebuilds the index from events.jsonl (and leaves a
+    snapshot at exit); the restart opens that snapshot: the target is the restart's."""
+    paths = [events // HISTORY_NEW_PATH_EVERY]
 
     def fill(peer: Peer) -> None:
-        paths.append(generate_log(peer.home / "events.jsonl", events, new_path_every=HISTORY_NEW_PATH_EVERY))
+        paths[0] = generate_log(peer.home / "events.jsonl", events, new_path_every=HISTORY_NEW_PATH_EVERY)
         write_marker(peer.root)     # a home with a history needs its folder's marker
-    m = p2p_starts(base, fill, timeout, idle_timeout, False)[0]
-    met = None
-    if scale == 1:
-        met = m["seconds"] <= HISTORY_START_TARGET_S and m["rss_mb"] <= HISTORY_RSS_TARGET_MB
-    return {"scenario": f"{events:,} events over {paths[0]:,} paths: start", "p2p s": _get(m, "seconds"),
-            "target": f"<= {HISTORY_START_TARGET_S:g} s, RSS <= {HISTORY_RSS_TARGET_MB} MB", "met": met,
-            "p2p CPU s": _get(m, "cpu_s"), "p2p idle after s": _idle(m, idle_timeout),
-            "p2p RSS MB": _get(m, "rss_mb"), "p2p peak RSS MB": _get(m, "peak_rss_mb")}
+    errors = []
+    runs = attempt("p2p", errors, lambda: p2p_starts(base, fill, timeout, idle_timeout, profile, "history")) \
+        or [None, None]
+    rows = []
+    for label, m in zip(("first start (index rebuilt from the log)", "restart"), runs + [None]):
+        met = None
+        if scale == 1 and m is not None and label == "restart":
+            met = m["seconds"] <= HISTORY_START_TARGET_S and m["rss_mb"] <= HISTORY_RSS_TARGET_MB
+        rows.append({"scenario": f"{events:,} events over {paths[0]:,} paths: {label}", "p2p s": _get(m, "seconds"),
+                     "target": f"<= {HISTORY_START_TARGET_S:g} s, RSS <= {HISTORY_RSS_TARGET_MB} MB"
+                     if label == "restart" else "", "met": met,
+                     "p2p CPU s": _get(m, "cpu_s"), "p2p idle after s": _idle(m, idle_timeout),
+                     "p2p RSS MB": _get(m, "rss_mb"), "p2p peak RSS MB": _get(m, "peak_rss_mb")})
+        if errors:
+            rows[-1]["error"] = "; ".join(errors)
+    return rows
 
 
 def _idle(result: Optional[dict], timeout: float):
@@ -529,15 +578,37 @@ def _idle_ok(result: dict) -> bool:
 
 
 # -- py-spy ------------------------------------------------------------------------------
-def _spy(out: Path, key: str, pids: List[int]) -> list:
+def _spy(out: Path, pids: Dict[str, int]) -> list:
+    """One ``py-spy record`` per {label: pid}, writing out/LABEL.txt."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not os.access(spy, os.X_OK):
         print("py-spy not installed (.venv/bin/pip install py-spy): no profile")
         return []
     out.mkdir(parents=True, exist_ok=True)
-    return [subprocess.Popen([spy, "record", "--nonblocking", "--rate", str(SPY_RATE), "-f", "raw", "-o", str(out / f"{key}-{role}.txt"),
-                              "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for role, pid in zip(("sender", "receiver"), pids)]
+    return [subprocess.Popen([spy, "record", "--nonblocking", "--rate", str(SPY_RATE), "-f", "raw",
+                              "-o", str(out / f"{label}.txt"), "--pid", str(pid)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for label, pid in pids.items()]
+
+
+def _spy_from_launch(out: Optional[Path], label: str, peer: Peer) -> Callable[[], None]:
+    """Record ``peer`` from the moment its process exists (Peer.start blocks
+    until its scan is done); returns what stops the recording."""
+    if out is None:
+        return lambda: None
+    spies = []
+
+    def attach():
+        wait_until(lambda: peer.proc is not None, 20, "the peer's process", interval=0.002)
+        spies.extend(_spy(out, {label: peer.proc.pid}))
+    thread = threading.Thread(target=attach, daemon=True)
+    thread.start()
+
+    def stop():
+        thread.join()
+        while spies:
+            _stop(spies.pop())
+    return stop
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -613,24 +684,30 @@ def run(quick: bool = False, scale: Optional[float] = None, scenarios=SCENARIOS,
                   "big": lambda: big_workload(base, max(CHUNK, round(BIG_BYTES * scale)))}
         for key in [s for s in SCENARIOS if s in scenarios and s in makers]:
             w = makers[key]()
-            results = {}
+            results, errors = {}, []
             for tool in tools:
                 where = base / f"{key}-{tool}"
-                if tool == "p2p":
-                    results[tool] = on_p2p(where, w, timeout, profile)
-                elif tool == "syncthing":
-                    results[tool] = on_syncthing(where, w, timeout, profile)
-                else:
-                    results[tool] = on_rsync(where, w)
-                shutil.rmtree(where)
+                run_tool = {"p2p": lambda: on_p2p(where, w, timeout, profile),
+                            "syncthing": lambda: on_syncthing(where, w, timeout, profile),
+                            "rsync": lambda: on_rsync(where, w)}[tool]
+                result = attempt(tool, errors, run_tool)
+                if result is not None:
+                    results[tool] = result
+                shutil.rmtree(where, ignore_errors=True)
             seconds_alone = alone(base / f"{key}-alone", w)
             shutil.rmtree(base / f"{key}-alone")
-            rows.append(tree_row(w, results, seconds_alone, scale))
-            print(f"  {w.title}: " + ", ".join(f"{t} {r['seconds']:.2f} s" for t, r in results.items()), flush=True)
+            rows.append(tree_row(w, results, seconds_alone, scale, errors))
+            shutil.rmtree(w.ref)
+            _progress(rows[-1])
         if "present" in scenarios:
-            rows += present_rows(base / "present", count(PRESENT_FILES), tools, start_timeout, idle_timeout, scale)
+            rows += present_rows(base / "present", count(PRESENT_FILES), tools, start_timeout, idle_timeout, scale,
+                                 profile)
+            shutil.rmtree(base / "present", ignore_errors=True)
+            _progress(*rows[-2:])
         if "history" in scenarios and "p2p" in tools:
-            rows.append(history_row(base / "history", count(HISTORY_EVENTS), start_timeout, idle_timeout, scale))
+            rows += history_rows(base / "history", count(HISTORY_EVENTS), start_timeout, idle_timeout, scale,
+                                 profile)
+            _progress(*rows[-2:])
     if profile and profile.exists():
         print_profiles(profile)
     return rows
@@ -641,7 +718,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ",".join(SCENARIOS))
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated: " + ",".join(TOOLS))
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help=f"record p2p's peers with py-spy during {' and '.join(PROFILED)} into DIR")
+                        help="record p2p with py-spy (both peers during tar and stdlib, the starts of "
+                             "present and history) into DIR")
 
 
 def options(args: argparse.Namespace) -> dict:

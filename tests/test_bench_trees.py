@@ -40,7 +40,10 @@ def test_every_tree_scenario_runs_tiny_and_ends_identical(tmp_path):
     for row in starts:
         assert row["recorded all"] is True and row["p2p s"] > 0 and row["p2p RSS MB"] > 0, row
     history = [r for r in rows if "events over" in r["scenario"]]
-    assert len(history) == 1 and history[0]["p2p s"] > 0 and history[0]["p2p peak RSS MB"] > 0, rows
+    assert len(history) == 2, rows                                    # first start, restart
+    for row in history:
+        assert row["p2p s"] > 0 and row["p2p peak RSS MB"] > 0, row
+    assert not [r for r in rows if r.get("error")], rows
 
 
 def test_tree_comparison_sees_every_difference_but_the_markers(tmp_path):
