@@ -111,7 +111,9 @@ class SyncthingPeer:
         tree.write(path)
 
     def start(self) -> None:
-        env = dict(os.environ, STNOUPGRADE="1", STNORESTART="1", STNODEFAULTFOLDER="1")
+        # STMONITORED: run Syncthing itself, not its monitor process and a child, so proc.pid is the
+        # process whose CPU and memory are measured and stopped
+        env = dict(os.environ, STNOUPGRADE="1", STNORESTART="1", STNODEFAULTFOLDER="1", STMONITORED="1")
         self.log = open(self.home / "run.log", "ab")
         self.proc = subprocess.Popen(["syncthing", "serve", "--home", str(self.home), "--no-browser",
                                       "--no-restart", "--no-upgrade", "--logflags=0"],
@@ -182,6 +184,23 @@ def _settle(a: SyncthingPeer, b: SyncthingPeer) -> None:
     wait_until(lambda: a.idle(b) and b.idle(a), 120, "syncthing to be idle", interval=0.1)
 
 
+def pair(base: Path) -> tuple[SyncthingPeer, SyncthingPeer]:
+    """Two instances under ``base``, each configured to share the folder with the other."""
+    a, b = SyncthingPeer(base, "a"), SyncthingPeer(base, "b")
+    a.configure(b)
+    b.configure(a)
+    return a, b
+
+
+def start_pair(a: SyncthingPeer, b: SyncthingPeer) -> None:
+    """Start both, and return once they are connected and idle."""
+    a.start()
+    b.start()
+    wait_until(lambda: a.answers() and b.answers(), 60, "syncthing REST APIs")
+    wait_until(lambda: a.connected_to(b) and b.connected_to(a), 60, "syncthing to connect", interval=0.1)
+    _settle(a, b)
+
+
 def run(quick: bool = False) -> list[dict]:
     if shutil.which("syncthing") is None:
         print("syncthing not installed: apt-get install syncthing")
@@ -189,15 +208,9 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="p2p-bench-st-") as tmp:
         base = Path(tmp)
-        a, b = SyncthingPeer(base, "a"), SyncthingPeer(base, "b")
-        a.configure(b)
-        b.configure(a)
+        a, b = pair(base)
         try:
-            a.start()
-            b.start()
-            wait_until(lambda: a.answers() and b.answers(), 60, "syncthing REST APIs")
-            wait_until(lambda: a.connected_to(b) and b.connected_to(a), 60, "syncthing to connect", interval=0.1)
-            _settle(a, b)
+            start_pair(a, b)
 
             # 1 KiB latency
             lat = []

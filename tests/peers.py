@@ -88,7 +88,8 @@ class Peer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "Peer":
+    def start(self, timeout: float = 20.0) -> "Peer":
+        """Launch ``p2p run`` and wait (up to ``timeout`` s) until its start-up scan is done."""
         cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
         cmd += [sys.executable, *self.program, "run", "--home", str(self.home), "--listen", self.address,
                "--discovery", self.discovery, "--name", self.name, "--log-level", "debug",
@@ -106,7 +107,7 @@ class Peer:
                 self.proc = subprocess.Popen(cmd, stdout=stdout, stderr=self.log, env=env)
         else:
             self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait_until(lambda: self._listening() or self.proc.poll() is not None, 20, f"{self.name} to listen")
+        wait_until(lambda: self._listening() or self.proc.poll() is not None, timeout, f"{self.name} to listen")
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.name} exited at start:\n{self.output()}")
         return self
