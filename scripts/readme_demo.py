@@ -195,7 +195,8 @@ class Demo:
                     (desktop, "docs/notes.txt", b"second draft\n"))
 
         self.command("id", "p2p", "id")
-        wait_for(lambda: "in sync" in self.quietly("p2p", "status").lower(), "laptop's status to say in sync")
+        wait_for(lambda: any(line.startswith("IN SYNC") for line in self.quietly("p2p", "status").splitlines()),
+                 "laptop's status to say in sync")
         self.command("status", "p2p", "status")
         log = self.command("log", "p2p", "log")
         self.command("log-path", "p2p", "log", "shared/docs/notes.txt")
