@@ -25,9 +25,9 @@ class Parser(argparse.ArgumentParser):
     flag may be abbreviated (``--secret x`` must not mean ``--secret-file x``)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
+        kwargs.pop("allow_abbrev", None)   # never on, whoever builds the parser (sub-commands too)
         kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")

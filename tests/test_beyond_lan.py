@@ -8,6 +8,7 @@ SSH-tunnel form of the recipe on loopback: a peer that is reached only
 through a forwarded port (as `ssh -L` makes one) syncs both ways.
 """
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -99,11 +100,10 @@ except socket.timeout:
     print("nothing", flush=True)
 """
 SEND = """
-import socket
+import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-for address in ("10.78.1.255", "255.255.255.255"):
-    s.sendto(b"announce", (address, 9999))
+s.sendto(b"announce", (sys.argv[1], 9999))
 """
 
 
@@ -121,7 +121,9 @@ def test_discovery_broadcast_does_not_cross_the_router(two_routed_lans):
 
     on_lan1, on_lan2 = listen(router, 10), listen(b_ns, 2)
     try:
-        subprocess.run(["ip", "netns", "exec", a_ns, sys.executable, "-c", SEND], check=True)
+        lan1 = ipaddress.ip_interface("10.78.1.2/24").network   # LAN 1 as the fixture addresses it
+        subprocess.run(["ip", "netns", "exec", a_ns, sys.executable, "-c", SEND, str(lan1.broadcast_address)],
+                       check=True)
         assert on_lan1.communicate(timeout=15)[0] == "announce\n"  # it was sent, and LAN 1 heard it
         assert on_lan2.communicate(timeout=15)[0] == "nothing\n"
     finally:
