@@ -54,6 +54,7 @@ MASKS = [  # (pattern, stand-in): what differs between two honest runs
     (r"127\.0\.0\.1:\d+", "127.0.0.1:<port>"),
     (r"token=[\w-]+", "token=<token>"),
     (r"\b\d+(?:\.\d+)?[smh] ago\b", "<ago>"),
+    (r"\bsince \d+(?:\.\d+)?[smh]\b", "since <ago>"),
     (r"\b\d+(?:\.\d+)? [KMGT]?i?B/s\b", "<rate>"),
     (r"[ \t]+", " "),
 ]

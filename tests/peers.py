@@ -8,6 +8,7 @@ with deadlines, never with bare sleeps.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,11 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def p2p(*args, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """The real `p2p` command (its output as text)."""
+    return subprocess.run([sys.executable, "-m", "p2p", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition", interval=0.05):
@@ -173,6 +179,12 @@ class Peer:
 
     def lacks(self, rel: str) -> bool:
         return not os.path.lexists(self.path(rel))
+
+    def status(self) -> dict:
+        """What `p2p status --json` says of this running peer."""
+        out = p2p("status", "--home", str(self.home), "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
 
 
 def converged(*peers: Peer) -> bool:

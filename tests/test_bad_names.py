@@ -3,10 +3,7 @@ run, each bad name is skipped with one warning and listed by `p2p status` as
 not synced, every other change keeps syncing, and an NFD name is synced under
 its NFC form (renamed on disk first, as Syncthing's autoNormalize does)."""
 
-import json
 import os
-import subprocess
-import sys
 import unicodedata
 
 import pytest
@@ -18,7 +15,7 @@ from p2p.folder.scan import NotSynced, Renamed, Scanner
 from p2p.folder.state import LocalState
 from p2p.folder.unsynced import Unsynced
 from p2p.history.paths import check_path, shown
-from peers import wait_until
+from peers import p2p, wait_until
 
 EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "150"))
 
@@ -42,14 +39,8 @@ BAD = {                                   # name on disk -> a word its reason mu
 }
 
 
-def p2p(*args):
-    return subprocess.run([sys.executable, "-m", "p2p", *args], capture_output=True, text=True, timeout=30)
-
-
 def not_synced(peer) -> dict:
-    out = p2p("status", "--home", str(peer.home), "--json")
-    assert out.returncode == 0, out.stderr
-    return {p["path"]: p["reason"] for p in json.loads(out.stdout)["not_synced"]}
+    return {p["path"]: p["reason"] for p in peer.status()["not_synced"]}
 
 
 def warnings_about(peer, name) -> int:

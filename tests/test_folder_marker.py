@@ -9,21 +9,11 @@ everywhere; `p2p restore --at WHEN` (no PATH, no --to) undoes a mass delete.
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from datetime import datetime
 
 from p2p.folder.marker import MARKER
-from peers import free_port, wait_until
-
-
-def p2p(*args):
-    return subprocess.run([sys.executable, "-m", "p2p", *args], capture_output=True, text=True, timeout=60)
-
-
-def status(peer) -> dict:
-    return json.loads(p2p("status", "--home", str(peer.home), "--json").stdout)
+from peers import free_port, p2p, wait_until
 
 
 def deletes(peer) -> list:
@@ -47,8 +37,8 @@ def test_moving_the_folder_away_pauses_instead_of_deleting(make_peer):
     a, b = synced_pair(make_peer, FILES)
     moved = a.home / "moved-away"
     os.rename(a.root, moved)
-    wait_until(lambda: status(a).get("paused"), 30, "a to pause")
-    assert not status(a)["folder_state"]["in_sync"]
+    wait_until(lambda: a.status().get("paused"), 30, "a to pause")
+    assert not a.status()["folder_state"]["in_sync"]
     assert deletes(a) == [] and all(b.has(n, d) for n, d in FILES.items())
     os.rename(moved, a.root)                                   # it comes back
     wait_until(lambda: "is back: resuming" in a.output(), 30, "a to resume")

@@ -7,21 +7,12 @@ retries), lists it as not synced, keeps the verified part, and when the
 source is back fetches only the rest.
 """
 
-import json
 import os
 import signal
-import subprocess
-import sys
 
 from peers import wait_until
 
 MiB = 1024 * 1024
-
-
-def status(peer) -> dict:
-    out = subprocess.run([sys.executable, "-m", "p2p", "status", "--home", str(peer.home), "--json"],
-                         capture_output=True, text=True, timeout=30)
-    return json.loads(out.stdout)
 
 
 def partial_bytes(peer) -> int:
@@ -36,9 +27,9 @@ def test_the_only_source_goes_away_then_comes_back(make_peer):
     wait_until(lambda: partial_bytes(b) > 16 * MiB, 60, "b to receive part of big.iso")
     a.stop(signal.SIGKILL)
     wait_until(lambda: any(p["path"] == "big.iso" and "waiting for a peer" in p["reason"]
-                           for p in status(b)["not_synced"]), 30, "b to list big.iso as waiting")
-    assert not status(b)["folder_state"]["in_sync"]
-    wait_until(lambda: status(b)["not_synced"][0]["attempts"] >= 3,
+                           for p in b.status()["not_synced"]), 30, "b to list big.iso as waiting")
+    assert not b.status()["folder_state"]["in_sync"]
+    wait_until(lambda: b.status()["not_synced"][0]["attempts"] >= 3,
                30, "three attempts")
     out = b.output()
     assert out.count("not syncing 'big.iso'") == 1, "one line, not one per attempt"
@@ -48,4 +39,4 @@ def test_the_only_source_goes_away_then_comes_back(make_peer):
     a.start()
     wait_until(lambda: b.has("big.iso", big), 90, "big.iso on b once a is back")
     assert "big.iso: resuming" in b.output()
-    wait_until(lambda: not status(b)["not_synced"], 30, "big.iso to leave the not-synced list")
+    wait_until(lambda: not b.status()["not_synced"], 30, "big.iso to leave the not-synced list")

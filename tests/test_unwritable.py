@@ -4,11 +4,8 @@ peer's file should go gets one warning, a back-off and a "not synced" line;
 the receiver stays idle, never writes through the link nor removes it, and
 the file arrives as soon as the obstacle is gone."""
 
-import json
 import os
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
@@ -27,14 +24,8 @@ OBSTACLES = {"x.txt": "FIFO", "y.txt": "symbolic link", "z.txt": "symbolic link"
              "dir": "symbolic link", "dir/f.txt": "symbolic link"}
 
 
-def p2p(*args):
-    return subprocess.run([sys.executable, "-m", "p2p", *args], capture_output=True, text=True, timeout=30)
-
-
 def not_synced(peer) -> dict:
-    out = p2p("status", "--home", str(peer.home), "--json")
-    assert out.returncode == 0, out.stderr
-    return {p["path"]: p["reason"] for p in json.loads(out.stdout)["not_synced"]}
+    return {p["path"]: p["reason"] for p in peer.status()["not_synced"]}
 
 
 def cpu_seconds(pid: int) -> float:

@@ -20,7 +20,7 @@ journalled as it happens, not saved now and then:
   ``{"p", "e": new, "or": old}`` before the rename ("the path holds new, or
   still old"), ``set(path, new)`` after it. After a crash between the two,
   ``settle(root)`` looks at the disk to pick the one it holds.
-* ``compact()`` (rarely: every ``limits.STATE_JOURNAL_MAX`` lines and at stop)
+* ``compact()`` (rarely: the node calls it every ``limits.STATE_JOURNAL_MAX`` lines, and at stop)
   switches to a new journal generation under the lock, copies the entries,
   and writes the snapshot from that copy; the old journal is removed only
   after the new snapshot is in place, so a crash at any point replays to the
@@ -40,11 +40,10 @@ import stat as statmod
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import ujson
 
-from p2p import limits
 from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.state")
