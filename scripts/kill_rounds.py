@@ -35,7 +35,7 @@ from peers import Peer, tree, wait_until  # noqa: E402
 
 from p2p.history.event import Event, InvalidEvent  # noqa: E402
 from p2p.history.paths import is_temp_name  # noqa: E402
-from p2p.sync.merge import CONFLICT_MARK  # noqa: E402
+from p2p.sync.conflicts import CONFLICT_MARK  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 from p2p.folder.apply import LocalChanged
 from p2p.folder.scan import Change
 from p2p.history.history import History
-from p2p.sync.merge import winner
+from p2p.history.precedence import winner
 from p2p.sync.plan import (FETCH, MAKE_DIR, RELABEL, REMOVE, conflict_copies, folder_action, local_parents,
                            paths_to_recheck)
 

@@ -21,7 +21,8 @@ from p2p import limits
 from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.sync.ignore import IGNORE_FILE, IgnoreRules
-from p2p.sync.merge import conflict_name, why_wins, winner
+from p2p.history.precedence import why_wins, winner
+from p2p.sync.conflicts import conflict_name
 from p2p.sync.plan import FETCH, NOTHING, RELABEL, REMOVE, conflict_copies, folder_action, local_parents
 
 A, B, C = "A" * 32, "B" * 32, "C" * 32

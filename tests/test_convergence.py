@@ -14,7 +14,8 @@ import tempfile
 
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from p2p.sync.merge import conflict_name, winner
+from p2p.history.precedence import winner
+from p2p.sync.conflicts import conflict_name
 from simnet import CONTENT, SECOND, SimNet, digest
 
 DEVICES = [letter * 32 for letter in "ABCDE"]

@@ -20,7 +20,7 @@ from p2p.gui.views import ApiError, LogView, completion, conflicts, folder_state
 from p2p.history.event import Event
 from p2p.history.log import EventLog
 from p2p.history.restore import state_at
-from p2p.sync.merge import conflict_name, conflict_original
+from p2p.sync.conflicts import conflict_name, conflict_original
 
 A = "A" * 32
 B = "B" * 32

@@ -17,7 +17,7 @@ from p2p.history import history as history_module
 from p2p.history.event import Event
 from p2p.history.history import SNAPSHOT_NAME, History
 from p2p.history.log import EventLog
-from p2p.sync.merge import winner
+from p2p.history.precedence import winner
 
 ORIGINS = ["A" * 32, "B" * 32, "C" * 32, "D" * 32]
 PATHS = ["a.txt", "b.txt", "dir/c.txt"]

@@ -17,7 +17,7 @@ import pytest
 from p2p.history.history import History
 from p2p.logs import setup_logging
 from p2p.security.identity import Identity
-from p2p.sync.merge import why_wins, winner
+from p2p.history.precedence import why_wins, winner
 from peers import free_port, wait_until
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from p2p.history.event import Event, InvalidEvent, parse_event_id
 from p2p.history.paths import UnsafePath, check_path
 from p2p.history.restore import BadMoment, listing, state_at
 from p2p.security.identity import format_device_id
-from p2p.sync.merge import CONFLICT_MARK, conflict_original
+from p2p.sync.conflicts import CONFLICT_MARK, conflict_original
 
 
 class ApiError(Exception):

@@ -54,7 +54,7 @@ from p2p.history.index import HeadIndex, path_key
 from p2p.history.log import EventLog, LogBroken, LogWriteFailed
 from p2p.history.seqmark import MARK_NAME, SeqMark
 from p2p.security.private import create_private
-from p2p.sync.merge import live_tree, winner
+from p2p.history.precedence import live_tree, winner
 
 log = logging.getLogger("p2p.history")
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from p2p.history.event import Event
-from p2p.sync.merge import live_tree
+from p2p.history.precedence import live_tree
 
 _EVENT_ID = re.compile(r"([A-Za-z2-7][A-Za-z2-7-]*):([1-9][0-9]*)\Z")  # an ISO date always has a 0 or 1
 DEVICE_ID_LENGTH = 32

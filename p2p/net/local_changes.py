@@ -35,7 +35,7 @@ from p2p.history.event import make_id
 from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.history.paths import is_internal
 from p2p.net.disk_guard import DISK_ERRNOS
-from p2p.sync.merge import winner
+from p2p.history.precedence import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
 

@@ -28,7 +28,8 @@ from p2p import limits
 from p2p.units import human_size
 from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
 from p2p.folder.archive import PendingArchive
-from p2p.sync.merge import conflict_name, why_wins, winner
+from p2p.history.precedence import why_wins, winner
+from p2p.sync.conflicts import conflict_name
 from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
                            paths_to_recheck)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import posixpath
 from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
-from p2p.sync.merge import conflict_name, winner
+from p2p.history.precedence import winner
+from p2p.sync.conflicts import conflict_name
 
 # folder actions
 NOTHING = "nothing"
