@@ -34,6 +34,12 @@ def activity() -> logging.Logger:
     return logging.getLogger(ACTIVITY)
 
 
+def say(text: str, level: int = logging.INFO) -> None:
+    """An activity line for the human running ``p2p run``: on stderr, in the
+    one log format, hidden by ``--log-level warning``."""
+    logging.getLogger(ACTIVITY).log(level, text)
+
+
 def _component(name: str) -> str:
     return name[4:] if name.startswith("p2p.") else name
 

@@ -92,7 +92,7 @@ class Fetcher:
             pending = node.writer.begin_file(job.path, event, resume_as=temp)  # a few metadata syscalls
             layout = pending.layout()
             local = {h: offs for h, offs in layout.items() if node.store.has(h)}
-            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.reconciler.archive}
+            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.archive}
             remote = {h: offs for h, offs in layout.items() if h not in local and h not in in_files}
             sizes = dict(event.blocks)
             if pending.resumed and remote:   # an interrupted transfer: keep what it verifiably has
@@ -200,7 +200,7 @@ class Fetcher:
         gone = {}
         for block_hash, offsets in blocks.items():
             try:
-                pending.write_block(offsets, self.node.reconciler.archive.read(block_hash))
+                pending.write_block(offsets, self.node.archive.read(block_hash))
             except BlockMissing:
                 try:   # archived (and its file changed or removed) meanwhile?
                     pending.write_stored_block(block_hash, offsets)

@@ -34,6 +34,7 @@ from p2p.gui.views import ApiError, LogView
 from p2p.history.event import InvalidEvent
 from p2p.history.log import EventLog
 from p2p.security.identity import format_device_id
+from p2p.logs import say
 
 log = logging.getLogger("p2p.gui")
 
@@ -144,7 +145,7 @@ class GuiServer:
             answer = self._in_pool(views.restore, LogView(event_log, vv), self.node.store, self.node.root, path, at)
         finally:
             event_log.close()
-        self.node.say(f"restored from the dashboard: {answer['summary']}")
+        say(f"restored from the dashboard: {answer['summary']}")
         return answer
 
     def file(self, event_id: str):

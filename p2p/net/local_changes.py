@@ -38,6 +38,7 @@ from p2p.net.disk_guard import DISK_ERRNOS
 from p2p.history.precedence import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
+from p2p.logs import say
 
 log = logging.getLogger("p2p.local")
 
@@ -80,7 +81,7 @@ class LocalChanges:
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)
-                self.node.say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
+                say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
 
     def _scan(self, paths) -> None:
         """One batch: expand, observe each path (several at once), record the changes."""
@@ -243,7 +244,7 @@ class LocalChanges:
             for e in new_events:
                 if e.moved_to:   # the first half of a rename: said with its second half
                     continue
-                self.node.say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
+                say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
     def _vanished_with(self, digest: str):
         """A recorded file with this content that is gone from disk: the source of a

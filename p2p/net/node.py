@@ -43,6 +43,7 @@ from p2p import limits
 from p2p.config import LAN, Config
 from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.apply import FolderWriter
+from p2p.folder.archive import PendingArchive
 from p2p.folder.marker import MARKER, FolderUnavailable, prepare as prepare_folder
 from p2p.folder.marker import present as folder_marker_present
 from p2p.folder.partials import Partials
@@ -54,7 +55,7 @@ from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.history.restore import listing
-from p2p.logs import ACTIVITY
+from p2p.logs import say
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
 from p2p.net.disk_guard import DiskGuard
@@ -79,7 +80,6 @@ from p2p.watch.watcher import FolderWatcher
 from p2p.wire.messages import Have, Neighbors, Summary
 
 log = logging.getLogger("p2p.node")
-activity = logging.getLogger(ACTIVITY)
 
 PROGRESS_MIN_BYTES = 16 * limits.MiB
 
@@ -122,6 +122,7 @@ class Node:
         self.writer = FolderWriter(self.root, self.state, self.store)
         self.partials = Partials(self.home / ".p2p" / "partials.json")
         self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
+        self.archive = PendingArchive(self.root, self.store)   # large current files not stored yet
         self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
@@ -129,12 +130,17 @@ class Node:
         self.exit_code = 0
         self.disk = DiskGuard(self)       # holds the peer while the home disk refuses history writes
         self.local_changes = LocalChanges(self)
-        self.reconciler = Reconciler(self)
         self.broadcast_q: Queue = Queue()
         self.stopped = Event()
         self.scanned = Event()          # the start-up scan is done
         self.folder_ready = Event()     # the folder and its marker are there (cleared: paused)
         self.folder_ready.set()
+        self.pauses = Pauses()          # what the user paused (p2p pause, the dashboard)
+        self.reconciler = Reconciler(
+            root=self.root, history=self.history, state=self.state, store=self.store, archive=self.archive,
+            writer=self.writer, unsynced=self.unsynced, fetcher=self.fetcher, rescan=self.local_changes.rescan,
+            pools=(self.threadpool, self.bulkpool), gates=(self.scanned, self.folder_ready, self.pauses.folder_resumed),
+            ignored=self.ignore.matches, quiet=self._transfers_quiet, label=self.peer_label, spawn=self.spawn)
         self.recent: list = []          # the last events, for `p2p status`
         self.listen_port = config.listen[1]
         self.server = None
@@ -146,7 +152,6 @@ class Node:
         self._greeted = weakref.WeakSet()   # sessions whose "+ peer" line was said
         self._have_sent = weakref.WeakKeyDictionary()   # session -> the last Have it was sent
         self._lacks_cache: dict = {}    # device id -> ((its vv, our event count), what it lacks)
-        self.pauses = Pauses()          # what the user paused (p2p pause, the dashboard)
         self.feed = Feed()              # numbered notifications for the dashboard's live pages
         self.gui = None                 # the dashboard's server (p2p/net/gui.py), when served
 
@@ -160,14 +165,14 @@ class Node:
             raise CannotListen(exc.errno, exc.strerror) from exc
         self.server.start()
         self.listen_port = self.server.server_port
-        self.say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
-        self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
-        self.say(f"listening on {host}:{self.listen_port}")
+        say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
+        say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
+        say(f"listening on {host}:{self.listen_port}")
         mode = mode_description(self.secret, self.trusted)
         if mode.startswith("WARNING: "):
-            self.say(mode[len("WARNING: "):], logging.WARNING)
+            say(mode[len("WARNING: "):], logging.WARNING)
         else:
-            self.say(mode)
+            say(mode)
         self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.control = ControlServer(self)
@@ -204,7 +209,7 @@ class Node:
                         exc.strerror)
             return
         self.gui = gui
-        self.say(f"dashboard on {gui.url} (`p2p gui` prints it with its access token)")
+        say(f"dashboard on {gui.url} (`p2p gui` prints it with its access token)")
 
     def gui_address(self) -> dict:
         """Where the dashboard is served (for `p2p gui`)."""
@@ -219,12 +224,12 @@ class Node:
         (``p2p.net.pause``); ValueError if no known peer matches. What is paused now."""
         if not peer:
             if self.pauses.pause_folder():
-                self.say("paused by the user: no local change is recorded and nothing is written to the "
+                say("paused by the user: no local change is recorded and nothing is written to the "
                          "folder until `p2p resume`")
         else:
             info = self._known_peer(peer)
             if self.pauses.pause_peer(info.device_id):
-                self.say(f"paused by the user: no exchange with peer {info.device_id[:7]} until "
+                say(f"paused by the user: no exchange with peer {info.device_id[:7]} until "
                          f"`p2p resume {info.device_id[:7]}`")
                 for session in [s for s in (info.session, *info.standby) if s is not None]:
                     session.close("paused by the user of that peer")
@@ -235,12 +240,12 @@ class Node:
         peer is dialled again at once (when we know its address)."""
         if not peer:
             if self.pauses.resume_folder():
-                self.say("resumed by the user: syncing the folder again")
+                say("resumed by the user: syncing the folder again")
                 self.local_changes.rescan([""])   # what changed while paused
         else:
             info = self._known_peer(peer)
             if self.pauses.resume_peer(info.device_id):
-                self.say(f"resumed by the user: exchanging with peer {info.device_id[:7]} again")
+                say(f"resumed by the user: exchanging with peer {info.device_id[:7]} again")
                 self._redial(info.address)
         return self._paused_now()
 
@@ -272,7 +277,7 @@ class Node:
         self.spawn(self.discovery.listen_loop)
         self.spawn(self.discovery.announce_loop)
         where = "LAN broadcast " + ", ".join(self.discovery.targets()) if target is None else target
-        self.say(f"discovery on {where} port {self.config.discovery_port}")
+        say(f"discovery on {where} port {self.config.discovery_port}")
 
     def _wanted_id(self, path: str):
         current = self.history.current(path)
@@ -286,7 +291,7 @@ class Node:
     def fail(self, reason: str) -> None:
         """A component cannot go on: stop the peer, exit code 1."""
         self.exit_code = 1
-        self.say(f"stopping: {reason}", logging.ERROR)
+        say(f"stopping: {reason}", logging.ERROR)
         gevent.spawn(self.stop)
 
     def serve_forever(self) -> None:
@@ -315,11 +320,6 @@ class Node:
             self.exit_code = self.exit_code or 1
         finally:
             self.stopped.set()
-
-    def say(self, text: str, level: int = logging.INFO) -> None:
-        """An activity line for the human running ``p2p run`` (p2p.logs: on stderr,
-        in the one log format, hidden by ``--log-level warning``)."""
-        activity.log(level, text)
 
     def peer_label(self, device_id: str) -> str:
         """A device as activity lines name it: ``name (SHORTID)``; this peer's
@@ -359,7 +359,7 @@ class Node:
         self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.folder_ready.set()
-        self.say(f"folder {self.root} is back: resuming")
+        say(f"folder {self.root} is back: resuming")
         self.local_changes.rescan([""])
 
     # -- connections -----------------------------------------------------------
@@ -438,7 +438,7 @@ class Node:
         if known is not None and session.ended_by:
             known.last_error = Failure(session.ended_by, time.time())
         if self.registry.detach(session.peer_id, session):
-            self.say(f"- peer {self.peer_label(session.peer_id)} disconnected")
+            say(f"- peer {self.peer_label(session.peer_id)} disconnected")
             self._neighbors_changed(lost=True)
 
     def neighbor_ids(self):
@@ -466,7 +466,7 @@ class Node:
         if session not in self._greeted and not session.closed.is_set():
             self._greeted.add(session)
             host, port = session.address[0], session.listen_port or session.address[1]
-            self.say(f"+ peer {self.peer_label(session.peer_id)} at {host}:{port} connected")
+            say(f"+ peer {self.peer_label(session.peer_id)} at {host}:{port} connected")
 
     def _discovered(self, announce: Announce, host: str) -> bool:
         address = (host, announce.port)
@@ -614,11 +614,15 @@ class Node:
             return self.bulkpool.apply(self._read_block, (block_hash,))
         return self._read_block(block_hash)
 
+    def _transfers_quiet(self, for_seconds: float) -> bool:
+        """Nothing fetched, and no block served for ``for_seconds``: a good moment for background copies."""
+        return not self.fetcher.jobs and time.monotonic() - self.last_served >= for_seconds
+
     def _read_block(self, block_hash: str) -> bytes:
         try:
             return self.store.get(block_hash)
         except BlockMissing:
-            return self.reconciler.archive.read(block_hash)   # a large file not archived yet
+            return self.archive.read(block_hash)   # a large file not archived yet
 
 
 
@@ -751,7 +755,7 @@ class Node:
             for job in self.fetcher.status():
                 if job["bytes"] >= PROGRESS_MIN_BYTES:
                     pct = 100.0 * job["done"] / job["bytes"]
-                    self.say(f"  {job['path']}: {pct:5.1f}% of {human_size(job['bytes'])} "
+                    say(f"  {job['path']}: {pct:5.1f}% of {human_size(job['bytes'])} "
                              f"at {human_size(job['rate'])}/s")
 
     def list_entries(self, path: str):

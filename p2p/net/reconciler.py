@@ -27,8 +27,8 @@ from gevent.event import AsyncResult, Event
 from p2p import limits
 from p2p.units import human_size
 from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
-from p2p.folder.archive import PendingArchive
 from p2p.history.precedence import why_wins, winner
+from p2p.logs import say
 from p2p.sync.conflicts import conflict_name
 from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, conflict_copies, folder_action,
                            paths_to_recheck)
@@ -47,8 +47,11 @@ class SmallCommits:
     BATCH_MIN = 4          # fewer than this: an fsync each
     GATHER = 0.005         # s to let a batch form
 
-    def __init__(self, node):
-        self.node = node
+    def __init__(self, *, root, history, state, threadpool):
+        self.root = root
+        self.history = history
+        self.state = state
+        self.threadpool = threadpool
         self.waiting: list = []
         self._wake = Event()
 
@@ -65,8 +68,8 @@ class SmallCommits:
             gevent.sleep(self.GATHER)
             self._wake.clear()
             batch, self.waiting = self.waiting, []
-            self.node.history.sync()   # the events these files are versions of, before the files
-            outcomes = self.node.threadpool.apply(self._commit_all, ([p for p, _ in batch],))
+            self.history.sync()   # the events these files are versions of, before the files
+            outcomes = self.threadpool.apply(self._commit_all, ([p for p, _ in batch],))
             for (_, result), outcome in zip(batch, outcomes):
                 if isinstance(outcome, BaseException):
                     result.set_exception(outcome)
@@ -85,11 +88,11 @@ class SmallCommits:
                 outcomes.append(None)
             except Exception as exc:
                 outcomes.append(exc)
-        if together and not sync_filesystem(self.node.root):
+        if together and not sync_filesystem(self.root):
             for pending, outcome in zip(pendings, outcomes):
                 if outcome is None:
                     _fsync_path(pending.tmp)
-        self.node.state.sync()   # a no-op after syncfs when the home shares the folder's disk
+        self.state.sync()   # a no-op after syncfs when the home shares the folder's disk
         for i, pending in enumerate(pendings):
             if outcomes[i] is None:
                 try:
@@ -116,10 +119,34 @@ def _fsync_path(path) -> None:
 
 
 class Reconciler:
-    def __init__(self, node):
-        self.node = node
-        self.small_commits = SmallCommits(node)
-        self.archive = PendingArchive(node.root, node.store)
+    """The collaborators it is given: the ``history`` (winners), the local
+    ``state``, the block ``store`` and the ``archive`` of large files not
+    stored yet, the folder ``writer``, the ``unsynced`` table, the ``fetcher``
+    (content to bring), ``rescan`` (LocalChanges: record what changed on disk),
+    the two thread ``pools`` (short work, large buffers), ``gates`` to wait
+    on before writing (the start-up scan, the folder there, not paused),
+    ``ignored`` (the .p2pignore rules), ``quiet`` (no transfer running: large
+    files are archived then), ``label`` (a device as activity lines name it)
+    and ``spawn`` (a supervised greenlet)."""
+
+    def __init__(self, *, root, history, state, store, archive, writer, unsynced, fetcher, rescan,
+                 pools, gates, ignored, quiet, label, spawn):
+        self.root = root
+        self.history = history
+        self.state = state
+        self.store = store
+        self.archive = archive
+        self.writer = writer
+        self.unsynced = unsynced
+        self.fetcher = fetcher
+        self.rescan = rescan
+        self.threadpool, self.bulkpool = pools
+        self.gates = gates
+        self.ignored = ignored
+        self.quiet = quiet
+        self.label = label
+        self.spawn = spawn
+        self.small_commits = SmallCommits(root=root, history=history, state=state, threadpool=self.threadpool)
         self.dirty: set = set()
         self._wake = Event()
         self.blocked: dict = {}     # path -> when to retry it (listed in node.unsynced by this loop)
@@ -132,11 +159,12 @@ class Reconciler:
             self._wake.set()
 
     def run(self) -> None:
-        self.node.scanned.wait()
+        scanned, *open_gates = self.gates
+        scanned.wait()   # the start-up scan: what is on disk is recorded before anything replaces it
         while True:
             self._wake.wait(self._until_next_retry())
-            self.node.folder_ready.wait()   # paused while the folder is missing: never write beside it
-            self.node.pauses.folder_resumed.wait()   # paused by the user (p2p.net.pause)
+            for gate in open_gates:   # the folder is there (never write beside a missing one), not paused
+                gate.wait()
             self._wake.clear()
             paths, self.dirty = self.dirty | self._due_retries(), set()
             targets = self._targets(paths)
@@ -147,7 +175,7 @@ class Reconciler:
                 try:
                     self._reconcile(path, targets[path])
                 except LocalChanged as exc:
-                    self.node.local_changes.rescan([str(exc)])
+                    self.rescan([str(exc)])
                 except UnsafeTarget as exc:
                     self._cannot_write(path, exc.reason)
                 except OSError as exc:
@@ -156,7 +184,7 @@ class Reconciler:
                     self._cannot_write(path, f"unexpected error: {exc!r}", exc)
                 else:
                     if self.blocked.pop(path, None) is not None:
-                        self.node.unsynced.clear(path)
+                        self.unsynced.clear(path)
                         # what waited for this directory can be written now
                         self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
 
@@ -166,16 +194,16 @@ class Reconciler:
         targets = {}
         for path in paths:
             try:
-                targets[path] = self.node.history.current(path)
+                targets[path] = self.history.current(path)
             except Exception as exc:
                 self._cannot_write(path, f"unexpected error: {exc!r}", exc)
         return targets
 
     def _cannot_write(self, path: str, reason: str, error: BaseException = None) -> None:
         """List ``path`` as not synced (one warning) and retry it after the back-off."""
-        if error is not None and path not in self.node.unsynced:
+        if error is not None and path not in self.unsynced:
             log.error("while writing %r:", path, exc_info=(type(error), error, error.__traceback__))
-        problem = self.node.unsynced.report(path, reason, time.time())
+        problem = self.unsynced.report(path, reason, time.time())
         self.blocked[path] = problem.retry_at
         heapq.heappush(self._retries, (problem.retry_at, path))
 
@@ -197,62 +225,62 @@ class Reconciler:
         """Run a FolderWriter call in the thread pool and return its result;
         what it raises is raised here, in the hub (so gevent does not print
         a traceback for an expected LocalChanged or UnsafeTarget)."""
-        ok, outcome = self.node.threadpool.apply(_outcome, (write, args))
+        ok, outcome = self.threadpool.apply(_outcome, (write, args))
         if not ok:
             raise outcome
         return outcome
 
     def _reconcile(self, path: str, target) -> None:
-        if not path or self.node.ignore.matches(path):
+        if not path or self.ignored(path):
             return
         self._keep_conflict_copies(path)
-        entry = self.node.state.get(path)
+        entry = self.state.get(path)
         action = folder_action(target, entry.kind if entry else None, entry.hash if entry else "",
                                entry.event_id if entry else "", (entry.mode, entry.mtime) if entry else None)
         if action == REMOVE:
             if entry.kind == "file" and entry.event_id:
-                self._archive_now(path, self.node.history.get(entry.event_id))  # its history outlives it
-            if self._on_disk(self.node.writer.remove, path):
+                self._archive_now(path, self.history.get(entry.event_id))  # its history outlives it
+            if self._on_disk(self.writer.remove, path):
                 if target is not None and target.moved_to:   # said as "< rename" once the new name is written
                     log.debug("removed %s: renamed to %s", path, target.moved_to)
                 else:
-                    self.node.say(f"< delete {path}" + (f" from {self.node.peer_label(target.origin)}"
+                    say(f"< delete {path}" + (f" from {self.label(target.origin)}"
                                                         if target else ""))
                 self.mark_dirty(paths_to_recheck([path]))
             else:
                 log.info("kept directory %s: it holds files added meanwhile", path)
         elif action == MAKE_DIR:
-            self._on_disk(self.node.writer.make_dir, path, target)
+            self._on_disk(self.writer.make_dir, path, target)
         elif action == REPLACE:   # a file where a directory won, or the reverse
             if entry.kind == "file" and entry.event_id:
-                self._archive_now(path, self.node.history.get(entry.event_id))
-            if not self._on_disk(self.node.writer.remove, path):
+                self._archive_now(path, self.history.get(entry.event_id))
+            if not self._on_disk(self.writer.remove, path):
                 log.warning("cannot put a file at %s: the directory there holds files", path)
                 return
             self.mark_dirty([path])   # now the plain make_dir or fetch
         elif action == METADATA:
-            self._on_disk(self.node.writer.set_metadata, path, target)
-            self.node.say(f"< metadata {path} from {self.node.peer_label(target.origin)}")
+            self._on_disk(self.writer.set_metadata, path, target)
+            say(f"< metadata {path} from {self.label(target.origin)}")
         elif action == RELABEL:
-            self.node.state.set(path, replace(entry, event_id=target.id))
+            self.state.set(path, replace(entry, event_id=target.id))
         elif action == FETCH:
-            self.node.writer.check_target(path)   # a link or FIFO in the way: refused before any transfer
-            self.node.fetcher.want(path, target)
+            self.writer.check_target(path)   # a link or FIFO in the way: refused before any transfer
+            self.fetcher.want(path, target)
 
     def _keep_conflict_copies(self, path: str) -> None:
         """Our version lost to a concurrent one: keep it beside, as a conflict copy."""
-        heads = self.node.history.heads(path)
+        heads = self.history.heads(path)
         self._say_conflict(path, heads)
-        for copy, loser in conflict_copies(path, heads, self.node.device_id):
-            if self.node.history.heads(copy) or os.path.lexists(self.node.root / copy):
+        for copy, loser in conflict_copies(path, heads, self.history.device_id):
+            if self.history.heads(copy) or os.path.lexists(self.root / copy):
                 continue
             self._archive_now(path, loser)
-            if self.node.store.missing(loser.blocks):
+            if self.store.missing(loser.blocks):
                 log.warning("cannot keep %s as %s: its content is gone from this peer", path, copy)
                 continue
-            self.node.threadpool.apply(self.node.writer.write_file, (copy, loser))
-            self.node.state.pop(copy)  # not recorded yet: the local loop records it
-            self.node.local_changes.rescan([copy])
+            self.threadpool.apply(self.writer.write_file, (copy, loser))
+            self.state.pop(copy)  # not recorded yet: the local loop records it
+            self.rescan([copy])
             log.debug("kept our version of %s as %s", path, copy)
 
     def _say_conflict(self, path: str, heads) -> None:
@@ -266,7 +294,7 @@ class Reconciler:
             return
         self._conflicts_said[path] = key
         best = winner(heads)
-        label = self.node.peer_label
+        label = self.label
         for loser in heads:
             if loser is best or (loser.hash == best.hash and loser.kind == best.kind
                                  and loser.is_delete == best.is_delete):
@@ -275,10 +303,10 @@ class Reconciler:
                     f"({why_wins(best, loser)})")
             if not loser.is_delete and loser.kind == "file":
                 text += f"; the losing version is kept as {conflict_name(path, loser)} (time in UTC)"
-            self.node.say(text, logging.WARNING)
+            say(text, logging.WARNING)
 
     def still_wanted(self, path: str, event) -> bool:
-        current = self.node.history.current(path)
+        current = self.history.current(path)
         if current is None or current.id != event.id:
             self.mark_dirty([path])
             return False
@@ -293,60 +321,60 @@ class Reconciler:
             pending.abort()
             return
         self._keep_conflict_copies(path)
-        entry = self.node.state.get(path)
+        entry = self.state.get(path)
         existed = entry is not None
         if existed and entry.event_id:
-            self._archive_now(path, self.node.history.get(entry.event_id))  # the version we replace
+            self._archive_now(path, self.history.get(entry.event_id))  # the version we replace
         try:
             if event.size > limits.SMALL_BLOCK:
-                self.node.history.sync()   # the event this file is a version of, before the file
-                self.node.bulkpool.apply(pending.commit)
+                self.history.sync()   # the event this file is a version of, before the file
+                self.bulkpool.apply(pending.commit)
             else:
                 self.small_commits.commit(pending)
             if event.size > limits.ARCHIVE_LATER_MIN:
                 self.archive_later(path, event.blocks)
         except LocalChanged:
-            self.node.local_changes.rescan([path])
+            self.rescan([path])
             return
         except ContentMismatch as exc:   # not placed: refetched after a back-off, said once
             log.debug("%s", exc)
-            problem = self.node.unsynced.report(path, "the content fetched does not match its event's hash",
+            problem = self.unsynced.report(path, "the content fetched does not match its event's hash",
                                                 time.time())
             gevent.spawn_later(max(0.0, problem.retry_at - time.time()), self.mark_dirty, [path])
             return
-        self.node.unsynced.clear(path)
-        origin = self.node.peer_label(event.origin)
+        self.unsynced.clear(path)
+        origin = self.label(event.origin)
         if event.moved_from:
-            self.node.say(f"< rename {event.moved_from} -> {path} ({human_size(event.size)}) from {origin}")
+            say(f"< rename {event.moved_from} -> {path} ({human_size(event.size)}) from {origin}")
         else:
-            self.node.say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {origin}")
+            say(f"< {'update' if existed else 'create'} {path} ({human_size(event.size)}) from {origin}")
 
     def fetch_finished(self, job) -> None:
-        current = self.node.history.current(job.path)
+        current = self.history.current(job.path)
         if current is not None and current.id != job.event.id:
             self.mark_dirty([job.path])
 
     def archive_later(self, path: str, blocks) -> None:
         """Copy a large file's blocks into the store in the background (history)."""
         if self.archive.register(path, blocks):
-            self.node.spawn(self._archive_job, path, tuple(blocks))
+            self.spawn(self._archive_job, path, tuple(blocks))
 
     def _archive_job(self, path: str, blocks) -> None:
         # on two cores, archiving during a transfer would slow the transfer: wait
         # until nothing has been fetched or served for a moment
-        while self.node.fetcher.jobs or time.monotonic() - self.node.last_served < ARCHIVE_QUIET:
+        while not self.quiet(ARCHIVE_QUIET):
             gevent.sleep(ARCHIVE_QUIET)
-        self.archive.forget(path, self.node.bulkpool.apply(self.archive.store_all, (path, blocks)))
+        self.archive.forget(path, self.bulkpool.apply(self.archive.store_all, (path, blocks)))
 
     def _archive_now(self, path: str, event) -> None:
         """Archive a version's pending blocks before its file is overwritten."""
         if event is not None and any(h in self.archive for h, _ in event.blocks):
-            self.archive.forget(path, self.node.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
+            self.archive.forget(path, self.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
 
     def archive_unarchived(self) -> None:
         """After a crash: archive the large current files whose blocks the store lacks."""
-        for path, event in self.node.history.tree().items():
-            entry = self.node.state.get(path)
+        for path, event in self.history.tree().items():
+            entry = self.state.get(path)
             if (event.kind == "file" and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
-                    and entry.hash == event.hash and self.node.store.missing(event.blocks)):
+                    and entry.hash == event.hash and self.store.missing(event.blocks)):
                 self.archive_later(path, event.blocks)
