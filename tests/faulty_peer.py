@@ -22,7 +22,7 @@ if mode == "once":
     fired = []
 
     def scan_once(self, paths):
-        if self.node.scanned.is_set() and not fired:   # the first batch after the start-up scan
+        if self.scanned.is_set() and not fired:   # the first batch after the start-up scan
             fired.append(True)
             raise RuntimeError("injected fault in the local loop")
         return real_scan(self, paths)

@@ -199,74 +199,76 @@ def test_every_name_on_disk_is_synced_as_a_valid_path_renamed_or_reported(tmp_pa
 
 def local_loop(tmp_path):
     """LocalChanges over real parts (history, state, scanner, not-synced
-    table) and a stand-in node for the rest: no sockets, no other loops."""
+    table) and stand-ins for the rest: no sockets, no other loops. The events
+    it publishes are kept in ``loop.sent``."""
     import types
 
     import gevent
     from gevent.event import Event as Flag
-    from gevent.queue import Queue
 
     from p2p.history.history import History
     from p2p.net.local_changes import LocalChanges
 
     scan = scanner(tmp_path)
-    dirty = set()
-    node = types.SimpleNamespace(
-        root=scan.root, scanner=scan, state=scan.state, store=scan.store, device_id="A" * 32,
-        history=History.open(tmp_path / "home", "A" * 32), unsynced=Unsynced(), broadcast_q=Queue(),
-        threadpool=gevent.get_hub().threadpool, scanned=Flag(), say=lambda text: None,
-        _remember=lambda events: None, folder_present=lambda: True, disk=types.SimpleNamespace(held=False),
-        pauses=types.SimpleNamespace(folder=False),
-        reconciler=types.SimpleNamespace(mark_dirty=dirty.update, archive_later=lambda *a: None))
-    node.scanned.set()
-    return LocalChanges(node), node
+    sent = []
+    loop = LocalChanges(
+        root=scan.root, history=History.open(tmp_path / "home", "A" * 32), state=scan.state, scanner=scan,
+        ignore=types.SimpleNamespace(reload=lambda: None), unsynced=Unsynced(),
+        disk=types.SimpleNamespace(held=False), threadpool=gevent.get_hub().threadpool,
+        gates=(Flag(), types.SimpleNamespace(folder=False)), folder_present=lambda: True,
+        folder_missing=lambda: None, publish=lambda events, source=None: sent.extend(events),
+        broken=lambda exc: None, spawn=gevent.spawn)
+    loop.reconciler = types.SimpleNamespace(mark_dirty=lambda paths: None, archive_later=lambda *a: None)
+    loop.scanned.set()
+    loop.sent = sent
+    return loop
 
 
-def sent_paths(node) -> list:
-    out = []
-    while not node.broadcast_q.empty():
-        out += [e.path for e in node.broadcast_q.get()[0]]
-    return sorted(out)
+def sent_paths(loop) -> list:
+    """The paths of the events published since the last call."""
+    paths = sorted(e.path for e in loop.sent)
+    loop.sent.clear()
+    return paths
 
 
 def test_an_unexpected_error_on_one_path_is_logged_once_and_the_batch_goes_on(tmp_path, monkeypatch, caplog):
-    loop, node = local_loop(tmp_path)
+    loop = local_loop(tmp_path)
     for name in ("a.txt", "boom.txt", "b.txt"):
-        make(node.root, name, name.encode())
-    observe = node.scanner.observe
+        make(loop.root, name, name.encode())
+    observe = loop.scanner.observe
 
     def faulty(path):
         if path == "boom.txt":
             raise RuntimeError("a bug in the scanner")
         return observe(path)
 
-    monkeypatch.setattr(node.scanner, "observe", faulty)
+    monkeypatch.setattr(loop.scanner, "observe", faulty)
     with caplog.at_level("WARNING"):
         loop._scan(["a.txt", "boom.txt", "b.txt"])
-        make(node.root, "c.txt", b"later")
+        make(loop.root, "c.txt", b"later")
         loop._scan(["boom.txt", "c.txt"])
-    assert sent_paths(node) == ["a.txt", "b.txt", "c.txt"]
-    assert "a bug in the scanner" in node.unsynced.get("boom.txt").reason
+    assert sent_paths(loop) == ["a.txt", "b.txt", "c.txt"]
+    assert "a bug in the scanner" in loop.unsynced.get("boom.txt").reason
     about = [r for r in caplog.records if "boom.txt" in r.getMessage()]
     assert [r.levelname for r in about] == ["ERROR", "WARNING"] and about[0].exc_info   # the traceback, once
-    monkeypatch.setattr(node.scanner, "observe", observe)
+    monkeypatch.setattr(loop.scanner, "observe", observe)
     loop._scan(["boom.txt"])
-    assert "boom.txt" not in node.unsynced and sent_paths(node) == ["boom.txt"]
+    assert "boom.txt" not in loop.unsynced and sent_paths(loop) == ["boom.txt"]
 
 
 def test_an_error_while_recording_one_change_loses_none_of_the_others(tmp_path, monkeypatch):
-    loop, node = local_loop(tmp_path)
+    loop = local_loop(tmp_path)
     for name in ("a.txt", "bad-record.txt", "z.txt"):
-        make(node.root, name, name.encode())
-    make_local = node.history.make_local
+        make(loop.root, name, name.encode())
+    make_local = loop.history.make_local
 
     def faulty(type, kind, path, **fields):
         if path == "bad-record.txt":
             raise RuntimeError("a bug while recording")
         return make_local(type, kind, path, **fields)
 
-    monkeypatch.setattr(node.history, "make_local", faulty)
+    monkeypatch.setattr(loop.history, "make_local", faulty)
     loop._scan(["a.txt", "bad-record.txt", "z.txt"])
-    assert sent_paths(node) == ["a.txt", "z.txt"]            # made before the error, or after it
-    assert "a bug while recording" in node.unsynced.get("bad-record.txt").reason
-    assert node.history.vv == {"A" * 32: 2}
+    assert sent_paths(loop) == ["a.txt", "z.txt"]            # made before the error, or after it
+    assert "a bug while recording" in loop.unsynced.get("bad-record.txt").reason
+    assert loop.history.vv == {"A" * 32: 2}

@@ -8,7 +8,7 @@ fsync for the batch, then the broadcaster sends it.
 
 One path never stops the loop: a name no event can carry, a file that cannot
 be read, or an unexpected error while handling one path is listed in
-``node.unsynced`` (one warning; a traceback once for an unexpected error), and
+the ``unsynced`` table (one warning; a traceback once for an unexpected error), and
 the rest of the batch goes on. Such a path leaves the table once a scan finds
 it gone or syncable.
 
@@ -48,11 +48,36 @@ class StoreFull(FileBusy):
 
 
 class LocalChanges:
-    def __init__(self, node):
-        self.node = node
+    """The collaborators it is given: the folder ``root``, the ``history`` it
+    appends to, the local ``state``, the ``scanner``, the ``ignore`` rules,
+    the ``unsynced`` table, the ``disk`` guard (held while the home refuses
+    writes), the ``threadpool`` scans run in, ``gates`` (the start-up scan's
+    event, set here, and the user's ``Pauses``), ``folder_present`` and
+    ``folder_missing`` (the marker check, and what to do when it fails), ``publish`` (send and show new events),
+    ``broken`` (the history cannot reach the disk: stop) and ``spawn``. The
+    ``reconciler`` (re-check what a scan may have changed; archive large
+    files) is set once it exists, as it needs ``rescan``."""
+
+    def __init__(self, *, root, history, state, scanner, ignore, unsynced, disk, threadpool, gates, folder_present,
+                 folder_missing, publish, broken, spawn):
+        self.root = root
+        self.history = history
+        self.state = state
+        self.scanner = scanner
+        self.ignore = ignore
+        self.unsynced = unsynced
+        self.disk = disk
+        self.threadpool = threadpool
+        self.scanned, self.pauses = gates
+        self.folder_present = folder_present
+        self.folder_missing = folder_missing
+        self.publish = publish
+        self.broken = broken
+        self.spawn = spawn
+        self.reconciler = None
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
-        self.reported: set = set()   # paths this loop listed in node.unsynced
+        self.reported: set = set()   # paths this loop listed in the unsynced table
         self.busy = 0                # paths of the batch being scanned and recorded now (p2p status)
 
     def pending(self) -> int:
@@ -64,8 +89,8 @@ class LocalChanges:
 
     def rescan(self, paths) -> None:
         """Scan these paths (from the watcher, or after a write met a local edit)."""
-        if self.node.disk.held:
-            self.node.disk.defer(paths)   # scanned when the history can be written again
+        if self.disk.held:
+            self.disk.defer(paths)   # scanned when the history can be written again
             return
         self.queue.put(list(paths))
 
@@ -78,19 +103,19 @@ class LocalChanges:
             self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
             # loop after a full rescan (Node.start), so the batch is not lost
             self.busy = 0
-            if "" in paths and not self.node.scanned.is_set():
-                self.node.scanned.set()
-                self.node.spawn(self.node.reconciler.archive_unarchived)
-                say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
+            if "" in paths and not self.scanned.is_set():
+                self.scanned.set()
+                self.spawn(self.reconciler.archive_unarchived)
+                say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
 
     def _scan(self, paths) -> None:
         """One batch: expand, observe each path (several at once), record the changes."""
         if ".p2pignore" in paths:
-            self.node.ignore.reload()
+            self.ignore.reload()
         scanned = self._expand(paths)
         changes, busy, renamed, deleted = [], [], [], []
         flushed = time.monotonic()
-        for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
+        for path, result in zip(scanned, self.threadpool.imap(self._observe, scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
                 self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
@@ -101,11 +126,11 @@ class LocalChanges:
             else:
                 if path in self.reported:   # gone, renamed or syncable now
                     self.reported.discard(path)
-                    self.node.unsynced.clear(path)
+                    self.unsynced.clear(path)
                 if isinstance(result, FileBusy):
                     busy.append(path)
                     if isinstance(result, StoreFull):
-                        self.node.disk.hold(result.args[1])   # before the path comes back to ``rescan``
+                        self.disk.hold(result.args[1])   # before the path comes back to ``rescan``
                 elif isinstance(result, Renamed):
                     renamed.append(result.new)
                 elif result is not None:
@@ -115,21 +140,22 @@ class LocalChanges:
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
         self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        self.node.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
+        self.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
         """List ``path`` as not synced (one warning); an unexpected error's traceback is logged once."""
-        if error is not None and path not in self.node.unsynced:
+        if error is not None and path not in self.unsynced:
             log.error("while handling %r:", path, exc_info=(type(error), error, error.__traceback__))
-        self.node.unsynced.report(path, reason, time.time())
-        if path in self.node.unsynced:
+        self.unsynced.report(path, reason, time.time())
+        if path in self.unsynced:
             self.reported.add(path)
 
     def _record_each_path_apart(self, changes) -> None:
         """``_record``, but an unexpected error on one path does not lose the
         others: the events already made are sent, then each change is
         recorded alone and a change that fails again is listed as not synced."""
-        history, me = self.node.history, self.node.device_id
+        history = self.history
+        me = history.device_id
         made = history.vv.get(me, 0)
         try:
             self._record(changes)
@@ -139,7 +165,7 @@ class LocalChanges:
         stranded = [history.get(make_id(me, seq)) for seq in range(made + 1, history.vv.get(me, 0) + 1)]
         if stranded:
             history.sync()
-            self.node.broadcast_q.put((stranded, None))
+            self.publish(stranded)
         for change in changes:
             try:
                 self._record([change])
@@ -152,7 +178,7 @@ class LocalChanges:
         an unexpected one: handled in the hub)."""
         started = time.monotonic()
         try:
-            change = self.node.scanner.observe(path)
+            change = self.scanner.observe(path)
             if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
                 log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
             return change
@@ -181,36 +207,36 @@ class LocalChanges:
         return sorted(out)
 
     def _expand_one(self, path: str, out: dict) -> None:
-        full = self.node.root / path
+        full = self.root / path
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
         if on_disk_dir:
-            startup = path == "" and not self.node.scanned.is_set()
-            for p in self.node.threadpool.apply(lambda: list(self.node.scanner.walk(path, startup))):
+            startup = path == "" and not self.scanned.is_set()
+            for p in self.threadpool.apply(lambda: list(self.scanner.walk(path, startup))):
                 out[p] = None
         elif path:
             out[path] = None
-        entry = self.node.state.get(path)
+        entry = self.state.get(path)
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
-            for p in self.node.state.under(path):  # children that may be gone
+            for p in self.state.under(path):  # children that may be gone
                 out[p] = None
 
     def _record(self, changes) -> None:
         """Turn disk changes into events: renames paired by content, deletes children first.
         Nothing is recorded while the folder's marker is missing: a moved or
         unmounted folder would otherwise read as every file deleted."""
-        if changes and not self.node.folder_present():
-            self.node.folder_missing()   # rescans the whole folder once it is back
+        if changes and not self.folder_present():
+            self.folder_missing()   # rescans the whole folder once it is back
             return
-        if changes and self.node.pauses.folder:   # paused by the user: resuming rescans the folder
+        if changes and self.pauses.folder:   # paused by the user: resuming rescans the folder
             return
-        if changes and self.node.disk.held:   # scanned again once the history can be written
-            self.node.disk.defer(c.path for c in changes)
+        if changes and self.disk.held:   # scanned again once the history can be written
+            self.disk.defer(c.path for c in changes)
             return
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
         for c in deleted.values():
-            entry = self.node.state.get(c.path)
+            entry = self.state.get(c.path)
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
         new_events = []
@@ -218,7 +244,7 @@ class LocalChanges:
             try:
                 for c in created:
                     moved_from = None
-                    if c.kind == "file" and c.size and self.node.state.get(c.path) is None:
+                    if c.kind == "file" and c.size and self.state.get(c.path) is None:
                         source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
                         if source is not None:
                             deleted.pop(source.path, None)
@@ -232,15 +258,14 @@ class LocalChanges:
             except OSError as exc:   # the history, or the local state's journal, refused a write
                 if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
                     raise
-                self.node.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
+                self.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
             if new_events:
-                self.node.history.sync()  # one fsync for the batch, before any of it leaves this machine
+                self.history.sync()  # one fsync for the batch, before any of it leaves this machine
         except LogBroken as exc:   # nothing of this batch may leave this machine
-            self.node.history_broken(exc)
+            self.broken(exc)
             return
         if new_events:
-            self.node.broadcast_q.put((new_events, None))
-            self.node._remember(new_events)
+            self.publish(new_events)
             for e in new_events:
                 if e.moved_to:   # the first half of a rename: said with its second half
                     continue
@@ -249,36 +274,36 @@ class LocalChanges:
     def _vanished_with(self, digest: str):
         """A recorded file with this content that is gone from disk: the source of a
         move whose two halves reached us in different batches (a moved directory)."""
-        for path in self.node.state.with_hash(digest):
-            if not os.path.lexists(self.node.root / path):
+        for path in self.state.with_hash(digest):
+            if not os.path.lexists(self.root / path):
                 return Change(path, "file", deleted=True)
         return None
 
     def _local_event(self, change, moved_from=None, moved_to=None) -> list:
         path = change.path
-        entry = self.node.state.get(path)
-        heads = self.node.history.heads(path)
+        entry = self.state.get(path)
+        heads = self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
             if not live or entry is None:
-                self.node.state.pop(path)
+                self.state.pop(path)
                 return []
             parents = local_parents(entry.event_id, True, heads)
-            event = self.node.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
+            event = self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
                                                  moved_to=moved_to, durable=False)
-            self.node.state.pop(path)   # only once its event is written
+            self.state.pop(path)   # only once its event is written
             return [event]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
-            self.node.state.set(path, change.entry(current.id))   # already what the history says
+            self.state.set(path, change.entry(current.id))   # already what the history says
             return []
         parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
-        event = self.node.history.make_local(
+        event = self.history.make_local(
             "update" if live and entry is not None else "create", change.kind, path,
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
             parents=parents, time=time.time(), moved_from=moved_from, durable=False)
-        self.node.state.set(path, change.entry(event.id))
+        self.state.set(path, change.entry(event.id))
         if not change.stored:
-            self.node.reconciler.archive_later(path, change.blocks)
+            self.reconciler.archive_later(path, change.blocks)
         return [event]

@@ -129,18 +129,23 @@ class Node:
         self.supervisor = Supervisor(self.fail)
         self.exit_code = 0
         self.disk = DiskGuard(self)       # holds the peer while the home disk refuses history writes
-        self.local_changes = LocalChanges(self)
         self.broadcast_q: Queue = Queue()
         self.stopped = Event()
         self.scanned = Event()          # the start-up scan is done
         self.folder_ready = Event()     # the folder and its marker are there (cleared: paused)
         self.folder_ready.set()
         self.pauses = Pauses()          # what the user paused (p2p pause, the dashboard)
+        self.local_changes = LocalChanges(
+            root=self.root, history=self.history, state=self.state, scanner=self.scanner, ignore=self.ignore,
+            unsynced=self.unsynced, disk=self.disk, threadpool=self.threadpool, gates=(self.scanned, self.pauses),
+            folder_present=self.folder_present, folder_missing=self.folder_missing, publish=self.publish,
+            broken=self.history_broken, spawn=self.spawn)
         self.reconciler = Reconciler(
             root=self.root, history=self.history, state=self.state, store=self.store, archive=self.archive,
             writer=self.writer, unsynced=self.unsynced, fetcher=self.fetcher, rescan=self.local_changes.rescan,
             pools=(self.threadpool, self.bulkpool), gates=(self.scanned, self.folder_ready, self.pauses.folder_resumed),
             ignored=self.ignore.matches, quiet=self._transfers_quiet, label=self.peer_label, spawn=self.spawn)
+        self.local_changes.reconciler = self.reconciler
         self.recent: list = []          # the last events, for `p2p status`
         self.listen_port = config.listen[1]
         self.server = None
@@ -554,8 +559,7 @@ class Node:
     def _accepted(self, accepted, session) -> None:
         """Events newly in the history: forward them, show them, bring the folder to them."""
         if accepted:
-            self.broadcast_q.put((accepted, session))
-            self._remember(accepted)
+            self.publish(accepted, session)
             self.reconciler.mark_dirty([e.path for e in accepted])
 
     def _rejected(self, session: Session, rejected) -> None:
@@ -571,7 +575,11 @@ class Node:
                         session.rejections.invalid_count, limits.INVALID_WINDOW)
             session.close("too many invalid events")
 
-    def _remember(self, events) -> None:
+    def publish(self, events, source=None) -> None:
+        """Events newly in the history, from ``source`` (a session; None: this
+        peer's own): sent to the peers (not back to the source), listed by
+        ``p2p status``, announced to the dashboard."""
+        self.broadcast_q.put((events, source))
         self.recent.extend(events)
         del self.recent[:-20]
         self.feed.publish("history", {"count": len(events), "paths": sorted({e.path for e in events[-20:]})},
