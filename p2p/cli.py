@@ -106,11 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=env("P2P_NAME", socket.gethostname()),
                      help="a human name for this peer; the host name by default (env P2P_NAME)")
     run.add_argument("--keep-bytes", default=env("P2P_KEEP_BYTES"), metavar="SIZE",
-                     help="bound the block store (old versions) to this size, e.g. 500M, 10G, 1TiB "
-                          "(env P2P_KEEP_BYTES; default: no bound)")
+                     help="bound the block store (current and old versions) to this size, e.g. 500M, 10G, "
+                          "1TiB, or 'unlimited' (env P2P_KEEP_BYTES; default: the folder's size plus as much "
+                          "again of old versions, at least 1 GiB of them; the oldest go first)")
     run.add_argument("--keep-days", default=env("P2P_KEEP_DAYS"), metavar="DAYS",
-                     help="prune old versions' blocks older than this many days "
-                          "(env P2P_KEEP_DAYS; default: kept forever)")
+                     help="also prune old versions replaced more than this many days ago "
+                          "(env P2P_KEEP_DAYS; default: only the size bound prunes)")
     run.add_argument("--rescan-interval", type=_seconds, default=env("P2P_RESCAN_INTERVAL", limits.RESCAN_INTERVAL),
                      metavar="SECONDS", help="rescan the whole folder this often, for changes the watcher missed; "
                                              "0 = never (env P2P_RESCAN_INTERVAL)")

@@ -38,6 +38,10 @@ RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download acro
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
+KEEP_OLD_MIN = 1024 * MiB       # by default old versions may take as much room as the folder, and at least this
+                                 # (p2p/history/retention.py): a small folder keeps a useful history too
+PRUNE_CHECK_INTERVAL = 1.0       # s between checks of the store's size against its bound (a running total: O(1));
+                                 # the O(folder) prune runs only when the store grew past it, or hourly with --keep-days
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 
 # --- per-peer bounds -------------------------------------------------------

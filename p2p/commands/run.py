@@ -28,7 +28,7 @@ def config_from_args(args) -> Config:
         secret_file=args.secret_file,
         secret_env=None if args.secret_file else _env_secret(),
         name=args.name,
-        keep_bytes=None if args.keep_bytes is None else _setting("--keep-bytes", parse_size, args.keep_bytes),
+        keep_bytes=None if args.keep_bytes is None else _setting("--keep-bytes", _keep_bytes, args.keep_bytes),
         keep_days=None if args.keep_days is None else _setting("--keep-days", _days, args.keep_days),
         rescan_interval=args.rescan_interval,
         gui=parse_gui(args.gui),
@@ -41,6 +41,11 @@ def _setting(flag: str, parse, value):
         return parse(value)
     except ValueError as exc:
         raise ValueError(f"{flag}: {exc}") from None
+
+
+def _keep_bytes(text) -> int:
+    """A size (500M, 10G), or ``unlimited``: no bound at all."""
+    return sys.maxsize if str(text).strip().lower() == "unlimited" else parse_size(text)
 
 
 def _days(text) -> float:

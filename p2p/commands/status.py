@@ -142,7 +142,8 @@ def render(st: dict) -> str:
     lines += ["", "FOLDER",
               f"  {f['files']} file{'s' if f['files'] != 1 else ''}, {f['dirs']} "
               f"director{'ies' if f['dirs'] != 1 else 'y'}, {human_size(f['bytes'])} on disk",
-              f"  {f['events']} events in the history, {human_size(f['store_bytes'])} in the block store"]
+              f"  {f['events']} events in the history, {human_size(f['store_bytes'])} in the block store"
+              + (f" (bound {human_size(f['store_bound'])})" if f.get("store_bound", sys.maxsize) < sys.maxsize else "")]
     paused = st.get("user_paused") or {}
     if paused.get("folder") or paused.get("peers"):
         lines += ["", "PAUSED (`p2p resume [PEER]` to go on)", "  " + describe(paused)]

@@ -55,6 +55,7 @@ from p2p.history.event import InvalidEvent
 from p2p.history.history import History
 from p2p.history.log import LogBroken, LogWriteFailed
 from p2p.history.restore import listing
+from p2p.history.retention import default_bound, replaced_since
 from p2p.logs import say
 from p2p.net.announce import Announce
 from p2p.net.control import ControlServer
@@ -154,6 +155,7 @@ class Node:
         self._dialing: dict = {}        # address -> dialer greenlet
         self._inbound_per_host: dict = {}
         self.last_served = 0.0          # when a block was last read for a peer
+        self._store_after_prune = 0     # the store's size after the last prune (what must be kept may exceed the bound)
         self._greeted = weakref.WeakSet()   # sessions whose "+ peer" line was said
         self._have_sent = weakref.WeakKeyDictionary()   # session -> the last Have it was sent
         self._lacks_cache: dict = {}    # device id -> ((its vv, our event count), what it lacks)
@@ -650,8 +652,8 @@ class Node:
                     log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
                                 limits.COMPACT_RETRY)
                     compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
-            if ticks % 300 == 0 and (self.config.keep_bytes is not None or self.config.keep_days is not None):
-                self._prune()
+            if ticks % round(limits.PRUNE_CHECK_INTERVAL / limits.FSYNC_INTERVAL) == 0:
+                self._bound_store(hourly=ticks % round(3600 / limits.FSYNC_INTERVAL) == 0)
 
     def _rescan_loop(self) -> None:
         """The last safety net for changes the watcher missed: the whole folder, every
@@ -747,13 +749,35 @@ class Node:
         for session in self.registry.sessions():
             session.close("device id changed")
 
+    def store_bound(self) -> int:
+        """The block store's size bound: ``--keep-bytes``, or by default the
+        folder's size plus as much again of old versions (p2p/history/retention.py)."""
+        if self.config.keep_bytes is not None:
+            return self.config.keep_bytes
+        return default_bound(self.state.totals()["bytes"])
+
+    def _bound_store(self, hourly: bool) -> None:
+        """Prune when the store grew past its bound (its size is a running total:
+        the O(folder) prune never runs while it fits, nor again while only what
+        must be kept is over), and hourly with --keep-days."""
+        size = self.threadpool.apply(self.store.total_bytes)
+        if size > self.store_bound() and size > self._store_after_prune or hourly and self.config.keep_days is not None:
+            self._prune()
+            self._store_after_prune = self.threadpool.apply(self.store.total_bytes)
+
     def _prune(self) -> None:
+        """Remove old versions' blocks, oldest first, down to the bound; never
+        the current folder's, nor (with --keep-days) a version current within the window."""
+        now = time.time()
         keep = {h for e in self.history.tree().values() for h, _ in e.blocks}
-        max_age = self.config.keep_days * 86400 if self.config.keep_days is not None else None
+        max_age = None
+        if self.config.keep_days is not None:
+            max_age = self.config.keep_days * 86400
+            keep |= replaced_since(self.history.events(), self.history.get, now - max_age)
         pruned = self.threadpool.apply(self.store.prune, (keep,), dict(
-            max_bytes=self.config.keep_bytes, max_age=max_age, now=time.time()))
+            max_bytes=self.store_bound(), max_age=max_age, now=now))
         if pruned:
-            log.info("pruned %d old blocks from the store", pruned)
+            log.info("pruned %d old blocks from the store (bound %s)", pruned, human_size(self.store_bound()))
 
     def _progress_loop(self) -> None:
         while True:
@@ -888,7 +912,8 @@ class Node:
             "transfers": self.fetcher.status(limits.STATUS_LIST_MAX), "transfer_total": transfers,
             "folder_state": dict(totals, events=len(self.history), pending=self.history.pending_count,
                                  local_changes=local, in_sync=not missing,
-                                 store_bytes=self.threadpool.apply(self.store.total_bytes)),
+                                 store_bytes=self.threadpool.apply(self.store.total_bytes),
+                                 store_bound=self.store_bound()),
             "not_synced": self.unsynced.listing(),
             "user_paused": self.pauses.listing(),
             "paused": "" if self.folder_ready.is_set() else f"the folder or its {MARKER} marker is missing",
