@@ -28,7 +28,6 @@ from typing import Iterable, Optional
 import gevent
 
 from p2p import limits
-from p2p.wire.messages import Summary
 
 log = logging.getLogger("p2p.disk")
 
@@ -60,10 +59,22 @@ def probe(directory: Path) -> Optional[OSError]:
 
 
 class DiskGuard:
-    """The node's held state: ``reason`` is None while the history can be written."""
+    """The node's held state: ``reason`` is None while the history can be written.
 
-    def __init__(self, node):
-        self.node = node
+    Its collaborators: the ``home`` it probes, the ``threadpool`` probes run
+    in, ``spawn`` (a supervised greenlet), and once the disk takes writes
+    again: ``take_held_events`` (append what the causal buffer took back;
+    False if that failed again), ``rescan`` (the paths changed meanwhile) and
+    ``ask_peers`` (send every peer our version vector, so it sends what we
+    lack)."""
+
+    def __init__(self, *, home, threadpool, spawn, take_held_events, rescan, ask_peers):
+        self.home = home
+        self.threadpool = threadpool
+        self.spawn = spawn
+        self.take_held_events = take_held_events
+        self.rescan = rescan
+        self.ask_peers = ask_peers
         self.reason: Optional[str] = None
         self._paths: set = set()
 
@@ -78,8 +89,8 @@ class DiskGuard:
             return
         self.reason = error.strerror or str(error)
         log.error("cannot write the history in %s (%s). Not recording changes nor taking peers' events until "
-                  "it can; trying again every %gs", self.node.home, self.reason, limits.DISK_PROBE_INTERVAL)
-        self.node.spawn(self._probe_loop)
+                  "it can; trying again every %gs", self.home, self.reason, limits.DISK_PROBE_INTERVAL)
+        self.spawn(self._probe_loop)
 
     def defer(self, paths: Iterable[str]) -> None:
         """Scan these paths once the history can be written again."""
@@ -90,7 +101,7 @@ class DiskGuard:
     def _probe_loop(self) -> None:
         while self.reason is not None:
             gevent.sleep(limits.DISK_PROBE_INTERVAL)
-            error = self.node.threadpool.apply(probe, (self.node.home / ".p2p",))
+            error = self.threadpool.apply(probe, (self.home / ".p2p",))
             if error is None:
                 self._resume()
             else:
@@ -100,10 +111,9 @@ class DiskGuard:
         paths, self._paths = sorted(self._paths), set()
         self.reason = None
         log.warning("the history in %s can be written again: recording %d changed paths and asking peers "
-                    "for their events", self.node.home, len(paths))
-        if not self.node.take_held_events():
+                    "for their events", self.home, len(paths))
+        if not self.take_held_events():
             return   # failed again: held once more
         if paths:
-            self.node.local_changes.rescan(paths)
-        for session in self.node.registry.sessions():
-            session.send(Summary(vv=self.node.history.vv))
+            self.rescan(paths)
+        self.ask_peers()

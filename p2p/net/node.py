@@ -129,7 +129,9 @@ class Node:
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
         self.supervisor = Supervisor(self.fail)
         self.exit_code = 0
-        self.disk = DiskGuard(self)       # holds the peer while the home disk refuses history writes
+        self.disk = DiskGuard(            # holds the peer while the home disk refuses history writes
+            home=self.home, threadpool=self.threadpool, spawn=self.spawn, take_held_events=self.take_held_events,
+            rescan=lambda paths: self.local_changes.rescan(paths), ask_peers=self._send_summaries)
         self.broadcast_q: Queue = Queue()
         self.stopped = Event()
         self.scanned = Event()          # the start-up scan is done
@@ -458,8 +460,13 @@ class Node:
         self.feed.publish("peers", {"connected": list(ids)}, time.time())
         for session in self.registry.sessions():
             session.send(Neighbors(ids=ids))
-            if lost:
-                session.send(Summary(vv=self.history.vv))
+        if lost:
+            self._send_summaries()
+
+    def _send_summaries(self) -> None:
+        """Send every peer our version vector: each answers with the events we lack."""
+        for session in self.registry.sessions():
+            session.send(Summary(vv=self.history.vv))
 
     def peer_seen(self, session: Session) -> None:
         info = self.registry.peers.get(session.peer_id)
