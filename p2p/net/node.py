@@ -611,19 +611,6 @@ class Node:
                 if events:
                     session.send_events(events)
 
-
-
-
-
-
-
-
-
-
-
-
-
-
     def read_block(self, block_hash: str, size: int) -> bytes:
         """A block for a peer, verified; large ones are read and hashed off the hub."""
         self.last_served = time.monotonic()
@@ -640,10 +627,6 @@ class Node:
             return self.store.get(block_hash)
         except BlockMissing:
             return self.archive.read(block_hash)   # a large file not archived yet
-
-
-
-
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
