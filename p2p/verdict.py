@@ -69,3 +69,12 @@ def what_is_missing(*, paused, scanning, local, held, transfers, waiting, not_sy
         elif lacking:
             missing.append(f"{label} lacks {lacking}")
     return missing
+
+
+def describe_paused(paused: dict) -> str:
+    """What is paused, in one line (also used by `p2p status`)."""
+    parts = []
+    if paused.get("folder"):
+        parts.append("the folder (no local change recorded, nothing written)")
+    parts += [f"peer {device_id[:7]}" for device_id in paused.get("peers", ())]
+    return "paused: " + ", ".join(parts) if parts else "nothing is paused"

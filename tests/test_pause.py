@@ -90,3 +90,37 @@ def test_pausing_one_peer_closes_its_channel_until_resumed(make_peer):
     out = p2p("resume", "--home", str(a.home), b_id[:7])
     assert out.returncode == 0 and "nothing is paused" in out.stdout
     wait_until(lambda: a.has("from-b.txt", b"b") and b.has("from-c.txt", b"c"), 20, "b back in sync")
+
+
+def test_a_pause_lasts_across_a_restart_until_resumed(make_peer):
+    a = make_peer("a").start()
+    b = make_peer("b", peers=[a]).start()
+    wait_until(lambda: status(a)["peers"] and status(a)["peers"][0]["state"] == "connected", 20, "connected")
+    b_id = status(b)["device"]
+    assert p2p("pause", "--home", str(a.home)).returncode == 0
+    assert p2p("pause", "--home", str(a.home), b_id[:7]).returncode == 0
+    a.stop()
+    a.start()
+    assert status(a)["user_paused"] == {"folder": True, "peers": [b_id]}
+    assert "as the user left it" in a.output()
+    a.write("local.txt", b"made on a after the restart")
+    b.write("remote.txt", b"made on b")
+    assert stays(lambda: "local.txt" not in logged(a) and b.lacks("local.txt") and a.lacks("remote.txt"))
+
+    assert p2p("resume", "--home", str(a.home)).returncode == 0
+    assert p2p("resume", "--home", str(a.home), b_id[:7]).returncode == 0
+    # a does not know b's address (b dialled it): b comes back after its reconnect back-off (at most 30 s)
+    wait_until(lambda: b.has("local.txt", b"made on a after the restart") and a.has("remote.txt", b"made on b"),
+               45, "both ways again")
+    a.stop()
+    a.start()
+    assert status(a)["user_paused"] == {"folder": False, "peers": []}
+
+
+def test_an_unreadable_pause_file_is_said_and_pauses_nothing(make_peer):
+    a = make_peer("a").start()
+    a.stop()
+    (a.home / ".p2p" / "paused.json").write_text("{not json")
+    a.start()
+    assert status(a)["user_paused"] == {"folder": False, "peers": []}
+    assert "paused.json" in a.output() and "nothing is paused" in a.output()

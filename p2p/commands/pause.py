@@ -7,15 +7,7 @@ from __future__ import annotations
 import sys
 
 from p2p.net.control import ask
-
-
-def describe(paused: dict) -> str:
-    """What is paused, in one line (also used by `p2p status`)."""
-    parts = []
-    if paused.get("folder"):
-        parts.append("the folder (no local change recorded, nothing written)")
-    parts += [f"peer {device_id[:7]}" for device_id in paused.get("peers", ())]
-    return "paused: " + ", ".join(parts) if parts else "nothing is paused"
+from p2p.verdict import describe_paused
 
 
 def run(args) -> int:
@@ -27,5 +19,5 @@ def run(args) -> int:
     if "error" in reply:
         print(f"p2p {args.command}: {reply['error']}", file=sys.stderr)
         return 1
-    print(describe(reply))
+    print(describe_paused(reply))
     return 0

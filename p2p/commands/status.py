@@ -15,11 +15,10 @@ import time
 import ujson
 
 from p2p.commands.home import no_history
-from p2p.commands.pause import describe
 from p2p.net.control import ask
 from p2p.security.identity import format_device_id
 from p2p.units import human_size
-from p2p.verdict import describe_lack
+from p2p.verdict import describe_lack, describe_paused
 
 
 WIDTH = 80          # the view fits an 80-column terminal
@@ -146,7 +145,7 @@ def render(st: dict) -> str:
               + (f" (bound {human_size(f['store_bound'])})" if f.get("store_bound", sys.maxsize) < sys.maxsize else "")]
     paused = st.get("user_paused") or {}
     if paused.get("folder") or paused.get("peers"):
-        lines += ["", "PAUSED (`p2p resume [PEER]` to go on)", "  " + describe(paused)]
+        lines += ["", "PAUSED (`p2p resume [PEER]` to go on)", "  " + describe_paused(paused)]
     not_synced = st.get("not_synced") or []
     if not_synced:
         lines += ["", f"NOT SYNCED ({len(not_synced)})"]

@@ -76,7 +76,7 @@ from p2p.security.private import make_home_private
 from p2p.sync.ignore import IgnoreRules
 from p2p.transport import TcpChannel
 from p2p.units import human_size
-from p2p.verdict import what_is_missing
+from p2p.verdict import describe_paused, what_is_missing
 from p2p.watch.watcher import FolderWatcher
 from p2p.wire.messages import Have, Neighbors, Summary
 
@@ -137,7 +137,7 @@ class Node:
         self.scanned = Event()          # the start-up scan is done
         self.folder_ready = Event()     # the folder and its marker are there (cleared: paused)
         self.folder_ready.set()
-        self.pauses = Pauses()          # what the user paused (p2p pause, the dashboard)
+        self.pauses = Pauses(self.home / ".p2p" / "paused.json")   # what the user paused (p2p pause, the dashboard)
         self.local_changes = LocalChanges(
             root=self.root, history=self.history, state=self.state, scanner=self.scanner, ignore=self.ignore,
             unsynced=self.unsynced, disk=self.disk, threadpool=self.threadpool, gates=(self.scanned, self.pauses),
@@ -182,6 +182,9 @@ class Node:
             say(mode[len("WARNING: "):], logging.WARNING)
         else:
             say(mode)
+        if self.pauses.folder or self.pauses.peers:
+            say(f"{describe_paused(self.pauses.listing())}, as the user left it: `p2p resume` to go on",
+                logging.WARNING)
         self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
         self.watcher.start()
         self.control = ControlServer(self)
@@ -252,10 +255,14 @@ class Node:
                 say("resumed by the user: syncing the folder again")
                 self.local_changes.rescan([""])   # what changed while paused
         else:
-            info = self._known_peer(peer)
-            if self.pauses.resume_peer(info.device_id):
-                say(f"resumed by the user: exchanging with peer {info.device_id[:7]} again")
-                self._redial(info.address)
+            info = self.registry.find(peer)
+            device_id = info.device_id if info is not None else self.pauses.paused_peer(peer)
+            if device_id is None:
+                raise ValueError(f"no known peer matches {peer!r}")
+            if self.pauses.resume_peer(device_id):
+                say(f"resumed by the user: exchanging with peer {device_id[:7]} again")
+                if info is not None:   # else it connects again after its own back-off
+                    self._redial(info.address)
         return self._paused_now()
 
     def _known_peer(self, text: str):
