@@ -237,12 +237,12 @@ class Node:
         if not peer:
             if self.pauses.pause_folder():
                 say("paused by the user: no local change is recorded and nothing is written to the "
-                         "folder until `p2p resume`")
+                    "folder until `p2p resume`")
         else:
             info = self._known_peer(peer)
             if self.pauses.pause_peer(info.device_id):
                 say(f"paused by the user: no exchange with peer {info.device_id[:7]} until "
-                         f"`p2p resume {info.device_id[:7]}`")
+                    f"`p2p resume {info.device_id[:7]}`")
                 for session in [s for s in (info.session, *info.standby) if s is not None]:
                     session.close("paused by the user of that peer")
         return self._paused_now()
@@ -785,7 +785,7 @@ class Node:
                 if job["bytes"] >= PROGRESS_MIN_BYTES:
                     pct = 100.0 * job["done"] / job["bytes"]
                     say(f"  {job['path']}: {pct:5.1f}% of {human_size(job['bytes'])} "
-                             f"at {human_size(job['rate'])}/s")
+                        f"at {human_size(job['rate'])}/s")
 
     def list_entries(self, path: str):
         """``path`` as our history says (for `p2p ls`; ``p2p.history.restore.listing``)."""

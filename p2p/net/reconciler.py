@@ -244,8 +244,7 @@ class Reconciler:
                 if target is not None and target.moved_to:   # said as "< rename" once the new name is written
                     log.debug("removed %s: renamed to %s", path, target.moved_to)
                 else:
-                    say(f"< delete {path}" + (f" from {self.label(target.origin)}"
-                                                        if target else ""))
+                    say(f"< delete {path}" + (f" from {self.label(target.origin)}" if target else ""))
                 self.mark_dirty(paths_to_recheck([path]))
             else:
                 log.info("kept directory %s: it holds files added meanwhile", path)
