@@ -37,6 +37,11 @@ RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download acro
                                  # ones keep their received blocks in the store, so they resume anyway)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
+PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not
+                                 # one file each: a small file's history costs no file creation
+PACK_MAX_BYTES = 64 * MiB        # a pack is closed and a new one started past this: repacking one copies at most this
+REPACK_BELOW = 0.5               # prune rewrites a pack whose live bytes fall under this fraction of it: the
+                                 # store's disk use stays under twice its live bytes (plus the open pack)
 
 KEEP_OLD_MIN = 1024 * MiB       # by default old versions may take as much room as the folder, and at least this
                                  # (p2p/history/retention.py): a small folder keeps a useful history too

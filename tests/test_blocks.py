@@ -8,6 +8,7 @@ import pytest
 from p2p import limits
 from p2p.blocks.chunking import FileChanged, block_size_for, hash_file, read_blocks
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
+from stored import age, lose, overwrite, raw, stored_at
 
 
 def sha(data):
@@ -36,7 +37,7 @@ def test_store_round_trip_and_layout(store):
     data = b"hello blocks"
     store.put(sha(data), data)
     assert store.has(sha(data)) and store.get(sha(data)) == data
-    assert (store.root / sha(data)[:2] / sha(data)).read_bytes() == data
+    assert raw(store, sha(data)) == data and store._packed(sha(data)) is not None   # small: in a pack
     assert store.total_bytes() == len(data)
     store.put(sha(data), data)  # idempotent
     assert store.total_bytes() == len(data)
@@ -58,11 +59,10 @@ def test_missing_block(store):
 def test_corruption_is_detected_and_the_bad_block_removed(store):
     data = b"precious" * 1000
     store.put(sha(data), data)
-    path = store.root / sha(data)[:2] / sha(data)
-    path.write_bytes(data[:-1] + b"!")
+    overwrite(store, sha(data), data[:-1] + b"!")
     with pytest.raises(CorruptBlock):
         store.get(sha(data))
-    assert not path.exists() and store.missing([(sha(data), len(data))]) == [(sha(data), len(data))]
+    assert raw(store, sha(data)) is None and store.missing([(sha(data), len(data))]) == [(sha(data), len(data))]
 
 
 def test_bad_hash_names_are_refused(store):
@@ -101,7 +101,7 @@ def test_write_file_is_atomic_and_leaves_nothing_on_failure(tmp_path, store):
     dest = tmp_path / "dest.bin"
     dest.write_bytes(b"old content")
     # a block goes missing: the old file stays untouched
-    os.unlink(store.root / blocks[1][0][:2] / blocks[1][0])
+    lose(store, blocks[1][0])
     with pytest.raises(BlockMissing):
         store.write_file(blocks, digest, dest)
     assert dest.read_bytes() == b"old content" and sorted(os.listdir(tmp_path)) == [".p2p", "dest.bin", "source.bin"]
@@ -141,8 +141,7 @@ def test_prune_oldest_first_never_kept_blocks(store):
     blobs = [bytes([i]) * 1000 for i in range(6)]
     for i, blob in enumerate(blobs):
         store.put(sha(blob), blob)
-        path = store.root / sha(blob)[:2] / sha(blob)
-        os.utime(path, (1000 + i, 1000 + i))
+        age(store, sha(blob), 1000 + i)
     keep = {sha(blobs[0])}
     assert store.prune(keep, max_bytes=4000) == 2  # the oldest unkept: 1 and 2
     assert [store.has(sha(b)) for b in blobs] == [True, False, False, True, True, True]
@@ -157,7 +156,6 @@ def test_prune_oldest_first_never_kept_blocks(store):
 def test_storing_again_refreshes_age(store):
     blob = b"x" * 10
     store.put(sha(blob), blob)
-    path = store.root / sha(blob)[:2] / sha(blob)
-    os.utime(path, (1000, 1000))
+    age(store, sha(blob), 1000)
     store.put(sha(blob), blob)
-    assert path.stat().st_mtime > 1000
+    assert stored_at(store, sha(blob)) > 1000

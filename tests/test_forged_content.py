@@ -16,10 +16,12 @@ import hashlib
 
 import pytest
 
+from p2p.blocks.store import BlockStore
 from p2p.net.control import ask
 
 from peers import Peer, wait_until
 from rogue import AuthenticatedRogue, file_event
+from stored import raw
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +36,7 @@ assert len(REAL) == len(FORGED)
 
 def stored_block(peer: Peer, content: bytes):
     """The bytes T's block store holds under ``content``'s hash, or None."""
-    digest = hashlib.sha256(content).hexdigest()
-    path = peer.home / ".p2p" / "blocks" / digest[:2] / digest
-    return path.read_bytes() if path.exists() else None
+    return raw(BlockStore(peer.home / ".p2p" / "blocks", create=False), hashlib.sha256(content).hexdigest())
 
 
 def not_synced(peer: Peer) -> dict:

@@ -15,6 +15,7 @@ from p2p.commands import restore as restore_cmd
 from p2p.history.event import Event
 from p2p.history.history import History
 from p2p.history.restore import BadMoment, parse_moment, state_at, state_of
+from stored import age
 
 DEVICE = "R" * 32
 T0 = 1_700_000_000
@@ -215,7 +216,7 @@ def test_pruned_content_is_reported_clearly_and_nothing_written(scripted, tmp_pa
     version_one = hashlib.sha256(b"version one\n").hexdigest()
     keep = {h for e in scripted.history.tree().values() for h, _ in e.blocks}
     assert version_one not in keep
-    os.utime(scripted.store.root / version_one[:2] / version_one, (0, 0))  # the oldest block
+    age(scripted.store, version_one, 0)  # the oldest block
     assert scripted.store.prune(keep, max_age=3600, now=T0) == 1
     dest = tmp_path / "pruned"
     assert restore(scripted.home, iso_utc(time), to=dest) == 1

@@ -13,6 +13,7 @@ from p2p.blocks.store import BlockStore, CorruptBlock
 from p2p.folder.state import Entry, LocalState
 from p2p.net.peers import PeerRegistry
 from p2p.verdict import describe_lack, what_is_missing
+from stored import overwrite
 
 NOTHING = dict(paused=False, scanning=False, local=0, held=0, waiting=[], not_synced=0, checking=0,
                transfers={"files": 0, "bytes": 0, "done": 0})
@@ -51,7 +52,7 @@ def test_block_store_total_is_kept_without_walking(tmp_path):
         store.put(hashlib.sha256(data).hexdigest(), data)
     assert store.total_bytes() == 3210
     bad = hashlib.sha256(blocks[2]).hexdigest()
-    store._path(bad).write_bytes(b"x" * 3000)             # a corrupt block is removed, and uncounted
+    overwrite(store, bad, b"x" * 3000)                    # a corrupt block is removed, and uncounted
     with pytest.raises(CorruptBlock):
         store.get(bad)
     assert store.total_bytes() == 210

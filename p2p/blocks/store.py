@@ -1,32 +1,59 @@
 """The content-addressed block store under ``HOME/.p2p/blocks/``.
 
-A block lives at ``blocks/ab/abcdef...`` (its sha256 hex, fanned out by the
-first two hex digits). Every block is verified on the way in and on the way
-out; a block is written to a temporary name and renamed, so no partial block
-is ever visible under its hash. Block files are 0600 and their directories
-0700 (``p2p.security.private``): only the peer's user reads them. Blocks are not fsynced one by one: a block
-torn by a crash fails verification, is removed and is fetched again. A
-block's file mtime is the last time its content was stored, which is what
-``prune(max_age=...)`` measures. Old blocks stay after a file changes so the
-history can be restored; ``prune`` bounds the store by age and total size.
-``total_bytes`` walks the store once, then keeps a running total (`p2p
-status` asks it every second).
+Blocks of up to ``limits.PACKED_BLOCK_MAX`` bytes (every block of a small
+file) are appended to pack files, as git packs objects: ``packs/NNNN.pack``
+holds records of a 32-byte sha256, a 4-byte big-endian size and the bytes,
+and ``blocks.db`` (SQLite in WAL mode, from the standard library: an indexed
+lookup per block and incremental, crash-safe updates, with no file creation
+per block) maps each hash to its pack, offset, size and the last time it was
+stored. Larger blocks live one file each at ``blocks/ab/abcdef...`` (the hex
+hash fanned out by its first two digits), written to a temporary name and
+renamed, so no partial one is ever visible under its hash.
 
-Plain blocking code: the node calls it from its thread pool.
+Every block is verified on the way in and on the way out. Neither packs nor
+block files are fsynced block by block: a block torn by a crash (a pack's
+tail, or an index row whose bytes never reached the disk) fails
+verification, is removed (its row deleted) and is fetched again, never
+served. The index can be rebuilt from the packs' records (a lost or
+unreadable ``blocks.db``). Files are 0600 and directories 0700
+(``p2p.security.private``): only the peer's user reads them.
+
+Old blocks stay after a file changes so the history can be restored;
+``prune`` bounds the store by age and total size (a block's age is the last
+time its content was stored: its row's time, or a block file's mtime), then
+rewrites every closed pack whose live bytes fell under ``limits.REPACK_BELOW``
+of it (its live blocks are copied into the open pack, made durable, and the
+old pack deleted). ``total_bytes`` counts the live blocks once, then keeps a
+running total (`p2p status` asks it every second).
+
+Plain blocking code, safe from several threads: the node calls it from its
+thread pools and, for small blocks, from the hub.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
+import sqlite3
+import struct
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
+from p2p import limits
 from p2p.blocks.chunking import Block, read_blocks
 from p2p.history.paths import TEMP_PREFIX
-from p2p.security.private import PRIVATE_DIR, PRIVATE_FILE
+from p2p.security.private import PRIVATE_DIR, PRIVATE_FILE, create_private
+
+RECORD = struct.Struct(">32sI")   # a pack record's head: sha256, size; the bytes follow
+INDEX = "blocks.db"
+PACKS = "packs"
+SCHEMA = ("CREATE TABLE IF NOT EXISTS packed (hash BLOB PRIMARY KEY, pack INTEGER NOT NULL, "
+          "offset INTEGER NOT NULL, size INTEGER NOT NULL, stored REAL NOT NULL) WITHOUT ROWID",
+          "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)")
 
 
 class BlockMissing(KeyError):
@@ -53,23 +80,162 @@ class BlockStore:
         """``create=False`` for readers (``p2p restore``): a missing store is
         left missing, and every block in it reads as absent."""
         self.root = Path(root)
+        self.packs = self.root / PACKS
+        self._lock = threading.RLock()   # the index, the open pack and the running total
+        self._bytes: Optional[int] = None   # running total once counted (total_bytes)
+        self._db: Optional[sqlite3.Connection] = None
+        self._pack_fd: Optional[int] = None   # the open pack: new small blocks are appended to it
+        self._pack = self._pack_end = 0
         if create:
             self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-        self._size_lock = threading.Lock()
-        self._bytes: Optional[int] = None   # running total once counted (total_bytes)
+            self.packs.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        if create or (self.root / INDEX).exists():
+            self._db = self._open_index()
 
-    def _path(self, block_hash: str) -> Path:
-        if len(block_hash) != 64 or not all(c in "0123456789abcdef" for c in block_hash):
-            raise ValueError(f"not a sha256 hex digest: {block_hash!r}")
-        return self.root / block_hash[:2] / block_hash
+    # -- the index of packed blocks -----------------------------------------
+    def _open_index(self) -> sqlite3.Connection:
+        """Open ``blocks.db`` (created 0600: SQLite gives its -wal and -shm files
+        the same mode); rebuilt from the packs when it is new or unreadable."""
+        path = self.root / INDEX
+        fresh = not path.exists()
+        try:
+            db = self._connect(path)
+        except sqlite3.DatabaseError:   # torn or foreign: the packs hold every record
+            for suffix in ("", "-wal", "-shm"):
+                _unlink_quietly(f"{path}{suffix}")
+            db, fresh = self._connect(path), True
+        if fresh:
+            self._rebuild(db)
+        return db
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        os.close(create_private(path, os.O_RDWR))
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")   # a lost row is a block fetched again; the packs are the truth
+            for statement in SCHEMA:
+                db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _rebuild(self, db: sqlite3.Connection) -> None:
+        """Index every verified record of every pack (a torn tail ends a pack's scan)."""
+        for number in self._pack_numbers():
+            pack = self._pack_path(number)
+            stored = pack.stat().st_mtime
+            with open(pack, "rb") as handle:
+                offset = 0
+                while True:
+                    head = handle.read(RECORD.size)
+                    if len(head) < RECORD.size:
+                        break
+                    digest, size = RECORD.unpack(head)
+                    if size > limits.PACKED_BLOCK_MAX:
+                        break
+                    data = handle.read(size)
+                    if len(data) < size:
+                        break
+                    if hashlib.sha256(data).digest() == digest:
+                        db.execute("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
+                                   (digest, number, offset + RECORD.size, size, stored))
+                    offset += RECORD.size + size
+
+    def _pack_numbers(self) -> List[int]:
+        try:
+            names = os.listdir(self.packs)
+        except FileNotFoundError:
+            return []
+        return sorted(int(name[:-5]) for name in names if name.endswith(".pack") and name[:-5].isdigit())
+
+    def _pack_path(self, number: int) -> Path:
+        return self.packs / f"{number:04d}.pack"
+
+    def _packed(self, block_hash: str) -> Optional[Tuple[int, int, int]]:
+        """(pack, offset, size) of a packed block, or None."""
+        if self._db is None:
+            return None
+        with self._lock:
+            return self._db.execute("SELECT pack, offset, size FROM packed WHERE hash = ?",
+                                    (bytes.fromhex(block_hash),)).fetchone()
+
+    def _read_packed(self, block_hash: str, where: Tuple[int, int, int]) -> bytes:
+        """A packed block's bytes, verified; a torn or altered record loses its row."""
+        pack, offset, size = where
+        try:
+            with open(self._pack_path(pack), "rb", buffering=0) as handle:
+                data = os.pread(handle.fileno(), size, offset)
+        except FileNotFoundError:
+            data = b""
+        if len(data) != size or hashlib.sha256(data).hexdigest() != block_hash:
+            self._forget(block_hash, size)
+            raise CorruptBlock(block_hash, " (removed from the store)")
+        return data
+
+    def _forget(self, block_hash: str, size: int) -> None:
+        with self._lock:
+            gone = self._db.execute("DELETE FROM packed WHERE hash = ?", (bytes.fromhex(block_hash),)).rowcount
+            if gone and self._bytes is not None:
+                self._bytes -= size
+
+    def _append(self, block_hash: str, data) -> Tuple[int, int]:
+        """Write one record at the open pack's end (a new pack past
+        PACK_MAX_BYTES); returns (pack, offset of its bytes). Call with the lock."""
+        record = b"".join((RECORD.pack(bytes.fromhex(block_hash), len(data)), data))
+        if self._pack_fd is None or (self._pack_end and self._pack_end + len(record) > limits.PACK_MAX_BYTES):
+            numbers = self._pack_numbers()
+            number = numbers[-1] if numbers else 1
+            if self._pack_fd is not None:
+                os.close(self._pack_fd)
+                self._pack_fd = None
+                number += 1
+            fd = create_private(self._pack_path(number), os.O_WRONLY)
+            end = os.fstat(fd).st_size
+            if end and end + len(record) > limits.PACK_MAX_BYTES:
+                os.close(fd)
+                number += 1
+                fd, end = create_private(self._pack_path(number), os.O_WRONLY), 0
+            self._pack_fd, self._pack, self._pack_end = fd, number, end
+        _write_all(self._pack_fd, record, self._pack_end)   # a failed write is overwritten by the next
+        offset = self._pack_end + RECORD.size
+        self._pack_end += len(record)
+        return self._pack, offset
+
+    def _store_packed(self, block_hash: str, data) -> bool:
+        """Pack a small block (or note it was stored again); False if it is a
+        file of its own already (an older store's): that file is kept."""
+        with self._lock:
+            now = time.time()
+            key = bytes.fromhex(block_hash)
+            if self._db.execute("UPDATE packed SET stored = ? WHERE hash = ?", (now, key)).rowcount:
+                return True   # stored again: it is recent content
+            if os.path.exists(self._path(block_hash)):
+                return False
+            pack, offset = self._append(block_hash, data)
+            self._db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", (key, pack, offset, len(data), now))
+            if self._bytes is not None:
+                self._bytes += len(data)
+            return True
 
     # -- single blocks -----------------------------------------------------
+    def _path(self, block_hash: str) -> Path:
+        _check(block_hash)
+        return self.root / block_hash[:2] / block_hash
+
     def has(self, block_hash: str) -> bool:
-        return self._path(block_hash).exists()
+        _check(block_hash)
+        return self._packed(block_hash) is not None or self._path(block_hash).exists()
 
     def get(self, block_hash: str) -> bytes:
         """The block's bytes, verified. BlockMissing if absent; CorruptBlock (and the
-        bad file is removed) if its content no longer matches its hash."""
+        bad block is removed) if its content no longer matches its hash."""
+        _check(block_hash)
+        where = self._packed(block_hash)
+        if where is not None:
+            return self._read_packed(block_hash, where)
         path = self._path(block_hash)
         try:
             data = path.read_bytes()
@@ -90,9 +256,12 @@ class BlockStore:
         self._store(block_hash, data)
 
     def _store(self, block_hash: str, data, source_fd: Optional[int] = None, offset: int = 0) -> None:
-        """Write a block file atomically: copied in the kernel from ``source_fd``
-        at ``offset`` when given (no copy through user space), else from ``data``."""
+        """Store a block: a small one appended to the open pack, a large one as a
+        file written atomically, copied in the kernel from ``source_fd`` at
+        ``offset`` when given (no copy through user space), else from ``data``."""
         path = self._path(block_hash)
+        if len(data) <= limits.PACKED_BLOCK_MAX and self._db is not None and self._store_packed(block_hash, data):
+            return
         if path.exists():
             os.utime(path)  # stored again: it is recent content
             return
@@ -108,7 +277,7 @@ class BlockStore:
                     _write_all(fd, data, 0)
             finally:
                 os.close(fd)
-            with self._size_lock:
+            with self._lock:
                 new = not path.exists()
                 os.replace(temp, path)
                 if new and self._bytes is not None:
@@ -121,7 +290,15 @@ class BlockStore:
                   buffer: Optional[memoryview] = None) -> None:
         """Write a stored block at each of ``offsets`` in ``dest_fd``, in the kernel
         when the file system allows (copy_file_range). With ``verify`` the block is
-        first read (into ``buffer`` when given) and checked against its hash."""
+        first read (into ``buffer`` when given) and checked against its hash; a
+        packed block is always read and verified (it is small)."""
+        _check(block_hash)
+        where = self._packed(block_hash)
+        if where is not None:
+            data = self._read_packed(block_hash, where)
+            for offset in offsets:
+                _write_all(dest_fd, data, offset)
+            return
         path = self._path(block_hash)
         try:
             src = os.open(path, os.O_RDONLY)
@@ -193,10 +370,20 @@ class BlockStore:
 
     # -- size and retention ------------------------------------------------
     def _entries(self) -> Iterator[Tuple[str, float, int]]:
-        """(hash, mtime, size) of every stored block; stray temp files are skipped."""
-        for fan in os.scandir(self.root):
-            if not fan.is_dir(follow_symlinks=False):
-                continue
+        """(hash, time stored, size) of every stored block, packed or a file of
+        its own; stray temp files are skipped."""
+        if self._db is not None:
+            with self._lock:
+                rows = self._db.execute("SELECT hash, stored, size FROM packed").fetchall()
+            for digest, stored, size in rows:
+                yield digest.hex(), stored, size
+        try:
+            fans = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for fan in fans:
+            if len(fan.name) != 2 or not fan.is_dir(follow_symlinks=False):
+                continue   # the packs, the index
             for entry in os.scandir(fan.path):
                 if entry.name.startswith(TEMP_PREFIX):
                     continue
@@ -208,14 +395,15 @@ class BlockStore:
 
     def total_bytes(self) -> int:
         """The bytes of every stored block: counted once (a walk of the
-        store), then kept as a running total by every store and removal."""
-        with self._size_lock:
+        store's files and its index), then kept as a running total by every
+        store and removal."""
+        with self._lock:
             if self._bytes is None:
                 self._bytes = sum(size for _, _, size in self._entries())
             return self._bytes
 
     def _remove(self, path: Path) -> None:
-        with self._size_lock:
+        with self._lock:
             try:
                 size = path.stat().st_size
                 os.unlink(path)
@@ -228,7 +416,8 @@ class BlockStore:
               now: Optional[float] = None) -> int:
         """Remove blocks not in ``keep``, oldest first, while the store is over
         ``max_bytes`` or a block is older than ``max_age`` seconds (at ``now``,
-        unix seconds: required with max_age). Returns how many were removed."""
+        unix seconds: required with max_age), then repack the packs left
+        mostly dead. Returns how many blocks were removed."""
         if max_age is not None and now is None:
             raise ValueError("prune(max_age=...) needs now")
         entries = sorted(self._entries(), key=lambda item: item[1])
@@ -241,10 +430,83 @@ class BlockStore:
                 break  # oldest first: later blocks are younger, and the total only shrinks
             if block_hash in keep:
                 continue
-            self._remove(self.root / block_hash[:2] / block_hash)
+            if self._packed(block_hash) is not None:
+                self._forget(block_hash, size)
+            else:
+                self._remove(self.root / block_hash[:2] / block_hash)
             total -= size
             pruned += 1
+        if self._db is not None:
+            self._repack()
         return pruned
+
+    def _repack(self) -> None:
+        """Rewrite every closed pack whose live bytes are under REPACK_BELOW of
+        its size: its live blocks (verified) are appended to the open pack,
+        which is fsynced, their rows moved in one durable transaction, and only
+        then is the old pack deleted. A crash in between leaves the old rows
+        (and the old pack) or the new ones: never a row without its bytes."""
+        with self._lock:
+            live = dict(self._db.execute("SELECT pack, SUM(size) FROM packed GROUP BY pack").fetchall())
+            for number in self._pack_numbers()[:-1]:   # the last is the open pack (or the next to open)
+                path = self._pack_path(number)
+                records = self._db.execute("SELECT COUNT(*) FROM packed WHERE pack = ?", (number,)).fetchone()[0]
+                used = live.get(number, 0) + records * RECORD.size
+                if used >= limits.REPACK_BELOW * path.stat().st_size:
+                    continue
+                self._move_live_blocks(number)
+                os.unlink(path)
+
+    def _move_live_blocks(self, number: int) -> None:
+        rows = self._db.execute("SELECT hash, offset, size FROM packed WHERE pack = ?", (number,)).fetchall()
+        if not rows:
+            return
+        moved = []
+        written = set()
+        with open(self._pack_path(number), "rb", buffering=0) as old:
+            for digest, offset, size in rows:
+                data = os.pread(old.fileno(), size, offset)
+                if len(data) != size or hashlib.sha256(data).digest() != digest:
+                    moved.append((None, None, digest))   # torn or altered: dropped, fetched again if needed
+                    continue
+                pack, new_offset = self._append(digest.hex(), data)
+                written.add(pack)
+                moved.append((pack, new_offset, digest))
+        if self._pack_fd is not None:
+            os.fsync(self._pack_fd)
+        for pack in written - {self._pack}:   # packs filled and closed on the way
+            fd = os.open(self._pack_path(pack), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for pack, offset, digest in moved:
+                    if pack is None:
+                        self._db.execute("DELETE FROM packed WHERE hash = ?", (digest,))
+                    else:
+                        self._db.execute("UPDATE packed SET pack = ?, offset = ? WHERE hash = ?",
+                                         (pack, offset, digest))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        dropped = sum(size for (pack, _, _), (_, _, size) in zip(moved, rows) if pack is None)
+        if dropped and self._bytes is not None:
+            self._bytes -= dropped
+
+
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _check(block_hash: str) -> None:
+    if not isinstance(block_hash, str) or not _HEX_DIGEST.fullmatch(block_hash):
+        raise ValueError(f"not a sha256 hex digest: {block_hash!r}")
 
 
 def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: Optional[int] = None) -> bool:
