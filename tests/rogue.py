@@ -30,7 +30,8 @@ from p2p.transport import ChannelClosed, TcpChannel
 from p2p.transport.encrypt import seal
 from p2p.wire.errors import WireError
 from p2p.wire.frame import FLAG_ENCRYPTED, Frame, FrameDecoder, encode_frame
-from p2p.wire.messages import BlockData, BlockRequest, Events, MsgType, decode_message, encode_message
+from p2p.wire.messages import (BlockData, BlockRequest, BlockRequests, BlocksData, Events, MsgType, decode_message,
+                               encode_message)
 
 REPLY_WAIT = 5.0          # how long a raw rogue waits for the target to answer or hang up
 LIMITS_ENV = "P2P_TEST_LIMITS"
@@ -256,19 +257,21 @@ class AuthenticatedRogue:
                 msg = decode_message(self.channel.recv())
                 self.received.append(msg)
                 if isinstance(msg, BlockRequest):
-                    self.block_requests.append(msg)
-                    fake = self.forged.get(msg.hash)
-                    if fake is not None:
-                        self.send(BlockData(req_id=msg.req_id, status=0, hash=hashlib.sha256(fake).digest(),
-                                            data=fake))
-                        continue
-                    data = self.blocks.get(msg.hash)
-                    self.send(BlockData(req_id=msg.req_id, status=0 if data else 1, hash=msg.hash,
-                                        data=data or b""))
+                    self.send(self._answer(msg))
+                elif isinstance(msg, BlockRequests):   # answered together, as p2p does
+                    self.send(BlocksData(blocks=tuple(self._answer(request) for request in msg.requests)))
         except (ChannelClosed, WireError, OSError):
             pass
         finally:
             self.closed.set()
+
+    def _answer(self, request: BlockRequest) -> BlockData:
+        self.block_requests.append(request)
+        fake = self.forged.get(request.hash)
+        if fake is not None:
+            return BlockData(req_id=request.req_id, status=0, hash=hashlib.sha256(fake).digest(), data=fake)
+        data = self.blocks.get(request.hash)
+        return BlockData(req_id=request.req_id, status=0 if data else 1, hash=request.hash, data=data or b"")
 
     def received_of(self, cls) -> list:
         return [m for m in list(self.received) if isinstance(m, cls)]

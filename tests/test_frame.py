@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import limits
-from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, Frame, FrameDecoder, FrameTooLarge,
-                      MalformedMessage, TruncatedFrame, WireError, encode_frame,
-                      encode_frame_parts)
+from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlocksData, Frame, FrameDecoder, FrameTooLarge,
+                      MalformedMessage, TruncatedFrame, WireError, decode_message, encode_frame,
+                      encode_frame_parts, encode_message)
 
 FUZZ_EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "300"))
 
@@ -181,3 +181,14 @@ def test_one_byte_pieces_scale_linearly():
 
     small, large = seconds_per_byte(64 * limits.KiB), seconds_per_byte(512 * limits.KiB)
     assert large < 3 * small  # quadratic growth would make this ratio ~8
+
+
+def test_the_fullest_batch_of_small_blocks_fits_one_frame():
+    """BlocksData at its limits (MAX_BLOCKS_PER_FRAME blocks of SMALL_BLOCK
+    bytes) is one frame under MAX_FRAME, decoded back whole."""
+    fullest = BlocksData(tuple(BlockData(i, 0, bytes(32), bytes([i]) * limits.SMALL_BLOCK)
+                               for i in range(limits.MAX_BLOCKS_PER_FRAME)))
+    wire = encode_frame(encode_message(fullest))
+    assert len(wire) - 4 <= limits.MAX_FRAME and limits.MAX_BLOCKS_PER_FRAME <= limits.MAX_SERVING_PER_PEER
+    (frame,) = decode_all(cut(wire, [1, 7, 40_000, len(wire) // 2]))
+    assert decode_message(frame) == fullest

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import limits
-from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlockRequest, BlockStatus,
+from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlockRequest, BlockRequests, BlocksData,
+                      BlockStatus,
                       Bye, Error, Events, Frame, HandshakeAuth, HandshakeHello, Hello,
                       Have, ListReply, ListRequest, MalformedMessage, MsgType, Neighbors, Ping, Pong, Summary,
                       UnknownMessageType, WireError, decode_message, encode_message)
@@ -26,16 +27,20 @@ json_values = st.recursive(
 json_objects = st.dictionaries(texts, json_values, max_size=5)
 hashes = st.binary(min_size=32, max_size=32)
 
+block_data = st.one_of(
+    st.builds(BlockData, req_id=u32, status=st.just(BlockStatus.OK), hash=hashes, data=st.binary(max_size=500)),
+    st.builds(BlockData, req_id=u32, status=st.just(BlockStatus.NOT_FOUND), hash=hashes, data=st.just(b"")))
+
 MESSAGES = {
     MsgType.HELLO: st.builds(Hello, name=texts, port=u16, version=u16),
     MsgType.SUMMARY: st.builds(Summary, vv=st.dictionaries(texts, u64, max_size=8)),
     MsgType.EVENTS: st.builds(Events, events=st.lists(json_objects, max_size=5).map(tuple)),
     MsgType.BLOCK_REQUEST: st.builds(BlockRequest, req_id=u32, size=u32, hash=hashes),
-    MsgType.BLOCK_DATA: st.one_of(
-        st.builds(BlockData, req_id=u32, status=st.just(BlockStatus.OK), hash=hashes,
-                  data=st.binary(max_size=500)),
-        st.builds(BlockData, req_id=u32, status=st.just(BlockStatus.NOT_FOUND), hash=hashes,
-                  data=st.just(b""))),
+    MsgType.BLOCK_DATA: block_data,
+    MsgType.BLOCK_REQUESTS: st.builds(BlockRequests, requests=st.lists(
+        st.builds(BlockRequest, req_id=u32, size=st.integers(0, limits.SMALL_BLOCK), hash=hashes),
+        min_size=1, max_size=limits.MAX_BLOCKS_PER_FRAME).map(tuple)),
+    MsgType.BLOCKS_DATA: st.builds(BlocksData, blocks=st.lists(block_data, min_size=1, max_size=6).map(tuple)),
     MsgType.PING: st.builds(Ping, nonce=u64),
     MsgType.PONG: st.builds(Pong, nonce=u64),
     MsgType.ERROR: st.builds(Error, code=texts, message=texts),
@@ -71,6 +76,11 @@ def test_binary_layouts_are_byte_exact():
     h = bytes(range(32))
     assert encode_message(BlockRequest(1, 2, h)).payload == b"\0\0\0\1\0\0\0\2" + h
     assert encode_message(BlockData(7, BlockStatus.OK, h, b"xy")).payload == b"\0\0\0\7\0" + h + b"xy"
+    assert encode_message(BlockRequests((BlockRequest(1, 2, h), BlockRequest(3, 4, h)))).payload == \
+        b"\0\2" + b"\0\0\0\1\0\0\0\2" + h + b"\0\0\0\3\0\0\0\4" + h
+    assert encode_message(BlocksData((BlockData(7, BlockStatus.OK, h, b"xy"),
+                                      BlockData(8, BlockStatus.NOT_FOUND, h, b"")))).payload == \
+        b"\0\2" + b"\0\0\0\x27" + b"\0\0\0\7\0" + h + b"xy" + b"\0\0\0\x25" + b"\0\0\0\x08\1" + h
     assert encode_message(Ping(1)).payload == b"\0" * 7 + b"\1"
     assert encode_message(HandshakeHello(1, h, h)).payload == b"P2P\x01" + h + h
     assert encode_message(HandshakeAuth(h, h + h)).payload == h + h + h
@@ -116,6 +126,18 @@ MALFORMED = [
     (MsgType.BLOCK_DATA, b"\0" * 36),                                # short header
     (MsgType.BLOCK_DATA, b"\0\0\0\1\2" + b"\0" * 32),                # unknown status
     (MsgType.BLOCK_DATA, b"\0\0\0\1\1" + b"\0" * 32 + b"data"),      # data with NOT_FOUND
+    (MsgType.BLOCK_REQUESTS, b""),                                     # no count
+    (MsgType.BLOCK_REQUESTS, b"\0\0"),                                 # no request
+    (MsgType.BLOCK_REQUESTS, b"\0\2" + b"\0" * 40),                    # fewer than counted
+    (MsgType.BLOCK_REQUESTS, b"\0\1" + b"\0" * 41),                    # bytes after the last
+    (MsgType.BLOCK_REQUESTS, (limits.MAX_BLOCKS_PER_FRAME + 1).to_bytes(2, "big") + b"\0" * 40
+     * (limits.MAX_BLOCKS_PER_FRAME + 1)),                             # too many
+    (MsgType.BLOCK_REQUESTS, b"\0\1\0\0\0\1" + (limits.SMALL_BLOCK + 1).to_bytes(4, "big") + b"\0" * 32),  # large
+    (MsgType.BLOCKS_DATA, b"\0\1"),                                    # no length
+    (MsgType.BLOCKS_DATA, b"\0\1\0\0\0\x26" + b"\0" * 37),           # length past the end
+    (MsgType.BLOCKS_DATA, b"\0\1\0\0\0\x24" + b"\0" * 36),           # an item shorter than BlockData's head
+    (MsgType.BLOCKS_DATA, b"\0\1\0\0\0\x29\0\0\0\1\1" + b"\0" * 32 + b"data"),  # data with NOT_FOUND
+    (MsgType.BLOCKS_DATA, b"\0\1\0\0\0\x25" + b"\0" * 37 + b"x"),    # bytes after the last
     (MsgType.PING, b"\0" * 7),
     (MsgType.PONG, b"\0" * 9),
     (MsgType.HANDSHAKE_HELLO, b"P2Q\x01" + b"\0" * 64),              # bad magic
@@ -153,6 +175,9 @@ def test_frame_with_transport_flags_left_is_malformed(flags):
     Summary({"a": -1}), Events(({},) * (limits.MAX_EVENTS_PER_BATCH + 1)), Events(([],)),
     BlockRequest(1, 2, b"short"), BlockRequest(1 << 32, 2, bytes(32)),
     BlockData(1, 2, bytes(32), b""), BlockData(1, BlockStatus.NOT_FOUND, bytes(32), b"x"),
+    BlockRequests(()), BlockRequests((BlockRequest(1, limits.SMALL_BLOCK + 1, bytes(32)),)),
+    BlockRequests((BlockRequest(1, 2, bytes(32)),) * (limits.MAX_BLOCKS_PER_FRAME + 1)),
+    BlockRequests((Ping(1),)), BlocksData((BlockData(1, 0, bytes(32), bytes(limits.SMALL_BLOCK + 1)),)),
     Ping(-1), Pong(1 << 64), HandshakeHello(256, bytes(32), bytes(32)),
     HandshakeAuth(bytes(32), bytes(63)),
 ])

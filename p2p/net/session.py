@@ -7,7 +7,8 @@ order. On connect each side sends Hello and its version-vector Summary; a
 Summary is answered with exactly the events the other lacks (the writer
 streams them from the log in batches). After that the broadcaster pushes new
 events. Block requests are pipelined and bounded per peer (count and bytes),
-both ways: the answers we owe a peer hold a reply budget until the writer has
+the small ones that wait for the writer at the same time sent in one
+BlockRequests frame and answered in one BlocksData, both ways: the answers we owe a peer hold a reply budget until the writer has
 sent them, so a peer that sends requests but reads no answers stops being
 read (TCP pushes back) instead of filling our memory. A peer that accepts no
 frame, or sends none, for ``limits.IDLE_TIMEOUT`` is dropped. Any
@@ -33,13 +34,15 @@ from p2p.transport import ChannelClosed
 from p2p.wire.errors import WireError
 from p2p.wire.frame import Frame
 from p2p.wire.text import display_name
-from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events, Have, Hello, ListReply,
-                               ListRequest, Neighbors, Ping, Pong, Summary, decode_message, encode_message)
+from p2p.wire.messages import (BlockData, BlockRequest, BlockRequests, BlocksData, BlockStatus, Bye, Error, Events,
+                               Have, Hello, ListReply, ListRequest, Neighbors, Ping, Pong, Summary, decode_message,
+                               encode_message)
 
 log = logging.getLogger("p2p.session")
 
 BACKFILL = object()       # writer-queue marker: stream what the peer lacks
-PROTOCOL_VERSION = 2       # 2: the Have message (0x0D)
+ASKS = object()           # writer-queue marker: send the small block requests waiting, together
+PROTOCOL_VERSION = 3       # 2: the Have message (0x0D); 3: BlockRequests and BlocksData (0x0E, 0x0F)
 
 
 class SessionClosed(Exception):
@@ -66,8 +69,8 @@ class Budget:
         self.used_count += 1
         self.used_size += n
 
-    def release(self, n: int) -> None:
-        self.used_count -= 1
+    def release(self, n: int, count: int = 1) -> None:
+        self.used_count -= count
         self.used_size -= n
         self._freed.set()
 
@@ -77,10 +80,12 @@ class Budget:
 
 
 class Reply(NamedTuple):
-    """A frame answering a peer's request, and the budget it holds until written."""
+    """A frame answering a peer's requests (``count`` of them), and the budget
+    it holds until written."""
     frame: Frame
     budget: Budget
     reserved: int
+    count: int = 1
 
 
 class Session:
@@ -105,6 +110,7 @@ class Session:
         self._ids = itertools.count(1)
         self._pending: dict = {}
         self._asked: dict = {}           # block request id -> (hash, size) we asked for
+        self._small_asks: list = []      # small BlockRequests waiting for the writer: sent in one frame
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._small_budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         # What we owe the peer, until written: blocks mirror its request budget,
@@ -196,9 +202,12 @@ class Session:
                 if item is BACKFILL:
                     self._backfill()
                     continue
+                if item is ASKS:
+                    self._send_asks()
+                    continue
                 if isinstance(item, Reply):
                     self._write(item.frame)
-                    item.budget.release(item.reserved)
+                    item.budget.release(item.reserved, item.count)
                 else:
                     self._write(item)
                 if self.resync and not self.outq:
@@ -251,6 +260,7 @@ class Session:
         handlers = {
             Hello: self._on_hello, Summary: self._on_summary, Events: self._on_events,
             BlockRequest: self._on_block_request, BlockData: self._on_block_data,
+            BlockRequests: self._on_block_requests, BlocksData: self._on_blocks_data,
             Ping: self._on_ping, Pong: lambda msg: None, Error: self._on_error, Bye: self._on_bye,
             ListRequest: self._on_list_request, ListReply: self._on_list_reply,
             Neighbors: self._on_neighbors, Have: lambda msg: self.node.peer_has(self, msg),
@@ -344,18 +354,38 @@ class Session:
         return self._small_block_replies if size <= limits.SMALL_BLOCK else self._block_replies
 
     def _serve_block(self, msg: BlockRequest) -> None:
-        """Queue the reply; a block of another size than asked is not served,
-        as it would overrun the reply budget reserved for it."""
+        """Queue the reply."""
+        self._enqueue(Reply(encode_message(self._block_reply(msg)), self._reply_budget(msg.size), msg.size),
+                      bulk=msg.size > limits.SMALL_BLOCK)
+
+    def _block_reply(self, msg: BlockRequest) -> BlockData:
+        """The answer to one request; a block of another size than asked is not
+        served, as it would overrun the reply budget reserved for it."""
         try:
             data = self.node.read_block(msg.hash.hex(), msg.size)
         except (BlockMissing, CorruptBlock, OSError):
             data = None
         if data is not None and len(data) == msg.size:
-            reply = BlockData(req_id=msg.req_id, status=BlockStatus.OK, hash=msg.hash, data=data)
-        else:
-            reply = BlockData(req_id=msg.req_id, status=BlockStatus.NOT_FOUND, hash=msg.hash, data=b"")
-        self._enqueue(Reply(encode_message(reply), self._reply_budget(msg.size), msg.size),
-                      bulk=msg.size > limits.SMALL_BLOCK)
+            return BlockData(req_id=msg.req_id, status=BlockStatus.OK, hash=msg.hash, data=data)
+        return BlockData(req_id=msg.req_id, status=BlockStatus.NOT_FOUND, hash=msg.hash, data=b"")
+
+    def _on_block_requests(self, msg: BlockRequests) -> None:
+        """Small blocks asked together (each at most SMALL_BLOCK: the codec
+        checked) are answered together, in one BlocksData; each request holds
+        its share of the small reply budget until that frame is written."""
+        for request in msg.requests:
+            self._small_block_replies.acquire(request.size)
+        self._serving.spawn(self._serve_blocks, msg.requests)
+
+    def _serve_blocks(self, requests) -> None:
+        reply = BlocksData(blocks=tuple(self._block_reply(request) for request in requests))
+        self._enqueue(Reply(encode_message(reply), self._small_block_replies,
+                            sum(request.size for request in requests), len(requests)))
+
+    def _on_blocks_data(self, msg: BlocksData) -> None:
+        """Each block is checked as if it came alone: a lie drops the peer."""
+        for block in msg.blocks:
+            self._on_block_data(block)
 
     def _on_block_data(self, msg: BlockData) -> None:
         """An answer is checked against the hash and size WE asked for (never
@@ -389,13 +419,30 @@ class Session:
             result = AsyncResult()
             self._pending[req_id] = result
             self._asked[req_id] = (bytes.fromhex(block_hash), size)
-            self.send(BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash)))
+            request = BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash))
+            if size <= limits.SMALL_BLOCK:
+                self._ask_small(request)
+            else:
+                self.send(request)
             msg = result.get(timeout=limits.IDLE_TIMEOUT)
             return msg.data if msg.status == 0 else None
         finally:
             budget.release(size)
             self._pending.pop(req_id, None)
             self._asked.pop(req_id, None)
+
+    def _ask_small(self, request: BlockRequest) -> None:
+        """Queue a small block request: those that wait for the writer at the
+        same time (many small files in flight) leave in one frame."""
+        if not self._small_asks:
+            self._enqueue(ASKS)
+        self._small_asks.append(request)
+
+    def _send_asks(self) -> None:
+        asks, self._small_asks = self._small_asks, []
+        for i in range(0, len(asks), limits.MAX_BLOCKS_PER_FRAME):
+            batch = asks[i:i + limits.MAX_BLOCKS_PER_FRAME]
+            self._write(encode_message(batch[0] if len(batch) == 1 else BlockRequests(requests=tuple(batch))))
 
     @property
     def outstanding(self) -> int:

@@ -10,7 +10,7 @@ from p2p.wire.errors import (AuthenticationError, CompressionError, FrameTooLarg
                              UnknownMessageType, WireError)
 from p2p.wire.frame import (FLAG_COMPRESSED, FLAG_ENCRYPTED, Frame, FrameDecoder,
                             encode_frame, encode_frame_parts)
-from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error, Events,
+from p2p.wire.messages import (BlockData, BlockRequest, BlockRequests, BlocksData, BlockStatus, Bye, Error, Events,
                                HandshakeAuth, HandshakeHello, Have, Hello, ListReply, ListRequest,
                                Message, MsgType, Neighbors, Ping, Pong, Summary, decode_message,
                                encode_message)
@@ -21,6 +21,6 @@ __all__ = [
     "Frame", "FrameDecoder", "FLAG_COMPRESSED", "FLAG_ENCRYPTED", "encode_frame",
     "encode_frame_parts",
     "MsgType", "BlockStatus", "Message", "Hello", "Summary", "Events", "BlockRequest",
-    "BlockData", "Ping", "Pong", "Error", "Bye", "ListRequest", "ListReply",
+    "BlockData", "BlockRequests", "BlocksData", "Ping", "Pong", "Error", "Bye", "ListRequest", "ListReply",
     "Neighbors", "Have", "HandshakeHello", "HandshakeAuth", "encode_message", "decode_message",
 ]

@@ -44,6 +44,8 @@ class MsgType(IntEnum):
     LIST_REPLY = 0x0B
     NEIGHBORS = 0x0C
     HAVE = 0x0D
+    BLOCK_REQUESTS = 0x0E
+    BLOCKS_DATA = 0x0F
     HANDSHAKE_HELLO = 0x20
     HANDSHAKE_AUTH = 0x21
 
@@ -91,6 +93,18 @@ class BlockData:
     status: int
     hash: bytes
     data: bytes
+
+
+@dataclass(frozen=True)
+class BlockRequests:
+    """Several small BlockRequests in one frame (each at most SMALL_BLOCK bytes)."""
+    requests: Tuple[BlockRequest, ...]
+
+
+@dataclass(frozen=True)
+class BlocksData:
+    """Several BlockData replies in one frame, answering one BlockRequests."""
+    blocks: Tuple[BlockData, ...]
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class HandshakeAuth:
     signature: bytes
 
 
-Message = Union[Hello, Summary, Events, BlockRequest, BlockData, Ping, Pong, Error, Bye,
+Message = Union[Hello, Summary, Events, BlockRequest, BlockData, BlockRequests, BlocksData, Ping, Pong, Error, Bye,
                 ListRequest, ListReply, Neighbors, Have, HandshakeHello, HandshakeAuth]
 
 
@@ -310,6 +324,76 @@ class StructCodec:
         return msg
 
 
+class BatchCodec:
+    """Payload is a u16 count (1 to ``max_items``) and that many payloads of
+    ``item`` (a StructCodec), each after a u32 length when ``item`` has a
+    trailing field; ``rule`` checks each decoded item (raises ValueError)."""
+
+    COUNT = struct.Struct(">H")
+    LENGTH = struct.Struct(">I")
+
+    def __init__(self, cls: type, field: str, item: StructCodec, max_items: int,
+                 rule: Optional[Callable[[Any], None]] = None):
+        self.cls, self.field, self.item, self.max_items, self.rule = cls, field, item, max_items, rule
+
+    def encode(self, msg) -> bytes:
+        items = getattr(msg, self.field)
+        if not isinstance(items, (list, tuple)) or not 1 <= len(items) <= self.max_items:
+            raise ValueError(f"{self.cls.__name__}: expected 1 to {self.max_items} items")
+        parts = [self.COUNT.pack(len(items))]
+        for item in items:
+            if type(item) is not self.item.cls:
+                raise ValueError(f"{self.cls.__name__}: an item is not a {self.item.cls.__name__}")
+            if self.rule is not None:
+                self.rule(item)
+            payload = self.item.encode(item)
+            if self.item.trailing:
+                parts.append(self.LENGTH.pack(len(payload)))
+            parts.append(payload)
+        return b"".join(parts)
+
+    def decode(self, payload):
+        name = self.cls.__name__
+        size = len(payload)
+        with memoryview(payload) as view:
+            if size < self.COUNT.size:
+                raise MalformedMessage(f"{name}: payload of {size} bytes, no count")
+            (count,) = self.COUNT.unpack_from(view, 0)
+            if not 1 <= count <= self.max_items:
+                raise MalformedMessage(f"{name}: {count} items, expected 1 to {self.max_items}")
+            items, at = [], self.COUNT.size
+            for _ in range(count):
+                length = self.item.fixed_size
+                if self.item.trailing:
+                    if at + self.LENGTH.size > size:
+                        raise MalformedMessage(f"{name}: truncated item length")
+                    (length,) = self.LENGTH.unpack_from(view, at)
+                    at += self.LENGTH.size
+                if at + length > size:
+                    raise MalformedMessage(f"{name}: an item of {length} bytes runs past the payload")
+                item = self.item.decode(view[at:at + length])
+                at += length
+                if self.rule is not None:
+                    try:
+                        self.rule(item)
+                    except ValueError as exc:
+                        raise MalformedMessage(f"{name}: {exc}") from None
+                items.append(item)
+            if at != size:
+                raise MalformedMessage(f"{name}: {size - at} bytes after the last item")
+        return self.cls(**{self.field: tuple(items)})
+
+
+def _small_request(msg: BlockRequest) -> None:
+    if msg.size > limits.SMALL_BLOCK:
+        raise ValueError(f"a batched request for {msg.size} bytes, more than {limits.SMALL_BLOCK}")
+
+
+def _small_reply(msg: BlockData) -> None:
+    if len(msg.data) > limits.SMALL_BLOCK:
+        raise ValueError(f"a batched block of {len(msg.data)} bytes, more than {limits.SMALL_BLOCK}")
+
+
 def _build(cls: type, fields: Mapping[str, FieldCheck], raw: Mapping[str, Any]):
     try:
         return cls(**{name: check(raw[name]) for name, check in fields.items()})
@@ -325,18 +409,23 @@ def _data_only_when_ok(msg: BlockData) -> None:
 _u8, _u16, _u32 = unsigned(8), unsigned(16), unsigned(32)
 _hash = exact_bytes(HASH_SIZE)
 
-Codec = Union[JsonCodec, StructCodec]
+Codec = Union[JsonCodec, StructCodec, BatchCodec]
+
+_BLOCK_REQUEST = StructCodec(BlockRequest, ">II32s", {"req_id": _u32, "size": _u32, "hash": _hash})
+_BLOCK_DATA = StructCodec(BlockData, ">IB32s", {"req_id": _u32, "status": one_of(BlockStatus),
+                                                "hash": _hash, "data": any_bytes},
+                          trailing="data", rule=_data_only_when_ok)
 
 CODECS: Dict[int, Codec] = {
     MsgType.HELLO: JsonCodec(Hello, {"name": text, "port": _u16, "version": _u16}),
     MsgType.SUMMARY: JsonCodec(Summary, {"vv": version_vector}),
     MsgType.EVENTS: JsonCodec(Events, {"events": dict_list(limits.MAX_EVENTS_PER_BATCH)}),
-    MsgType.BLOCK_REQUEST: StructCodec(BlockRequest, ">II32s",
-                                       {"req_id": _u32, "size": _u32, "hash": _hash}),
-    MsgType.BLOCK_DATA: StructCodec(BlockData, ">IB32s",
-                                    {"req_id": _u32, "status": one_of(BlockStatus),
-                                     "hash": _hash, "data": any_bytes},
-                                    trailing="data", rule=_data_only_when_ok),
+    MsgType.BLOCK_REQUEST: _BLOCK_REQUEST,
+    MsgType.BLOCK_DATA: _BLOCK_DATA,
+    MsgType.BLOCK_REQUESTS: BatchCodec(BlockRequests, "requests", _BLOCK_REQUEST, limits.MAX_BLOCKS_PER_FRAME,
+                                       rule=_small_request),
+    MsgType.BLOCKS_DATA: BatchCodec(BlocksData, "blocks", _BLOCK_DATA, limits.MAX_BLOCKS_PER_FRAME,
+                                    rule=_small_reply),
     MsgType.PING: StructCodec(Ping, ">Q", {"nonce": _u64}),
     MsgType.PONG: StructCodec(Pong, ">Q", {"nonce": _u64}),
     MsgType.ERROR: JsonCodec(Error, {"code": text, "message": text}),
