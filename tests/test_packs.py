@@ -5,6 +5,8 @@ the index rebuilt from the packs, prune and repack bounding the disk."""
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -61,9 +63,11 @@ def test_round_trip_survives_a_restart_and_a_lost_index(tmp_path_factory, data):
         store.put(sha(blob), blob)
     unique = {sha(b): b for b in data}
     assert store.total_bytes() == sum(map(len, unique.values()))
+    store.close()   # a restart
     for reopened in (BlockStore(root), _without_index(root)):
         assert {h: reopened.get(h) for h in unique} == unique
         assert reopened.total_bytes() == sum(map(len, unique.values()))
+        reopened.close()
     private_modes_only(root)
 
 
@@ -85,6 +89,7 @@ def test_a_torn_pack_tail_is_missing_never_served(tmp_path_factory, data, cut):
         store.put(sha(blob), blob)
     where = {sha(b): store._packed(sha(b)) for b in data}
     pack = store._pack_path(store._pack)
+    store.close()
     keep = max(0, pack.stat().st_size - cut)
     os.truncate(pack, keep)
     after = BlockStore(root)
@@ -99,6 +104,7 @@ def test_a_torn_pack_tail_is_missing_never_served(tmp_path_factory, data, cut):
             with pytest.raises(BlockMissing):
                 after.get(sha(blob))
     assert after.total_bytes() == sum(len(b) for b in {sha(b): b for b in data}.values() if after.has(sha(b)))
+    after.close()
     rebuilt = _without_index(root)   # the rebuild stops at the torn record
     assert all(rebuilt.get(sha(b)) == b for b in data if rebuilt.has(sha(b)))
 
@@ -141,5 +147,27 @@ def test_prune_repacks_so_the_disk_stays_bounded(tmp_path_factory, monkeypatch, 
     closed = sum(p.stat().st_size for p in packs[:-1])
     records = sum(len(b) + 36 for b in live)
     assert closed <= 2 * records + 4096, "a closed pack mostly dead was not repacked"
+    total = store.total_bytes()
+    store.close()
     reopened = BlockStore(root)
-    assert all(reopened.get(sha(b)) == b for b in live) and reopened.total_bytes() == store.total_bytes()
+    assert all(reopened.get(sha(b)) == b for b in live) and reopened.total_bytes() == total
+
+
+def test_a_killed_peer_loses_no_block_it_stored(tmp_path):
+    """Index changes are committed in groups; a process killed before the
+    commit left its records in the last pack, and the next start indexes them."""
+    root = tmp_path / "blocks"
+    script = (
+        "import hashlib, os, sys\n"
+        "from p2p.blocks.store import BlockStore\n"
+        "store = BlockStore(sys.argv[1])\n"
+        "for i in range(300):\n"
+        "    data = b'killed before the commit %d' % i\n"
+        "    store.put(hashlib.sha256(data).hexdigest(), data)\n"
+        "os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(root)], timeout=60)
+    assert done.returncode == -9
+    store = BlockStore(root)
+    assert all(store.get(sha(b"killed before the commit %d" % i)) == b"killed before the commit %d" % i
+               for i in range(300))
+    assert store.total_bytes() == sum(len(b"killed before the commit %d" % i) for i in range(300))

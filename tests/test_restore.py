@@ -57,6 +57,7 @@ class Scripted:
 
     def _record(self, event):
         self.history.sync()
+        self.store.flush()   # as the node does with its history's group commit
         self.points.append((event.time, event.id, snapshot_tree(self.root)))
 
     def write(self, path, data, mode=0o644):
@@ -289,6 +290,7 @@ def test_chained_symlinks_never_let_a_restore_write_outside_its_directory(tmp_pa
     history.make_local("create", "file", "x/fine.txt", size=len(evil), hash=digest, blocks=[(digest, len(evil))],
                        mode=0o644, time=float(T0))
     history.close()
+    store.close()
     out = tmp_path / "out"
     assert restore(home, "now", to=out) == 0, capsys.readouterr().err
     summary = capsys.readouterr().out

@@ -14,8 +14,12 @@ Every block is verified on the way in and on the way out. Neither packs nor
 block files are fsynced block by block: a block torn by a crash (a pack's
 tail, or an index row whose bytes never reached the disk) fails
 verification, is removed (its row deleted) and is fetched again, never
-served. The index can be rebuilt from the packs' records (a lost or
-unreadable ``blocks.db``). Files are 0600 and directories 0700
+served. Index changes are committed in groups (``limits.INDEX_COMMIT_ROWS``
+or ``INDEX_COMMIT_INTERVAL``, and at ``flush``, which the node calls with its
+history's group commit); the ``tail`` row says up to where the last pack is
+indexed, so a start after a kill indexes the records stored after the last
+commit (and cuts a torn one off). A lost or unreadable ``blocks.db`` is
+rebuilt from the packs' records. Files are 0600 and directories 0700
 (``p2p.security.private``): only the peer's user reads them.
 
 Old blocks stay after a file changes so the history can be restored;
@@ -32,6 +36,7 @@ thread pools and, for small blocks, from the hub.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -53,7 +58,10 @@ INDEX = "blocks.db"
 PACKS = "packs"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS packed (hash BLOB PRIMARY KEY, pack INTEGER NOT NULL, "
           "offset INTEGER NOT NULL, size INTEGER NOT NULL, stored REAL NOT NULL) WITHOUT ROWID",
-          "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)")
+          "CREATE INDEX IF NOT EXISTS packed_by_pack ON packed (pack)",
+          # every record before (pack, end) is indexed, or was removed on purpose
+          "CREATE TABLE IF NOT EXISTS tail (one INTEGER PRIMARY KEY CHECK (one = 1), pack INTEGER NOT NULL, "
+          "end INTEGER NOT NULL)")
 
 
 class BlockMissing(KeyError):
@@ -78,7 +86,8 @@ class CorruptBlock(ValueError):
 class BlockStore:
     def __init__(self, root: Path, *, create: bool = True):
         """``create=False`` for readers (``p2p restore``): a missing store is
-        left missing, and every block in it reads as absent."""
+        left missing, every block in it reads as absent, and the index is
+        only read (the running peer owns it)."""
         self.root = Path(root)
         self.packs = self.root / PACKS
         self._lock = threading.RLock()   # the index, the open pack and the running total
@@ -86,16 +95,21 @@ class BlockStore:
         self._db: Optional[sqlite3.Connection] = None
         self._pack_fd: Optional[int] = None   # the open pack: new small blocks are appended to it
         self._pack = self._pack_end = 0
+        self._unsaved = 0            # index changes since the last commit
+        self._since = 0.0            # monotonic time of the first of them
         if create:
             self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             self.packs.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-        if create or (self.root / INDEX).exists():
             self._db = self._open_index()
+        elif (self.root / INDEX).exists():
+            self._db = self._connect(self.root / INDEX)
 
     # -- the index of packed blocks -----------------------------------------
     def _open_index(self) -> sqlite3.Connection:
         """Open ``blocks.db`` (created 0600: SQLite gives its -wal and -shm files
-        the same mode); rebuilt from the packs when it is new or unreadable."""
+        the same mode); rebuilt from the packs when it is new or unreadable,
+        else completed from the last pack's records beyond its last row (those
+        stored after the last commit, if this process was killed)."""
         path = self.root / INDEX
         fresh = not path.exists()
         try:
@@ -104,8 +118,20 @@ class BlockStore:
             for suffix in ("", "-wal", "-shm"):
                 _unlink_quietly(f"{path}{suffix}")
             db, fresh = self._connect(path), True
-        if fresh:
-            self._rebuild(db)
+        numbers = self._pack_numbers()
+        db.execute("BEGIN")
+        tail = None if fresh else db.execute("SELECT pack, end FROM tail").fetchone()
+        end = 0
+        for number in numbers:
+            if tail is None or number >= tail[0]:
+                end = self._index_records(db, number, tail[1] if tail is not None and number == tail[0] else 0)
+        if numbers:
+            if end > self._pack_path(numbers[-1]).stat().st_size:   # the disk lost committed records
+                end = self._index_records(db, numbers[-1], 0)
+            if end < self._pack_path(numbers[-1]).stat().st_size:
+                os.truncate(self._pack_path(numbers[-1]), end)   # a torn record: new ones go in its place
+            db.execute("INSERT OR REPLACE INTO tail VALUES (1, ?, ?)", (numbers[-1], end))
+        db.execute("COMMIT")
         return db
 
     @staticmethod
@@ -122,27 +148,79 @@ class BlockStore:
             raise
         return db
 
-    def _rebuild(self, db: sqlite3.Connection) -> None:
-        """Index every verified record of every pack (a torn tail ends a pack's scan)."""
-        for number in self._pack_numbers():
-            pack = self._pack_path(number)
-            stored = pack.stat().st_mtime
-            with open(pack, "rb") as handle:
-                offset = 0
-                while True:
-                    head = handle.read(RECORD.size)
-                    if len(head) < RECORD.size:
-                        break
-                    digest, size = RECORD.unpack(head)
-                    if size > limits.PACKED_BLOCK_MAX:
-                        break
-                    data = handle.read(size)
-                    if len(data) < size:
-                        break
-                    if hashlib.sha256(data).digest() == digest:
-                        db.execute("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
-                                   (digest, number, offset + RECORD.size, size, stored))
-                    offset += RECORD.size + size
+    def _index_records(self, db: sqlite3.Connection, number: int, start: int) -> int:
+        """Index every verified record of pack ``number`` from ``start`` (a
+        record's beginning) on; a torn record ends the scan. Returns where it ended."""
+        pack = self._pack_path(number)
+        stored = pack.stat().st_mtime
+        with open(pack, "rb") as handle:
+            handle.seek(start)
+            offset = start
+            while True:
+                head = handle.read(RECORD.size)
+                if len(head) < RECORD.size:
+                    break
+                digest, size = RECORD.unpack(head)
+                if size > limits.PACKED_BLOCK_MAX:
+                    break
+                data = handle.read(size)
+                if len(data) < size:
+                    break
+                if hashlib.sha256(data).digest() == digest:
+                    db.execute("INSERT OR IGNORE INTO packed VALUES (?, ?, ?, ?, ?)",
+                               (digest, number, offset + RECORD.size, size, stored))
+                offset += RECORD.size + size
+        return offset
+
+    def _changed(self) -> None:
+        """Count one index change (call with the lock, in the open transaction):
+        changes are committed together, every INDEX_COMMIT_ROWS or
+        INDEX_COMMIT_INTERVAL, or at ``flush``."""
+        self._unsaved += 1
+        if self._unsaved >= limits.INDEX_COMMIT_ROWS or time.monotonic() - self._since >= limits.INDEX_COMMIT_INTERVAL:
+            self.flush()
+
+    def _begin(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN")
+            self._since = time.monotonic()
+
+    def flush(self) -> None:
+        """Commit the index changes not committed yet: other processes
+        (``p2p restore``) see them from now on. The running peer calls it with
+        its history's group commit; a kill loses nothing (the records are in
+        the last pack, indexed again at the next start)."""
+        with self._lock:
+            if self._db is not None and self._db.in_transaction:
+                try:
+                    self._save_tail()
+                    self._db.execute("COMMIT")
+                except sqlite3.OperationalError as exc:   # a full disk, as the callers know it: an OSError
+                    raise OSError(errno.ENOSPC if "full" in str(exc) else errno.EIO,
+                                  f"cannot update the block index: {exc}") from exc
+            self._unsaved = 0
+
+    def _save_tail(self) -> None:
+        if self._pack_fd is not None:
+            self._db.execute("INSERT OR REPLACE INTO tail VALUES (1, ?, ?)", (self._pack, self._pack_end))
+
+    def close(self) -> None:
+        """Commit, close the open pack and the index; the store is unusable after."""
+        with self._lock:
+            if self._db is None:
+                return
+            self.flush()
+            if self._pack_fd is not None:
+                os.close(self._pack_fd)
+                self._pack_fd = None
+            self._db.close()
+            self._db = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def _pack_numbers(self) -> List[int]:
         try:
@@ -162,24 +240,46 @@ class BlockStore:
             return self._db.execute("SELECT pack, offset, size FROM packed WHERE hash = ?",
                                     (bytes.fromhex(block_hash),)).fetchone()
 
-    def _read_packed(self, block_hash: str, where: Tuple[int, int, int]) -> bytes:
-        """A packed block's bytes, verified; a torn or altered record loses its row."""
+    def _read_packed(self, block_hash: str) -> Optional[bytes]:
+        """A packed block's bytes, verified, or None if it is not packed; a torn
+        or altered record loses its row. Its pack is opened with the lock held:
+        a repack deletes a pack only after moving its rows, so the descriptor
+        reads the bytes the row named."""
+        if self._db is None:
+            return None
+        with self._lock:
+            where = self._db.execute("SELECT pack, offset, size FROM packed WHERE hash = ?",
+                                     (bytes.fromhex(block_hash),)).fetchone()
+            if where is None:
+                return None
+            try:
+                fd = os.open(self._pack_path(where[0]), os.O_RDONLY)
+            except FileNotFoundError:   # a row whose pack is gone: as torn
+                fd = None
         pack, offset, size = where
-        try:
-            with open(self._pack_path(pack), "rb", buffering=0) as handle:
-                data = os.pread(handle.fileno(), size, offset)
-        except FileNotFoundError:
-            data = b""
+        data = b""
+        if fd is not None:
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
         if len(data) != size or hashlib.sha256(data).hexdigest() != block_hash:
-            self._forget(block_hash, size)
+            self._forget(block_hash, size, where)
             raise CorruptBlock(block_hash, " (removed from the store)")
         return data
 
-    def _forget(self, block_hash: str, size: int) -> None:
+    def _forget(self, block_hash: str, size: int, where: Optional[Tuple[int, int, int]] = None) -> None:
+        """Delete a packed block's row (only if it still says ``where``, when given)."""
         with self._lock:
-            gone = self._db.execute("DELETE FROM packed WHERE hash = ?", (bytes.fromhex(block_hash),)).rowcount
+            self._begin()
+            if where is None:
+                gone = self._db.execute("DELETE FROM packed WHERE hash = ?", (bytes.fromhex(block_hash),)).rowcount
+            else:
+                gone = self._db.execute("DELETE FROM packed WHERE hash = ? AND pack = ? AND offset = ?",
+                                        (bytes.fromhex(block_hash), where[0], where[1])).rowcount
             if gone and self._bytes is not None:
                 self._bytes -= size
+            self._changed()
 
     def _append(self, block_hash: str, data) -> Tuple[int, int]:
         """Write one record at the open pack's end (a new pack past
@@ -189,6 +289,7 @@ class BlockStore:
             numbers = self._pack_numbers()
             number = numbers[-1] if numbers else 1
             if self._pack_fd is not None:
+                self.flush()   # only the last pack's unindexed tail is scanned at start
                 os.close(self._pack_fd)
                 self._pack_fd = None
                 number += 1
@@ -210,14 +311,18 @@ class BlockStore:
         with self._lock:
             now = time.time()
             key = bytes.fromhex(block_hash)
+            self._begin()
             if self._db.execute("UPDATE packed SET stored = ? WHERE hash = ?", (now, key)).rowcount:
+                self._changed()
                 return True   # stored again: it is recent content
             if os.path.exists(self._path(block_hash)):
                 return False
             pack, offset = self._append(block_hash, data)
+            self._begin()
             self._db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", (key, pack, offset, len(data), now))
             if self._bytes is not None:
                 self._bytes += len(data)
+            self._changed()
             return True
 
     # -- single blocks -----------------------------------------------------
@@ -233,9 +338,9 @@ class BlockStore:
         """The block's bytes, verified. BlockMissing if absent; CorruptBlock (and the
         bad block is removed) if its content no longer matches its hash."""
         _check(block_hash)
-        where = self._packed(block_hash)
-        if where is not None:
-            return self._read_packed(block_hash, where)
+        data = self._read_packed(block_hash)
+        if data is not None:
+            return data
         path = self._path(block_hash)
         try:
             data = path.read_bytes()
@@ -293,9 +398,8 @@ class BlockStore:
         first read (into ``buffer`` when given) and checked against its hash; a
         packed block is always read and verified (it is small)."""
         _check(block_hash)
-        where = self._packed(block_hash)
-        if where is not None:
-            data = self._read_packed(block_hash, where)
+        data = self._read_packed(block_hash)
+        if data is not None:
             for offset in offsets:
                 _write_all(dest_fd, data, offset)
             return
@@ -437,6 +541,7 @@ class BlockStore:
             total -= size
             pruned += 1
         if self._db is not None:
+            self.flush()
             self._repack()
         return pruned
 
@@ -445,60 +550,58 @@ class BlockStore:
         its size: its live blocks (verified) are appended to the open pack,
         which is fsynced, their rows moved in one durable transaction, and only
         then is the old pack deleted. A crash in between leaves the old rows
-        (and the old pack) or the new ones: never a row without its bytes."""
+        (and the old pack) or the new ones: never a row without its bytes.
+        The lock is held per record, not per pack: other threads (the hub)
+        store and read blocks meanwhile."""
         with self._lock:
-            live = dict(self._db.execute("SELECT pack, SUM(size) FROM packed GROUP BY pack").fetchall())
-            for number in self._pack_numbers()[:-1]:   # the last is the open pack (or the next to open)
-                path = self._pack_path(number)
-                records = self._db.execute("SELECT COUNT(*) FROM packed WHERE pack = ?", (number,)).fetchone()[0]
-                used = live.get(number, 0) + records * RECORD.size
-                if used >= limits.REPACK_BELOW * path.stat().st_size:
-                    continue
+            live = dict(self._db.execute("SELECT pack, SUM(size) + COUNT(*) * ? FROM packed GROUP BY pack",
+                                         (RECORD.size,)).fetchall())
+            closed = self._pack_numbers()[:-1]   # the last is the open pack (or the next to open)
+        for number in closed:
+            path = self._pack_path(number)
+            if live.get(number, 0) < limits.REPACK_BELOW * path.stat().st_size:
                 self._move_live_blocks(number)
                 os.unlink(path)
 
     def _move_live_blocks(self, number: int) -> None:
-        rows = self._db.execute("SELECT hash, offset, size FROM packed WHERE pack = ?", (number,)).fetchall()
-        if not rows:
-            return
-        moved = []
-        written = set()
+        with self._lock:
+            rows = self._db.execute("SELECT hash, offset, size FROM packed WHERE pack = ?", (number,)).fetchall()
+        moves, dropped, written = [], [], set()
         with open(self._pack_path(number), "rb", buffering=0) as old:
             for digest, offset, size in rows:
                 data = os.pread(old.fileno(), size, offset)
                 if len(data) != size or hashlib.sha256(data).digest() != digest:
-                    moved.append((None, None, digest))   # torn or altered: dropped, fetched again if needed
+                    dropped.append((digest, size))   # torn or altered: fetched again if needed
                     continue
-                pack, new_offset = self._append(digest.hex(), data)
+                with self._lock:
+                    pack, new_offset = self._append(digest.hex(), data)
                 written.add(pack)
-                moved.append((pack, new_offset, digest))
-        if self._pack_fd is not None:
-            os.fsync(self._pack_fd)
-        for pack in written - {self._pack}:   # packs filled and closed on the way
+                moves.append((pack, new_offset, digest))
+        for pack in written:
             fd = os.open(self._pack_path(pack), os.O_RDONLY)
             try:
-                os.fsync(fd)
+                os.fsync(fd)   # the copies are durable before any row points at them
             finally:
                 os.close(fd)
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._lock:
+            self.flush()
+            self._db.execute("PRAGMA synchronous=FULL")
             try:
-                for pack, offset, digest in moved:
-                    if pack is None:
-                        self._db.execute("DELETE FROM packed WHERE hash = ?", (digest,))
-                    else:
-                        self._db.execute("UPDATE packed SET pack = ?, offset = ? WHERE hash = ?",
-                                         (pack, offset, digest))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        dropped = sum(size for (pack, _, _), (_, _, size) in zip(moved, rows) if pack is None)
-        if dropped and self._bytes is not None:
-            self._bytes -= dropped
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany("UPDATE packed SET pack = ?, offset = ? WHERE hash = ? AND pack = ?",
+                                         [(pack, offset, digest, number) for pack, offset, digest in moves])
+                    gone = sum(size for digest, size in dropped if self._db.execute(
+                        "DELETE FROM packed WHERE hash = ? AND pack = ?", (digest, number)).rowcount)
+                    self._save_tail()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            if gone and self._bytes is not None:
+                self._bytes -= gone
 
 
 _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")

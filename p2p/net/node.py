@@ -109,6 +109,7 @@ class Node:
         except FolderUnavailable:
             self.history.close()
             self.state.close()
+            self.store.close()
             raise
         self.store = BlockStore(self.home / ".p2p" / "blocks")
         self.discovery = None
@@ -331,6 +332,7 @@ class Node:
         try:
             self.history.close()
             self.state.close()
+            self.store.close()
         except OSError as exc:   # a failed fsync, or a full disk: what is not saved is rescanned at start
             log.error("stopping without saving everything: %s", exc)
             self.exit_code = self.exit_code or 1
@@ -641,6 +643,7 @@ class Node:
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self._sync_history()
+            self.threadpool.apply(self.store.flush)   # stored blocks visible to `p2p restore`
             ticks += 1
             if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
                 try:

@@ -8,8 +8,8 @@ Summary is answered with exactly the events the other lacks (the writer
 streams them from the log in batches). After that the broadcaster pushes new
 events. Block requests are pipelined and bounded per peer (count and bytes),
 the small ones that wait for the writer at the same time sent in one
-BlockRequests frame and answered in one BlocksData, both ways: the answers we owe a peer hold a reply budget until the writer has
-sent them, so a peer that sends requests but reads no answers stops being
+BlockRequests frame and answered in one BlocksData, both ways: the answers
+we owe a peer hold a reply budget until the writer has sent them, so a peer that sends requests but reads no answers stops being
 read (TCP pushes back) instead of filling our memory. A peer that accepts no
 frame, or sends none, for ``limits.IDLE_TIMEOUT`` is dropped. Any
 ``WireError`` or ``ChannelClosed`` ends this session only.
