@@ -108,8 +108,9 @@ class BlockStore:
     def _open_index(self) -> sqlite3.Connection:
         """Open ``blocks.db`` (created 0600: SQLite gives its -wal and -shm files
         the same mode); rebuilt from the packs when it is new or unreadable,
-        else completed from the last pack's records beyond its last row (those
-        stored after the last commit, if this process was killed)."""
+        else completed from the records beyond its ``tail`` (those stored
+        after the last commit, if the peer was killed); a torn last record is
+        cut off, so the next one is written in its place."""
         path = self.root / INDEX
         fresh = not path.exists()
         try:
