@@ -42,6 +42,8 @@ PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack fil
 PACK_MAX_BYTES = 64 * MiB        # a pack is closed and a new one started past this: repacking one copies at most this
 INDEX_COMMIT_ROWS = 512          # the pack index (blocks.db) commits this many changes at once ...
 INDEX_COMMIT_INTERVAL = 0.2      # ... or this often (s): one commit per small file cost more than the file
+INDEX_CHECKPOINT_ROWS = 4096     # ... and merges its WAL into the database after this many (a write and an fsync,
+                                 # off the lock): the WAL stays a few MiB
 REPACK_BELOW = 0.5               # prune rewrites a pack whose live bytes fall under this fraction of it: the
                                  # store's disk use stays under twice its live bytes (plus the open pack)
 

@@ -171,3 +171,22 @@ def test_a_killed_peer_loses_no_block_it_stored(tmp_path):
     assert all(store.get(sha(b"killed before the commit %d" % i)) == b"killed before the commit %d" % i
                for i in range(300))
     assert store.total_bytes() == sum(len(b"killed before the commit %d" % i) for i in range(300))
+
+
+def test_flush_merges_the_wal_so_it_stays_small(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "INDEX_CHECKPOINT_ROWS", 100)
+    store = BlockStore(tmp_path / "blocks")
+    wal = tmp_path / "blocks" / "blocks.db-wal"
+    for i in range(2000):
+        data = b"block %d" % i
+        store.put(sha(data), data)
+        if i % 50 == 0:
+            store.flush()
+    grown = wal.stat().st_size
+    for i in range(2000, 4000):
+        data = b"block %d" % i
+        store.put(sha(data), data)
+        if i % 50 == 0:
+            store.flush()
+    assert wal.stat().st_size <= 2 * grown   # reused from its start after each checkpoint, not grown
+    assert all(store.get(sha(b"block %d" % i)) == b"block %d" % i for i in range(0, 4000, 97))

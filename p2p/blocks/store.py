@@ -97,6 +97,8 @@ class BlockStore:
         self._pack = self._pack_end = 0
         self._unsaved = 0            # index changes since the last commit
         self._since = 0.0            # monotonic time of the first of them
+        self._unmerged = 0           # index changes committed since the last checkpoint
+        self._checkpointer: Optional[sqlite3.Connection] = None   # checkpoints off the lock (flush)
         if create:
             self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             self.packs.mkdir(mode=PRIVATE_DIR, exist_ok=True)
@@ -142,6 +144,7 @@ class BlockStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")   # a lost row is a block fetched again; the packs are the truth
+            db.execute("PRAGMA wal_autocheckpoint=0")   # never in a commit (maybe the hub's): flush checkpoints
             for statement in SCHEMA:
                 db.execute(statement)
         except BaseException:
@@ -179,7 +182,7 @@ class BlockStore:
         INDEX_COMMIT_INTERVAL, or at ``flush``."""
         self._unsaved += 1
         if self._unsaved >= limits.INDEX_COMMIT_ROWS or time.monotonic() - self._since >= limits.INDEX_COMMIT_INTERVAL:
-            self.flush()
+            self._commit()
 
     def _begin(self) -> None:
         if not self._db.in_transaction:
@@ -189,17 +192,34 @@ class BlockStore:
     def flush(self) -> None:
         """Commit the index changes not committed yet: other processes
         (``p2p restore``) see them from now on. The running peer calls it with
-        its history's group commit; a kill loses nothing (the records are in
-        the last pack, indexed again at the next start)."""
+        its history's group commit, in its thread pool; a kill loses nothing
+        (the records are in the last pack, indexed again at the next start).
+        Every INDEX_CHECKPOINT_ROWS changes it also merges the WAL into the
+        database, through a connection of its own and without the lock, so
+        no other caller waits for that write and its fsync."""
         with self._lock:
-            if self._db is not None and self._db.in_transaction:
-                try:
-                    self._save_tail()
-                    self._db.execute("COMMIT")
-                except sqlite3.OperationalError as exc:   # a full disk, as the callers know it: an OSError
-                    raise OSError(errno.ENOSPC if "full" in str(exc) else errno.EIO,
-                                  f"cannot update the block index: {exc}") from exc
-            self._unsaved = 0
+            if self._db is None:
+                return
+            self._commit()
+            if self._unmerged < limits.INDEX_CHECKPOINT_ROWS:
+                return
+            self._unmerged = 0
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(self.root / INDEX, isolation_level=None,
+                                                     check_same_thread=False)
+            checkpointer = self._checkpointer
+        checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _commit(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._save_tail()
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:   # a full disk, as the callers know it: an OSError
+                raise OSError(errno.ENOSPC if "full" in str(exc) else errno.EIO,
+                              f"cannot update the block index: {exc}") from exc
+        self._unmerged += self._unsaved
+        self._unsaved = 0
 
     def _save_tail(self) -> None:
         if self._pack_fd is not None:
@@ -210,11 +230,14 @@ class BlockStore:
         with self._lock:
             if self._db is None:
                 return
-            self.flush()
+            self._commit()
             if self._pack_fd is not None:
                 os.close(self._pack_fd)
                 self._pack_fd = None
-            self._db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+            self._db.close()   # the last connection to close merges the WAL
             self._db = None
 
     def __del__(self):
@@ -290,7 +313,7 @@ class BlockStore:
             numbers = self._pack_numbers()
             number = numbers[-1] if numbers else 1
             if self._pack_fd is not None:
-                self.flush()   # only the last pack's unindexed tail is scanned at start
+                self._commit()   # only the last pack's unindexed tail is scanned at start
                 os.close(self._pack_fd)
                 self._pack_fd = None
                 number += 1
@@ -585,7 +608,7 @@ class BlockStore:
             finally:
                 os.close(fd)
         with self._lock:
-            self.flush()
+            self._commit()
             self._db.execute("PRAGMA synchronous=FULL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -109,7 +109,6 @@ class Node:
         except FolderUnavailable:
             self.history.close()
             self.state.close()
-            self.store.close()
             raise
         self.store = BlockStore(self.home / ".p2p" / "blocks")
         self.discovery = None
