@@ -642,7 +642,10 @@ class Node:
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self._sync_history()
-            self.threadpool.apply(self.store.flush)   # stored blocks visible to `p2p restore`
+            try:
+                self.threadpool.apply(self.store.flush)   # stored blocks visible to `p2p restore`
+            except OSError as exc:   # a full home disk: the next tick commits (the records are in the packs)
+                log.debug("block index not committed yet: %s", exc)
             ticks += 1
             if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
                 try:
