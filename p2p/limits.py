@@ -94,11 +94,6 @@ RESTART_DELAY = 1.0              # a crashed component restarts after this: a bu
 MAX_RESTARTS = 5                 # this many crashes of one component ...
 RESTART_WINDOW = 60.0            # ... within this many seconds: stop the peer (exit 1) and say why
 
-# --- local state -------------------------------------------------------------
-STATE_JOURNAL_MAX = 50_000       # journal lines before .p2p/local.json is rewritten: rare enough that
-                                 # the O(folder) snapshot never runs per change
-COMPACT_RETRY = 30.0             # s before rewriting the snapshot again after it failed (full disk)
-
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often
 SNAPSHOT_EVERY = 50_000          # events appended between index snapshots

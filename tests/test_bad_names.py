@@ -103,7 +103,7 @@ def test_bad_names_made_while_running_are_skipped_and_listed_and_the_rest_syncs(
 def scanner(tmp_path) -> Scanner:
     root = tmp_path / "shared"
     root.mkdir(exist_ok=True)
-    return Scanner(root, LocalState(tmp_path / "local.json"), BlockStore(tmp_path / "blocks"))
+    return Scanner(root, LocalState(tmp_path / "local.db"), BlockStore(tmp_path / "blocks"))
 
 
 def make(root, name: str, data: bytes = b"x") -> None:

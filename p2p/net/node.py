@@ -102,7 +102,7 @@ class Node:
         self.secret = load_secret(config.secret_file, config.secret_env)
         self.trusted = load_trusted(self.home)
         self.history = History.open(self.home, self.device_id)
-        self.state = LocalState(self.home / ".p2p" / "local.json")
+        self.state = LocalState(self.home / ".p2p" / "local.db")
         try:
             prepare_folder(self.root, self.home, len(self.history), self.state.paths())
         except FolderUnavailable:
@@ -626,18 +626,11 @@ class Node:
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
-        ticks = compact_after = 0
+        ticks = 0
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self._sync_history()
             ticks += 1
-            if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
-                try:
-                    self.threadpool.apply(self.state.compact)
-                except OSError as exc:   # a full home disk: the journal goes on; try again later
-                    log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
-                                limits.COMPACT_RETRY)
-                    compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
             if ticks % 300 == 0 and (self.config.keep_bytes is not None or self.config.keep_days is not None):
                 self._prune()
 
@@ -697,11 +690,9 @@ class Node:
         after a crash both hold it; only a lost or replaced log (or a power
         loss before the batch's fsync, when the event had not left: then a new
         id costs nothing but the change of id) names more of ours than the log."""
-        prefix = self.device_id + ":"
-        seqs = [int(e.event_id[len(prefix):]) for e in map(self.state.get, self.state.paths())
-                if e.event_id.startswith(prefix)]
-        if seqs and max(seqs) > self.history.own_count:
-            return (f"the local state names event {self.device_id[:7]}:{max(seqs)} of this device id, but "
+        seq = self.state.highest_seq(self.device_id)
+        if seq > self.history.own_count:
+            return (f"the local state names event {self.device_id[:7]}:{seq} of this device id, but "
                     f"events.jsonl holds {self.history.own_count} of its events")
         return None
 
