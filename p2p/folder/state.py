@@ -24,9 +24,10 @@ transaction a crash interrupted is rolled back by SQLite at the next open.
   transaction. After a crash between the two, the entry reads ``new`` and
   ``settle(root)`` looks at the disk to pick the one it holds.
 * A database that cannot be read (deleted, truncated, corrupt) is replaced by
-  an empty one, with one warning: it holds nothing that events.jsonl and the
-  disk cannot give again (the start-up scan rehashes the folder and records
-  each file under the event whose content it has, making no new event).
+  an empty one (``fresh`` says why; the node logs it once): it holds nothing
+  that events.jsonl and the disk cannot give again (the start-up scan
+  rehashes the folder and records each file under the event whose content it
+  has, making no new event).
 * The snapshot and journals of earlier versions (``local.json``,
   ``local.journal.N``) are imported once, intents included, then removed.
 
@@ -116,6 +117,7 @@ class LocalState:
         self._totals = {"file": 0, "dir": 0, "bytes": 0}   # running counts (p2p status)
         self._intended: set = set()       # paths with an intent recorded (skips a DELETE per set)
         self._unsynced = False            # commits since the last sync()
+        self.fresh: Optional[str] = None  # why the database was created empty at this open, if it was
         self._db = self._open()
         for kind, count, size in self._db.execute("SELECT kind, count(*), total(size) FROM entries GROUP BY kind"):
             self._totals[kind] = count
@@ -265,17 +267,18 @@ class LocalState:
     # -- internals -------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         legacy = self.file.with_name("local.json")
-        fresh = not self.file.exists()
+        if not self.file.exists():
+            self.fresh = f"{self.file.name} missing"
         try:
             db = self._connect()
         except sqlite3.DatabaseError as exc:
-            log.warning("%s unreadable (%s): starting from an empty local state; the start-up scan rehashes "
-                        "the folder against events.jsonl", self.file.name, exc)
+            self.fresh = f"{self.file.name} unreadable ({exc})"
             for suffix in ("", "-wal", "-shm"):
                 _remove_quietly(f"{self.file}{suffix}")
             db = self._connect()
-        if fresh and legacy != self.file and (legacy.exists() or any(self._legacy_journals())):
+        if self.fresh and legacy != self.file and (legacy.exists() or any(self._legacy_journals())):
             self._import_legacy(db, legacy)
+            self.fresh = None
         return db
 
     def _connect(self) -> sqlite3.Connection:

@@ -83,6 +83,7 @@ class History:
         self._mark: Optional[SeqMark] = None
         self.lost_own_events: Optional[str] = None   # why our own seq cannot go on (see the module doc)
         self.own_offered = 0                         # highest seq of ours a peer offered that we lack
+        self.replayed = 0                            # events read from the log at open (beyond the snapshot)
 
     # -- opening and closing ----------------------------------------------
     @classmethod
@@ -99,7 +100,7 @@ class History:
             (home / ".p2p").mkdir(parents=True, exist_ok=True)
         history = cls(home, device_id, EventLog(home / "events.jsonl", read_only=read_only))
         start = history._load_snapshot()
-        replayed = history._replay(start)
+        replayed = history.replayed = history._replay(start)
         if not read_only:
             history._open_mark()
             if replayed >= limits.SNAPSHOT_EVERY:

@@ -103,6 +103,9 @@ class Node:
         self.trusted = load_trusted(self.home)
         self.history = History.open(self.home, self.device_id)
         self.state = LocalState(self.home / ".p2p" / "local.db")
+        if self.state.fresh and len(self.history):   # (a new home starts empty: nothing to say)
+            log.warning("%s: the start-up scan rebuilds the local state from the folder and events.jsonl",
+                        self.state.fresh)
         try:
             prepare_folder(self.root, self.home, len(self.history), self.state.paths())
         except FolderUnavailable:
@@ -161,7 +164,8 @@ class Node:
         self.server.start()
         self.listen_port = self.server.server_port
         self.say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
-        self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
+        self.say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events, "
+                 f"{self.history.replayed} read from it at start)")
         self.say(f"listening on {host}:{self.listen_port}")
         mode = mode_description(self.secret, self.trusted)
         if mode.startswith("WARNING: "):
@@ -865,7 +869,8 @@ class Node:
             "in_sync": not missing, "missing": missing,
             "peers": peers, "unreached": unreached,
             "transfers": self.fetcher.status(limits.STATUS_LIST_MAX), "transfer_total": transfers,
-            "folder_state": dict(totals, events=len(self.history), pending=self.history.pending_count,
+            "folder_state": dict(totals, events=len(self.history), replayed_at_start=self.history.replayed,
+                                 pending=self.history.pending_count,
                                  local_changes=local, in_sync=not missing,
                                  store_bytes=self.threadpool.apply(self.store.total_bytes)),
             "not_synced": self.unsynced.listing(),
