@@ -154,6 +154,12 @@ class LocalState:
                                         (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
         return [_path(k) for (k,) in rows]
 
+    def files_over(self, size: int) -> List[str]:
+        """The files recorded larger than ``size`` bytes (one query)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM entries WHERE kind = 'file' AND size > ?", (size,)).fetchall()
+        return [_path(k) for (k,) in rows]
+
     def highest_seq(self, origin: str) -> int:
         """The highest seq of ``origin`` that an entry names (0 if none): one query, no Python loop."""
         prefix = origin + ":"

@@ -191,8 +191,11 @@ class History:
                 yield path, tuple(sorted(events, key=lambda e: e.id))
 
     def paths(self) -> Iterator[str]:
-        """Every path that has ever had an event."""
-        return (path for path, _ in self.all_heads())
+        """Every path that has ever had an event: only the path of each head
+        line is read (the events are neither built nor validated again)."""
+        for key in list(self._heads.keys()):
+            names = {self._path_at(offset) for offset in self._heads.get(key)}
+            yield from sorted(names)   # several only when two paths share a key
 
     def current(self, path: str) -> Optional[Event]:
         """The winning head of ``path`` (possibly a delete), or None if never seen."""
@@ -435,6 +438,10 @@ class History:
         else:
             self._cache.move_to_end(offset)
         return event
+
+    def _path_at(self, offset: int) -> str:
+        event = self._cache.get(offset)
+        return event.path if event is not None else ujson.loads(self._log.line_at(offset))["path"]
 
     def _remember(self, offset: int, event: Event) -> None:
         self._cache[offset] = event

@@ -80,7 +80,7 @@ class LocalChanges:
             if "" in paths and not self.node.scanned.is_set():
                 self.node.scanned.set()
                 self.node.spawn(self.node.reconciler.archive_unarchived)
-                self.node.say(f"scanned the folder: {len(self.node.history.tree())} paths in sync history")
+                self.node.say(f"scanned the folder: {len(self.node.state)} paths recorded")   # (no walk of the tree)
 
     def _scan(self, paths) -> None:
         """One batch: expand, observe each path (several at once), record the changes."""
