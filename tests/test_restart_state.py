@@ -1,13 +1,21 @@
 """A restart reads neither the log nor a whole snapshot of the local state
 (real `p2p run` processes on loopback): after a clean stop no event of
 events.jsonl is read again, after a kill -9 only the events beyond the index
-snapshot; the local state (.p2p/local.db) is used as it is, and a deleted or
+snapshot, and no path in sync is re-checked by the reconciler; the local
+state (.p2p/local.db) is used as it is, and a deleted or
 corrupt one is rebuilt by the start-up scan from the folder and events.jsonl,
 with one warning and without a single new event."""
+
+import re
 
 from tests.peers import wait_until
 
 FILES = 20
+
+
+def this_run(peer) -> str:
+    """The log of the peer's latest start."""
+    return peer.log_path.read_bytes()[peer._log_start:].decode("utf-8", "replace")
 
 
 def folder_state(peer) -> dict:
@@ -32,6 +40,7 @@ def test_a_restart_replays_nothing_after_a_clean_stop_and_only_the_tail_after_a_
     state = folder_state(a)
     assert state["replayed_at_start"] == 0 and state["events"] == FILES + 2 and state["files"] == FILES + 1
     assert "(22 events, 0 read from it at start)" in a.output()
+    assert re.search(r"\b0 paths of the history differ from the local state at start", this_run(a))  # none re-checked
 
     for i in range(5):
         a.write(f"later/g{i}.txt", f"later {i}".encode())

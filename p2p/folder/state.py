@@ -154,6 +154,12 @@ class LocalState:
                                         (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
         return [_path(k) for (k,) in rows]
 
+    def recorded(self) -> List[Tuple[str, str]]:
+        """(path, event id) of every entry."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, event_id FROM entries").fetchall()
+        return [(_path(k), event_id) for k, event_id in rows]
+
     def files_over(self, size: int) -> List[str]:
         """The files recorded larger than ``size`` bytes (one query)."""
         with self._lock:

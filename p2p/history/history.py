@@ -197,6 +197,26 @@ class History:
             names = {self._path_at(offset) for offset in self._heads.get(key)}
             yield from sorted(names)   # several only when two paths share a key
 
+    def differing(self, recorded: Iterable[Tuple[str, str]]) -> Iterator[str]:
+        """The paths whose heads are not exactly the one event ``recorded`` (path,
+        event id pairs: what the disk holds, each id an event of its own path)
+        names, and the paths of the history that ``recorded`` lacks: what may
+        need a write. Compares offsets; only the lines of the paths yielded for
+        lacking a record are read."""
+        settled = set()
+        for path, event_id in recorded:
+            key = path_key(path)
+            heads = self._heads.get(key)
+            if not heads:
+                continue   # not in the history (never synced): nothing to write
+            if len(heads) == 1 and event_id and heads[0] == self._offset_of(event_id):
+                settled.add(key)
+            else:
+                yield path
+        for key in list(self._heads.keys()):
+            if key not in settled:
+                yield from {self._path_at(offset) for offset in self._heads.get(key)}
+
     def current(self, path: str) -> Optional[Event]:
         """The winning head of ``path`` (possibly a delete), or None if never seen."""
         return winner(self.heads(path))

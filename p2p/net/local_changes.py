@@ -87,7 +87,10 @@ class LocalChanges:
         if ".p2pignore" in paths:
             self.node.ignore.reload()
         scanned = self._expand(paths)
-        changes, busy, renamed, deleted = [], [], [], []
+        # the start-up scan: Node.start marked what the history and the local state
+        # disagree on; of the rest only what this scan changes needs a look
+        startup = "" in paths and not self.node.scanned.is_set()
+        changes, busy, renamed, deleted, changed = [], [], [], [], []
         flushed = time.monotonic()
         for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
@@ -109,12 +112,14 @@ class LocalChanges:
                     renamed.append(result.new)
                 elif result is not None:
                     (deleted if result.deleted else changes).append(result)
+                    changed.append(path)
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
         self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        self.node.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
+        looked_at = changed if startup else scanned
+        self.node.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
         """List ``path`` as not synced (one warning); an unexpected error's traceback is logged once."""

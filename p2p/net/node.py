@@ -188,7 +188,9 @@ class Node:
         self.spawn(self._rescan_loop)
         self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
-        self.reconciler.mark_dirty(list(self.history.paths()))
+        differing = set(self.history.differing(self.state.recorded()))   # what may need a write
+        log.debug("%d paths of the history differ from the local state at start", len(differing))
+        self.reconciler.mark_dirty(differing)
         for address in self.config.peers:
             self._dial(address, static=True)
         if self.config.discovery is not None:
