@@ -110,8 +110,10 @@ def test_threads_changing_and_reading_the_state_at_once_lose_nothing(tmp_path):
         try:
             for i in range(3000):
                 state.set(f"t{n}/p{i}", replace(base, event_id=f"A:{i}"))
+                assert state.get(f"t{n}/p{i}").event_id == f"A:{i}"   # this thread's reader sees it at once
                 if i % 3 == 0:
                     state.pop(f"t{n}/p{i}")
+                    assert state.get(f"t{n}/p{i}") is None
         except Exception as exc:   # the crash this guards against: a dict changed during iteration
             errors.append(exc)
 
@@ -121,6 +123,7 @@ def test_threads_changing_and_reading_the_state_at_once_lose_nothing(tmp_path):
     while any(t.is_alive() for t in threads):
         state.sync()
         state.paths()
+        state.get("t1/p1")
         state.under("t1")
         state.with_hash(base.hash)
     for t in threads:
