@@ -72,6 +72,8 @@ RESCAN_INTERVAL = 3600.0         # default seconds between full rescans: the las
                                  # the watcher missed, rare enough that its cost (a stat per path) is noise
 RECORD_EVERY = 256               # a long scan records (and sends) its changes this many at a time ...
 RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
+SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, their entries read in one
+                                 # query: a job and a lookup per path cost more than the path's lstat
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes

@@ -235,10 +235,10 @@ def test_an_unexpected_error_on_one_path_is_logged_once_and_the_batch_goes_on(tm
         make(node.root, name, name.encode())
     observe = node.scanner.observe
 
-    def faulty(path):
+    def faulty(path, *entry):
         if path == "boom.txt":
             raise RuntimeError("a bug in the scanner")
-        return observe(path)
+        return observe(path, *entry)
 
     monkeypatch.setattr(node.scanner, "observe", faulty)
     with caplog.at_level("WARNING"):

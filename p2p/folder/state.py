@@ -130,6 +130,13 @@ class LocalState:
         with self._lock:
             return self._get(_key(path))
 
+    def get_many(self, paths: List[str]) -> Dict[str, Entry]:
+        """The entries of those of ``paths`` that have one, in one query."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(paths))})",
+                                    [_key(p) for p in paths]).fetchall() if paths else []
+        return {_path(row[0]): Entry(*row[1:]) for row in rows}
+
     def with_hash(self, digest: str) -> list:
         """The files recorded with this content."""
         with self._lock:

@@ -92,7 +92,7 @@ class LocalChanges:
         startup = "" in paths and not self.node.scanned.is_set()
         changes, busy, renamed, deleted, changed = [], [], [], [], []
         flushed = time.monotonic()
-        for path, result in zip(scanned, self.node.threadpool.imap(self._observe, scanned)):
+        for path, result in zip(scanned, self._observed(scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
                 self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
@@ -150,13 +150,27 @@ class LocalChanges:
             except Exception as exc:
                 self._not_synced(change.path, f"unexpected error while recording: {exc!r}", exc)
 
-    def _observe(self, path: str):
-        """Scan one path (in a pool thread, several at once): its Change, None if
-        unchanged, or the exception it raised (FileBusy, NotSynced, Renamed or
-        an unexpected one: handled in the hub)."""
+    def _observed(self, paths):
+        """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
+        paths per pool job (several jobs at once), their entries read in one query."""
+        chunks = [paths[i:i + limits.SCAN_CHUNK] for i in range(0, len(paths), limits.SCAN_CHUNK)]
+        for results in self.node.threadpool.imap(self._observe_chunk, chunks):
+            yield from results
+
+    def _observe_chunk(self, paths):
+        try:
+            entries = self.node.state.get_many(paths)
+        except Exception as exc:   # each path is reported with it (the hub logs it once per path)
+            return [exc] * len(paths)
+        return [self._observe(path, entries.get(path)) for path in paths]
+
+    def _observe(self, path: str, entry):
+        """Scan one path (in a pool thread): its Change, None if unchanged, or
+        the exception it raised (FileBusy, NotSynced, Renamed or an unexpected
+        one: handled in the hub)."""
         started = time.monotonic()
         try:
-            change = self.node.scanner.observe(path)
+            change = self.node.scanner.observe(path, entry)
             if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
                 log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
             return change
