@@ -87,6 +87,8 @@ RESCAN_INTERVAL = 3600.0         # default seconds between full rescans: the las
                                  # the watcher missed, rare enough that its cost (a stat per path) is noise
 RECORD_EVERY = 256               # a long scan records (and sends) its changes this many at a time ...
 RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
+SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, their entries read in one
+                                 # query: a job and a lookup per path cost more than the path's lstat
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
@@ -108,11 +110,6 @@ FOLDER_CHECK_INTERVAL = 2.0      # while the folder (or its marker) is missing: 
 RESTART_DELAY = 1.0              # a crashed component restarts after this: a bug in a loop never spins
 MAX_RESTARTS = 5                 # this many crashes of one component ...
 RESTART_WINDOW = 60.0            # ... within this many seconds: stop the peer (exit 1) and say why
-
-# --- local state -------------------------------------------------------------
-STATE_JOURNAL_MAX = 50_000       # journal lines before .p2p/local.json is rewritten: rare enough that
-                                 # the O(folder) snapshot never runs per change
-COMPACT_RETRY = 30.0             # s before rewriting the snapshot again after it failed (full disk)
 
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often

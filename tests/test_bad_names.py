@@ -103,7 +103,7 @@ def test_bad_names_made_while_running_are_skipped_and_listed_and_the_rest_syncs(
 def scanner(tmp_path) -> Scanner:
     root = tmp_path / "shared"
     root.mkdir(exist_ok=True)
-    return Scanner(root, LocalState(tmp_path / "local.json"), BlockStore(tmp_path / "blocks"))
+    return Scanner(root, LocalState(tmp_path / "local.db"), BlockStore(tmp_path / "blocks"))
 
 
 def make(root, name: str, data: bytes = b"x") -> None:
@@ -237,10 +237,10 @@ def test_an_unexpected_error_on_one_path_is_logged_once_and_the_batch_goes_on(tm
         make(loop.root, name, name.encode())
     observe = loop.scanner.observe
 
-    def faulty(path):
+    def faulty(path, *entry):
         if path == "boom.txt":
             raise RuntimeError("a bug in the scanner")
-        return observe(path)
+        return observe(path, *entry)
 
     monkeypatch.setattr(loop.scanner, "observe", faulty)
     with caplog.at_level("WARNING"):

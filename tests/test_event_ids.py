@@ -171,7 +171,7 @@ def in_sync(*peers):
 
 
 def state_files(peer):
-    """The local state: .p2p/local.json and its journals, name -> bytes."""
+    """The local state: .p2p/local.db and its WAL, name -> bytes."""
     return {p.name: p.read_bytes() for p in (peer.home / ".p2p").glob("local.*")}
 
 

@@ -339,6 +339,31 @@ def test_open_rejects_bad_device_id(home):
         History.open(home, "lowercase")
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(ops=operations, data=st.data(), collide=st.booleans())
+def test_fuzz_differing_names_exactly_the_paths_whose_heads_are_not_the_recorded_event(ops, data, collide):
+    events = simulate(ops)
+    unknown = ["", ORIGINS[0] + ":999"]   # (an entry names an event of its own path, as the local state's do)
+    with tempfile.TemporaryDirectory() as home, no_fsync(), \
+            mock.patch.object(history_module, "path_key", (lambda path: len(path) % 2) if collide
+                              else history_module.path_key):
+        history = History.open(Path(home), "Q" * 32)
+        history.merge(events)
+        heads = {p: [e.id for e in history.heads(p)] for p in history.paths()}
+        recorded = {}
+        for path in PATHS + ["never/synced"]:
+            choice = data.draw(st.sampled_from(["none", "head", "other"]))
+            if choice == "head" and heads.get(path):
+                recorded[path] = heads[path][0]
+            elif choice == "other":
+                recorded[path] = data.draw(st.sampled_from([e.id for e in events if e.path == path] + unknown))
+        expected = {p for p, h in heads.items() if not (len(h) == 1 and recorded.get(p) == h[0])}
+        found = list(history.differing(recorded.items()))
+        assert set(found) >= expected and "never/synced" not in found
+        assert collide or set(found) == expected
+        history.close()
+
+
 def test_path_key_collisions_keep_heads_exact(home, monkeypatch):
     events = scripted(60)
     expected = History.open(home / "plain", "Q" * 32)

@@ -333,7 +333,7 @@ def event_for(path: str) -> Event:
 
 
 def writer(root: Path, home: Path, fold: bool) -> FolderWriter:
-    return FolderWriter(root, LocalState(home / "local.json"), store=None, case_folding=fold)
+    return FolderWriter(root, LocalState(home / "local.db"), store=None, case_folding=fold)
 
 
 @pytest.mark.parametrize("existing, incoming", [

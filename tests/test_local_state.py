@@ -1,9 +1,15 @@
-"""The local state survives kill -9 at any moment: every change is journalled
-before the call returns, a replace interrupted between its intent and its
-rename is settled from the disk, compaction never loses a change made while it
-runs (threads included), and entries naming events the log lost are rehashed."""
+"""The local state survives kill -9 at any moment: every change is committed
+before the call returns, a transaction a crash interrupted leaves the old
+state, a replace interrupted between its intent and its rename is settled from
+the disk, threads changing and reading it at once lose nothing, a database
+deleted or corrupt is rebuilt empty (with one warning) and the older
+local.json + journals are imported, and entries naming events the log lost
+are rehashed."""
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 from dataclasses import replace
 
@@ -21,7 +27,7 @@ def reopen(state: LocalState) -> LocalState:
 
 def test_every_change_survives_without_a_save(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     state.set("f", entry(tmp_path / "f", "A:1"))
     state.set("g", entry(tmp_path / "f", "A:2"))
     state.pop("g")
@@ -29,21 +35,52 @@ def test_every_change_survives_without_a_save(tmp_path):
     assert again.get("f").event_id == "A:1" and again.get("g") is None
 
 
-def test_a_torn_last_journal_line_is_ignored(tmp_path):
-    (tmp_path / "f").write_bytes(b"x")
-    state = LocalState(tmp_path / "local.json")
-    state.set("f", entry(tmp_path / "f", "A:1"))
-    journal = next(tmp_path.glob("local.journal.*"))
-    with open(journal, "ab") as out:
-        out.write(b'{"p": "f", "e": {"kind": "fi')
-    assert reopen(state).get("f").event_id == "A:1"
+def in_a_process_killed_after(tmp_path, code: str) -> None:
+    """Run ``code`` (with ``state`` open on tmp_path/local.db) in a child that dies with os._exit: no close."""
+    script = textwrap.dedent(f"""
+        import os
+        from p2p.folder.state import Entry, LocalState
+        state = LocalState({str(tmp_path / "local.db")!r})
+        base = Entry("file", 1, 5, 7, 0o644, "ab", "A:1")
+    """) + textwrap.dedent(code) + "\nos._exit(9)\n"
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=30)
+
+
+def test_a_change_survives_a_killed_process_and_an_unfinished_transaction_does_not(tmp_path):
+    in_a_process_killed_after(tmp_path, """
+        state.set("kept", base)
+        state._db.execute("BEGIN IMMEDIATE")          # a transaction the kill interrupts
+        state._db.execute("DELETE FROM entries")
+        state._db.execute("INSERT INTO entries VALUES (?, 'file', 1, 1, 1, 420, 'cd', 'A:2')", (b"half",))
+    """)
+    again = LocalState(tmp_path / "local.db")
+    assert again.get("kept").event_id == "A:1" and again.get("half") is None
+    assert again.totals() == {"files": 1, "dirs": 0, "bytes": 1}
+
+
+def test_a_deleted_or_corrupt_database_is_rebuilt_empty_and_says_why(tmp_path):
+    state = LocalState(tmp_path / "local.db")
+    assert state.fresh == "local.db missing"
+    state.set("f", Entry("file", 1, 5, 7, 0o644, "ab", "A:1"))
+    state.close()
+    assert LocalState(tmp_path / "local.db").fresh is None
+    with open(tmp_path / "local.db", "r+b") as db:   # truncated mid-page, its header garbled
+        db.truncate(1000)
+        db.write(b"not a database")
+    again = LocalState(tmp_path / "local.db")
+    assert again.get("f") is None and again.paths() == [] and again.fresh.startswith("local.db unreadable")
+    again.set("g", Entry("file", 1, 5, 7, 0o644, "ab", "A:2"))
+    assert again.get("g").event_id == "A:2"
+    again.close()
+    os.unlink(tmp_path / "local.db")
+    assert LocalState(tmp_path / "local.db").paths() == []
 
 
 def test_a_replace_interrupted_before_its_rename_keeps_the_old_entry(tmp_path):
     dest, tmp = tmp_path / "f", tmp_path / "tmp"
     dest.write_bytes(b"old")
     tmp.write_bytes(b"new!")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     state.set("f", entry(dest, "A:1"))
     state.intend("f", entry(tmp, "B:1"))      # killed here: no rename
     again = reopen(state)
@@ -54,7 +91,7 @@ def test_a_replace_interrupted_after_its_rename_keeps_the_new_entry(tmp_path):
     dest, tmp = tmp_path / "f", tmp_path / "tmp"
     dest.write_bytes(b"old")
     tmp.write_bytes(b"new!")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     state.set("f", entry(dest, "A:1"))
     state.intend("f", entry(tmp, "B:1"))
     os.replace(tmp, dest)                      # killed here: renamed, not confirmed
@@ -63,18 +100,20 @@ def test_a_replace_interrupted_after_its_rename_keeps_the_new_entry(tmp_path):
     assert again.get("f").event_id == "B:1" and again.get("f").same_stat(os.lstat(dest))
 
 
-def test_compaction_while_threads_change_the_state_loses_nothing(tmp_path):
+def test_threads_changing_and_reading_the_state_at_once_lose_nothing(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
     base = entry(tmp_path / "f", "")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     errors = []
 
     def writer(n):
         try:
             for i in range(3000):
                 state.set(f"t{n}/p{i}", replace(base, event_id=f"A:{i}"))
+                assert state.get(f"t{n}/p{i}").event_id == f"A:{i}"   # this thread's reader sees it at once
                 if i % 3 == 0:
                     state.pop(f"t{n}/p{i}")
+                    assert state.get(f"t{n}/p{i}") is None
         except Exception as exc:   # the crash this guards against: a dict changed during iteration
             errors.append(exc)
 
@@ -82,7 +121,9 @@ def test_compaction_while_threads_change_the_state_loses_nothing(tmp_path):
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
-        state.compact()
+        state.sync()
+        state.paths()
+        state.get("t1/p1")
         state.under("t1")
         state.with_hash(base.hash)
     for t in threads:
@@ -91,13 +132,13 @@ def test_compaction_while_threads_change_the_state_loses_nothing(tmp_path):
     expected = {f"t{n}/p{i}" for n in range(3) for i in range(3000) if i % 3}
     assert set(reopen(state).paths()) == expected
     state.close()
-    assert set(LocalState(tmp_path / "local.json").paths()) == expected
-    assert len(list(tmp_path.glob("local.journal.*"))) == 1
+    assert set(LocalState(tmp_path / "local.db").paths()) == expected
+    assert state.totals()["files"] == len(expected)
 
 
 def test_entries_naming_lost_events_are_rehashed(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     state.set("f", entry(tmp_path / "f", "A:9"))
     state.set("g", entry(tmp_path / "f", "A:1"))
     assert state.forget_unknown(lambda event_id: event_id == "A:1") == 1
@@ -108,7 +149,21 @@ def test_entries_naming_lost_events_are_rehashed(tmp_path):
 def test_the_format_before_journals_is_read(tmp_path):
     (tmp_path / "local.json").write_text(
         '{"f": {"kind": "file", "size": 1, "mtime": 5, "ino": 7, "mode": 420, "hash": "ab", "event_id": "A:1"}}')
-    assert LocalState(tmp_path / "local.json").get("f").event_id == "A:1"
+    assert LocalState(tmp_path / "local.db").get("f").event_id == "A:1"
+    assert not (tmp_path / "local.json").exists()
+
+
+def test_the_snapshot_and_journals_before_sqlite_are_imported_intents_included(tmp_path):
+    e = '{"kind": "file", "size": 1, "mtime": 5, "ino": 7, "mode": 420, "hash": "ab", "event_id": "A:%d"}'
+    (tmp_path / "local.json").write_text('{"journal": 3, "entries": {"f": %s, "g": %s}}' % (e % 1, e % 2))
+    (tmp_path / "local.journal.3").write_text(
+        '{"p": "g"}\n{"p": "h", "e": %s, "or": null}\n{"p": "f", "e": %s}\n{"p": "x", "e": {"ki'
+        % (e % 3, e % 4))
+    state = LocalState(tmp_path / "local.db")
+    assert state.get("f").event_id == "A:4" and state.get("g") is None and state.get("h").event_id == "A:3"
+    assert state.settle(tmp_path) == 1 and state.get("h") is None   # intended, never renamed in: gone
+    assert not list(tmp_path.glob("local.j*"))
+    assert set(LocalState(tmp_path / "local.db").paths()) == {"f"}
 
 
 def test_permissions_beyond_0777_are_not_part_of_the_entry(tmp_path):
@@ -123,7 +178,7 @@ def test_permissions_beyond_0777_are_not_part_of_the_entry(tmp_path):
 def test_under_lists_a_subtree_parents_first(tmp_path):
     (tmp_path / "f").write_bytes(b"x")
     base = entry(tmp_path / "f", "A:1")
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     for path in ["a", "a/b", "a/b/c.txt", "a/d.txt", "ab", "ab/e.txt", "z.txt"]:
         state.set(path, base)
     state.pop("a/d.txt")
@@ -132,3 +187,14 @@ def test_under_lists_a_subtree_parents_first(tmp_path):
     order = state.under("")
     assert order.index("a/b") < order.index("a/b/c.txt")
     assert reopen(state).under("ab") == ["ab/e.txt"] and state.under("z.txt") == []
+    state.set("a\udcff/x", base)                     # a name that is not UTF-8 (surrogate-escaped)
+    assert state.under("a\udcff") == ["a\udcff/x"] and reopen(state).get("a\udcff/x") == base
+
+
+def test_the_highest_seq_an_entry_names(tmp_path):
+    state = LocalState(tmp_path / "local.db")
+    base = Entry("file", 1, 5, 7, 0o644, "ab", "")
+    assert state.highest_seq("A") == 0
+    for path, event_id in [("a", "A:9"), ("b", "A:10"), ("c", "AB:99"), ("d", "")]:
+        state.set(path, replace(base, event_id=event_id))
+    assert state.highest_seq("A") == 10 and state.highest_seq("AB") == 99

@@ -72,7 +72,7 @@ def test_a_home_made_by_p2p_run_is_private_even_under_a_umask_of_0(make_peer):
     assert ".p2p/partials.json" in modes(b.home)
     for peer in (a, b):
         assert peer.stop() == 0
-        assert ".p2p/index.snapshot" in modes(peer.home) and ".p2p/local.json" in modes(peer.home)
+        assert ".p2p/index.snapshot" in modes(peer.home) and ".p2p/local.db" in modes(peer.home)
         assert not_private(peer.home) == {}, peer.name
 
 

@@ -87,7 +87,7 @@ def test_a_local_edit_made_while_a_remote_version_arrives_is_never_overwritten(t
     root, home = tmp_path / "shared", tmp_path / "home"
     root.mkdir()
     home.mkdir()
-    state = LocalState(home / "local.json")
+    state = LocalState(home / "local.db")
     store = BlockStore(home / "blocks")
     (root / "notes.txt").write_bytes(b"the version both peers had")
     scanned = Scanner(root, state, store).observe("notes.txt")
@@ -165,7 +165,7 @@ def test_the_start_up_walk_never_enters_a_symbolic_link_and_records_none(tmp_pat
     (root / "real-dir" / "dir-link").symlink_to(outside, target_is_directory=True)
     (root / "file-link").symlink_to(outside / "secret.txt")
     (root / "plain.txt").write_bytes(b"plain")
-    scanner = Scanner(root, LocalState(tmp_path / "local.json"), BlockStore(tmp_path / "blocks"))
+    scanner = Scanner(root, LocalState(tmp_path / "local.db"), BlockStore(tmp_path / "blocks"))
     walked = list(scanner.walk())
     assert not [p for p in walked if p.startswith("real-dir/dir-link")], "the walk entered or listed a link"
     assert {c.path for c in map(scanner.observe, walked) if c is not None} == {"real-dir", "plain.txt"}

@@ -26,7 +26,7 @@ changes = st.lists(st.tuples(st.sampled_from("abcdef"), st.one_of(st.none(), st.
 @settings(max_examples=60, deadline=None)
 @given(changes=changes)
 def test_local_state_totals_match_a_recount(tmp_path_factory, changes):
-    path = tmp_path_factory.mktemp("state") / "local.json"
+    path = tmp_path_factory.mktemp("state") / "local.db"
     state = LocalState(path)
     for name, kind, size in changes:
         if kind is None:

@@ -104,7 +104,7 @@ def obstacles(tmp_path):
     os.symlink(tmp_path / "nowhere", root / "dangling")
     os.symlink(outside, root / "linkdir")
     (root / "plain").write_bytes(b"a file never scanned")
-    writer = FolderWriter(root, LocalState(tmp_path / "local.json"), BlockStore(tmp_path / "blocks"),
+    writer = FolderWriter(root, LocalState(tmp_path / "local.db"), BlockStore(tmp_path / "blocks"),
                           case_folding=False)
     return writer, outside
 

@@ -131,7 +131,7 @@ def test_reading_and_listing_the_folder_queues_no_event(watched):
 
 def test_the_scan_and_walk_queue_no_event(watched, tmp_path):
     """The start-up scan and every rescan read the whole folder: not one event from it."""
-    state = LocalState(tmp_path / "local.json")
+    state = LocalState(tmp_path / "local.db")
     scanner = Scanner(watched.root, state, BlockStore(tmp_path / "blocks"))
     watched.settle()
     watched.raw.clear()

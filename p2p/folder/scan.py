@@ -31,6 +31,7 @@ from p2p.folder.state import PERMISSIONS, Entry, LocalState
 from p2p.history.paths import UnsafePath, check_path, is_internal, is_temp_name
 
 log = logging.getLogger("p2p.scan")
+LOOK_UP = object()   # Scanner.observe's entry when the caller has not read it
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,13 @@ class Scanner:
     def syncable(self, path: str) -> bool:
         return bool(path) and not is_internal(path) and not self.ignored(path)
 
-    def observe(self, path: str) -> Optional[Change]:
-        """The change at ``path`` since the local state, or None if unchanged."""
+    def observe(self, path: str, entry=LOOK_UP) -> Optional[Change]:
+        """The change at ``path`` since the local state (``entry``, when the
+        caller read it already), or None if unchanged."""
         if not self.syncable(path):
             return None
-        entry = self.state.get(path)
+        if entry is LOOK_UP:
+            entry = self.state.get(path)
         try:
             st = os.lstat(self.root / path)
         except (FileNotFoundError, NotADirectoryError):

@@ -6,49 +6,61 @@ changed (so a file written by the sync itself produces no new event: echo
 suppression), and the writer checks it before replacing a file, so a local
 edit that was not scanned yet is never overwritten silently.
 
+Storage: an SQLite database, ``.p2p/local.db`` (standard library ``sqlite3``,
+WAL mode), with one table of entries (path -> entry) and one of intents.
+Nothing but running totals is kept in memory, so the peer's memory does not
+grow with the folder, and a start reads no snapshot and replays no journal.
+
 Crash safety. A record that lags behind the disk is dangerous: after a
 ``kill -9``, a file the sync had replaced would look edited by the user, and
 the old content would come back as a new local version. So every change is
-journalled as it happens, not saved now and then:
+its own committed transaction before the call returns (in the WAL, written:
+it survives the process; ``sync()`` makes it survive a power loss), and a
+transaction a crash interrupted is rolled back by SQLite at the next open.
 
-* ``.p2p/local.json`` is a snapshot (``{"journal": G, "entries": {...}}``),
-  and ``.p2p/local.journal.G`` (then G+1, ...) holds one JSON line per change
-  since: ``{"p": path, "e": entry}`` or ``{"p": path}`` (gone). Each line is
-  written with one ``write`` before the call returns, so it survives the
-  process; a torn last line is ignored.
-* Replacing a file is a two-phase record: ``intend(path, new)`` journals
-  ``{"p", "e": new, "or": old}`` before the rename ("the path holds new, or
-  still old"), ``set(path, new)`` after it. After a crash between the two,
+* Replacing a file is a two-phase record: ``intend(path, new)`` records the
+  intent ``(path, new, old)`` before the rename ("the path holds new, or
+  still old"), ``set(path, new)`` after it removes the intent in the same
+  transaction. After a crash between the two, the entry reads ``new`` and
   ``settle(root)`` looks at the disk to pick the one it holds.
-* ``compact()`` (rarely: the node calls it every ``limits.STATE_JOURNAL_MAX`` lines, and at stop)
-  switches to a new journal generation under the lock, copies the entries,
-  and writes the snapshot from that copy; the old journal is removed only
-  after the new snapshot is in place, so a crash at any point replays to the
-  same state.
+* A database that cannot be read (deleted, truncated, corrupt) is replaced by
+  an empty one (``fresh`` says why; the node logs it once): it holds nothing
+  that events.jsonl and the disk cannot give again (the start-up scan
+  rehashes the folder and records each file under the event whose content it
+  has, making no new event).
+* The snapshot and journals of earlier versions (``local.json``,
+  ``local.journal.N``) are imported once, intents included, then removed.
 
 Thread-safe: the hub and the thread pools (writes, scans) call it; one lock
-guards the entries and the journal, and nothing iterates the live dict
-outside it.
+guards the one connection (SQLite itself releases the GIL while it works).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import posixpath
+import sqlite3
 import stat as statmod
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import ujson
-
-from p2p.security.private import create_private
 
 log = logging.getLogger("p2p.state")
 
 PERMISSIONS = 0o777   # the mode bits that are synced: never setuid, setgid or sticky
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (path BLOB PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime INTEGER NOT NULL, ino INTEGER NOT NULL, mode INTEGER NOT NULL, hash TEXT NOT NULL,
+    event_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (hash) WHERE kind = 'file';
+CREATE TABLE IF NOT EXISTS intents (path BLOB PRIMARY KEY, new TEXT NOT NULL, old TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
+"""
+COLUMNS = "kind, size, mtime, ino, mode, hash, event_id"
 
 
 @dataclass(frozen=True)
@@ -76,57 +88,103 @@ class Entry:
                    st.st_ino, statmod.S_IMODE(st.st_mode) & PERMISSIONS, hash, event_id)
 
 
-def _entry(data) -> Optional[Entry]:
-    return None if data is None else Entry(**data)
+class StateWriteFailed(OSError):
+    """The database refused a change (full disk, I/O error): nothing of it was recorded."""
+
+
+def _key(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _path(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def _to_json(entry: Optional[Entry]) -> Optional[str]:
+    return None if entry is None else ujson.dumps(asdict(entry))
+
+
+def _from_json(text: Optional[str]) -> Optional[Entry]:
+    return None if text is None else Entry(**ujson.loads(text))
 
 
 class LocalState:
-    """path -> Entry, journalled to ``.p2p/local.journal.*`` and snapshotted to ``file``."""
+    """path -> Entry, in the SQLite database ``file`` (``.p2p/local.db``)."""
 
     def __init__(self, file: Path):
         self.file = Path(file)
         self._lock = threading.Lock()
-        self._entries: Dict[str, Entry] = {}
-        self._by_hash: Dict[str, set] = {}   # file content hash -> paths (to detect moves)
-        self._children: Dict[str, set] = {}  # directory -> the recorded paths directly inside it
-        self._unsettled: Dict[str, Optional[Entry]] = {}   # path -> the old entry of an unfinished replace
-        self._generation = 0
-        self._journal_lines = 0
-        self._fd: Optional[int] = None
-        self._totals = {"file": 0, "dir": 0, "bytes": 0}   # kept by _index/_unindex (p2p status)
-        self._load()
-        for path, entry in self._entries.items():
-            self._index(path, entry)
-        self._open_journal(self._generation)
+        self._totals = {"file": 0, "dir": 0, "bytes": 0}   # running counts (p2p status)
+        self._intended: set = set()       # paths with an intent recorded (skips a DELETE per set)
+        self._unsynced = False            # commits since the last sync()
+        self.fresh: Optional[str] = None  # why the database was created empty at this open, if it was
+        self._db = self._open()
+        for kind, count, size in self._db.execute("SELECT kind, count(*), total(size) FROM entries GROUP BY kind"):
+            self._totals[kind] = count
+            if kind == "file":
+                self._totals["bytes"] = int(size)
+        self._intended = {_path(k) for (k,) in self._db.execute("SELECT path FROM intents")}
 
     # -- reading -------------------------------------------------------------
     def get(self, path: str) -> Optional[Entry]:
-        return self._entries.get(path)   # one dict lookup: atomic
+        with self._lock:
+            return self._get(_key(path))
+
+    def get_many(self, paths: List[str]) -> Dict[str, Entry]:
+        """The entries of those of ``paths`` that have one, in one query."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(paths))})",
+                                    [_key(p) for p in paths]).fetchall() if paths else []
+        return {_path(row[0]): Entry(*row[1:]) for row in rows}
 
     def with_hash(self, digest: str) -> list:
         """The files recorded with this content."""
         with self._lock:
-            return sorted(self._by_hash.get(digest, ()))
+            rows = self._db.execute("SELECT path FROM entries WHERE hash = ? AND kind = 'file'", (digest,)).fetchall()
+        return sorted(_path(k) for (k,) in rows)
 
     def paths(self) -> List[str]:
         with self._lock:
-            return list(self._entries)
+            return [_path(k) for (k,) in self._db.execute("SELECT path FROM entries")]
 
     def under(self, prefix: str) -> List[str]:
         """Paths strictly inside directory ``prefix`` ("" is the whole folder),
-        parents before children: the cost grows with that subtree, not the folder."""
-        out: List[str] = []
+        parents before children (in byte order a parent sorts before what it
+        holds): one range of the primary key, so the cost grows with that
+        subtree, not the folder."""
         with self._lock:
-            stack = [prefix]
-            while stack:
-                children = self._children.get(stack.pop())
-                if children:
-                    out.extend(children)
-                    stack.extend(children)
-        return out
+            if not prefix:
+                rows = self._db.execute("SELECT path FROM entries ORDER BY path").fetchall()
+            else:
+                low = _key(prefix) + b"/"
+                rows = self._db.execute("SELECT path FROM entries WHERE path > ? AND path < ? ORDER BY path",
+                                        (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
+        return [_path(k) for (k,) in rows]
+
+    def recorded(self) -> List[Tuple[str, str]]:
+        """(path, event id) of every entry."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, event_id FROM entries").fetchall()
+        return [(_path(k), event_id) for k, event_id in rows]
+
+    def files_over(self, size: int) -> List[str]:
+        """The files recorded larger than ``size`` bytes (one query)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM entries WHERE kind = 'file' AND size > ?", (size,)).fetchall()
+        return [_path(k) for (k,) in rows]
+
+    def highest_seq(self, origin: str) -> int:
+        """The highest seq of ``origin`` that an entry names (0 if none): one query, no Python loop."""
+        prefix = origin + ":"
+        with self._lock:
+            (seq,) = self._db.execute(
+                "SELECT max(CAST(substr(event_id, ?) AS INTEGER)) FROM entries WHERE substr(event_id, 1, ?) = ?",
+                (len(prefix) + 1, len(prefix), prefix)).fetchone()
+        return seq or 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return self._totals["file"] + self._totals["dir"]
 
     def totals(self) -> Dict[str, int]:
         """What the disk holds, as recorded: files, directories, bytes of files
@@ -136,195 +194,212 @@ class LocalState:
 
     # -- changing ------------------------------------------------------------
     def set(self, path: str, entry: Entry) -> None:
+        key = _key(path)
         with self._lock:
-            self._journal({"p": path, "e": asdict(entry)})
-            self._put(path, entry)
-            self._unsettled.pop(path, None)
+            old = self._get(key)
+            self._write([("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key,) + astuple(entry))]
+                        + self._settled(path, key))
+            self._count(old, -1)
+            self._count(entry, 1)
 
     def pop(self, path: str) -> Optional[Entry]:
+        key = _key(path)
         with self._lock:
-            entry = self._entries.get(path)
+            entry = self._get(key)
             if entry is None:
+                settled = self._settled(path, key)
+                if settled:
+                    self._write(settled)
                 return None
-            self._journal({"p": path})
-            self._put(path, None)
-            self._unsettled.pop(path, None)
+            self._write([("DELETE FROM entries WHERE path = ?", (key,))] + self._settled(path, key))
+            self._count(entry, -1)
             return entry
 
     def intend(self, path: str, entry: Entry) -> None:
-        """Journal, before a rename puts ``entry``'s file at ``path``, that the
+        """Record, before a rename puts ``entry``'s file at ``path``, that the
         path holds either it or what it held before; ``set`` follows the rename."""
+        key = _key(path)
         with self._lock:
-            old = self._entries.get(path)
-            self._journal({"p": path, "e": asdict(entry), "or": asdict(old) if old else None})
+            old = self._get(key)
+            self._write([("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (key, _to_json(entry), _to_json(old)))])
+            self._intended.add(path)
 
     def sync(self) -> None:
-        """Make the journal durable (before a batch of renames it describes)."""
+        """Make every change so far durable (before a batch of renames it
+        describes): one commit with ``synchronous=FULL`` fsyncs the WAL, and
+        with it every transaction before it. Nothing to do if nothing changed."""
         with self._lock:
-            fd = os.dup(self._fd)   # a compaction may switch journals meanwhile
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
+            if not self._unsynced:
+                return
+            try:
+                self._db.execute("PRAGMA synchronous = FULL")
+                self._write([("INSERT OR REPLACE INTO meta VALUES ('syncs', coalesce("
+                              "(SELECT value FROM meta WHERE key = 'syncs'), 0) + 1)", ())])
+            finally:
+                self._db.execute("PRAGMA synchronous = NORMAL")
+            self._unsynced = False
 
     def settle(self, root: Path) -> int:
-        """After a crash: for each replace that was journalled but not confirmed,
+        """After a crash: for each replace that was intended but not confirmed,
         keep the entry whose file is on disk. Returns how many were settled."""
         with self._lock:
-            unsettled, self._unsettled = self._unsettled, {}
-        for path, old in unsettled.items():
-            new = self._entries.get(path)
+            intents = [(_path(k), _from_json(new), _from_json(old))
+                       for k, new, old in self._db.execute("SELECT path, new, old FROM intents")]
+        for path, new, old in intents:
             try:
                 st = os.lstat(root / path)
             except OSError:
                 st = None
-            if st is not None and new is not None and new.same_stat(st):
-                continue
-            if old is not None and st is not None and old.same_stat(st):
+            if old is not None and st is not None and old.same_stat(st) and not new.same_stat(st):
                 self.set(path, old)    # the rename had not happened
             elif old is None and st is None:
                 self.pop(path)
-        return len(unsettled)
+            else:
+                self.set(path, new)    # renamed (or neither: what a rescan then looks at)
+        return len(intents)
 
     def forget_unknown(self, known: Callable[[str], bool]) -> int:
         """Entries naming an event the history does not hold (it was lost with
         the last unsynced moment of the log) are rescanned rather than trusted:
         their stat is cleared, so the next scan hashes the file again."""
         with self._lock:
-            doubtful = [(p, e) for p, e in self._entries.items() if e.event_id and not known(e.event_id)]
-        for path, entry in doubtful:
-            self.set(path, replace(entry, event_id="", ino=-1))
+            named = self._db.execute("SELECT path, event_id FROM entries WHERE event_id != ''").fetchall()
+        doubtful = [_path(k) for k, event_id in named if not known(event_id)]
+        for path in doubtful:
+            entry = self.get(path)
+            if entry is not None:
+                self.set(path, replace(entry, event_id="", ino=-1))
         return len(doubtful)
 
-    # -- persistence ---------------------------------------------------------
-    @property
-    def journal_lines(self) -> int:
-        return self._journal_lines
-
-    def compact(self) -> None:
-        """Write a snapshot and start a new journal; safe from any thread."""
-        with self._lock:
-            old_generation = self._generation
-            self._open_journal(old_generation + 1)
-            entries = dict(self._entries)
-            generation = self._generation
-        tmp = self.file.with_name(self.file.name + ".tmp")
-        body = {"journal": generation, "entries": {p: asdict(e) for p, e in entries.items()}}
-        try:
-            with os.fdopen(create_private(tmp, os.O_WRONLY | os.O_TRUNC), "w", encoding="utf-8") as out:
-                out.write(ujson.dumps(body))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.file)
-        except OSError:
-            _remove_quietly(tmp)   # the journals (old and new) still hold every change
-            raise
-        for gen in range(old_generation, generation):
-            _remove_quietly(self._journal_path(gen))
-
     def close(self) -> None:
-        self.compact()
+        """Checkpoint the WAL into the database (a clean stop leaves one file) and close."""
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            if self._db is None:
+                return
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:   # the WAL keeps every change: replayed by SQLite at the next open
+                log.warning("%s: WAL not checkpointed at stop (%s)", self.file.name, exc)
+            self._db.close()
+            self._db = None
 
     # -- internals -------------------------------------------------------------
-    def _journal_path(self, generation: int) -> Path:
-        return self.file.with_name(f"local.journal.{generation}")
-
-    def _open_journal(self, generation: int) -> None:
-        fd = os.open(self._journal_path(generation), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd, self._generation, self._journal_lines = fd, generation, 0
-
-    def _journal(self, record: dict) -> None:
-        line = (ujson.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
-        view = memoryview(line)
-        while view:
-            view = view[os.write(self._fd, view):]
-        self._journal_lines += 1
-
-    def _put(self, path: str, entry: Optional[Entry]) -> None:
-        self._unindex(path, self._entries.get(path))
-        if entry is None:
-            self._entries.pop(path, None)
-        else:
-            self._entries[path] = entry
-            self._index(path, entry)
-
-    def _load(self) -> None:
-        generation = 0
+    def _open(self) -> sqlite3.Connection:
+        legacy = self.file.with_name("local.json")
+        if not self.file.exists():
+            self.fresh = f"{self.file.name} missing"
         try:
-            data = ujson.loads(self.file.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "entries" in data:
-                generation = int(data["journal"])
-                self._entries = {p: Entry(**e) for p, e in data["entries"].items()}
-            else:   # the format before journals: a plain path -> entry map
-                self._entries = {p: Entry(**e) for p, e in data.items()}
-        except FileNotFoundError:
-            pass
-        except (ValueError, TypeError, KeyError, OSError) as exc:
-            log.warning("%s unreadable (%s): the start-up scan rehashes the folder", self.file.name, exc)
-            self._entries = {}
-        self._generation = generation
-        later = sorted(int(p.name.rsplit(".", 1)[1]) for p in self.file.parent.glob("local.journal.*")
-                       if p.name.rsplit(".", 1)[1].isdigit())
-        for gen in (g for g in later if g >= generation):
-            self._replay(self._journal_path(gen))
-            self._generation = gen
+            db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            self.fresh = f"{self.file.name} unreadable ({exc})"
+            for suffix in ("", "-wal", "-shm"):
+                _remove_quietly(f"{self.file}{suffix}")
+            db = self._connect()
+        if self.fresh and legacy != self.file and (legacy.exists() or any(self._legacy_journals())):
+            self._import_legacy(db, legacy)
+            self.fresh = None
+        return db
 
-    def _replay(self, path: Path) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600)   # private from its creation
+        os.close(fd)
+        db = sqlite3.connect(str(self.file), isolation_level=None, check_same_thread=False)
         try:
-            data = path.read_bytes()
-        except OSError:
-            return
-        for line in data.split(b"\n"):
-            if not line:
-                continue
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(SCHEMA)
+            (verdict,) = db.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _get(self, key: bytes) -> Optional[Entry]:
+        row = self._db.execute(f"SELECT {COLUMNS} FROM entries WHERE path = ?", (key,)).fetchone()
+        return None if row is None else Entry(*row)
+
+    def _settled(self, path: str, key: bytes) -> List[Tuple[str, tuple]]:
+        """The statement that drops ``path``'s intent, if it has one (in the same transaction)."""
+        if path not in self._intended:
+            return []
+        self._intended.discard(path)
+        return [("DELETE FROM intents WHERE path = ?", (key,))]
+
+    def _write(self, statements: Iterable[Tuple[str, tuple]]) -> None:
+        """One transaction: all of ``statements`` or, on an error, none of them."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                record = ujson.loads(line)
-                key = record["p"]
-                entry = _entry(record.get("e"))
-                if "or" in record:
-                    self._unsettled[key] = _entry(record["or"])
-                else:
-                    self._unsettled.pop(key, None)
-            except (ValueError, TypeError, KeyError):
-                continue   # a torn last line (a crash mid-write): the change it began is rescanned
-            if entry is None:
-                self._entries.pop(key, None)
-            else:
-                self._entries[key] = entry
+                for sql, args in statements:
+                    db.execute(sql, args)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            code = errno.ENOSPC if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc) else errno.EIO
+            raise StateWriteFailed(code, f"{self.file.name}: {exc}") from exc
+        self._unsynced = True
 
-    def _index(self, path: str, entry: Entry) -> None:
-        self._count(entry, 1)
-        if entry.kind == "file":
-            self._by_hash.setdefault(entry.hash, set()).add(path)
-        self._children.setdefault(posixpath.dirname(path), set()).add(path)
-
-    def _count(self, entry: Entry, sign: int) -> None:
+    def _count(self, entry: Optional[Entry], sign: int) -> None:
+        if entry is None:
+            return
         self._totals[entry.kind] = self._totals.get(entry.kind, 0) + sign
         if entry.kind == "file":
             self._totals["bytes"] += sign * entry.size
 
-    def _unindex(self, path: str, entry: Optional[Entry]) -> None:
-        if entry is None:
-            return
-        self._count(entry, -1)
-        if entry.kind == "file":
-            paths = self._by_hash.get(entry.hash)
-            if paths is not None:
-                paths.discard(path)
-                if not paths:
-                    del self._by_hash[entry.hash]
-        parent = posixpath.dirname(path)
-        siblings = self._children.get(parent)
-        if siblings is not None:
-            siblings.discard(path)
-            if not siblings:
-                del self._children[parent]
+    # -- the format of earlier versions: local.json + local.journal.N ----------
+    def _legacy_journals(self) -> List[Path]:
+        gens = sorted(int(p.name.rsplit(".", 1)[1]) for p in self.file.parent.glob("local.journal.*")
+                      if p.name.rsplit(".", 1)[1].isdigit())
+        return [self.file.with_name(f"local.journal.{g}") for g in gens]
+
+    def _import_legacy(self, db: sqlite3.Connection, snapshot: Path) -> None:
+        """Read the old snapshot and the journals after it into ``db`` (one
+        transaction), then remove them; unreadable parts are rescanned."""
+        entries: Dict[str, Optional[Entry]] = {}
+        intents: Dict[str, Tuple[Entry, Optional[Entry]]] = {}
+        generation = 0
+        try:
+            data = ujson.loads(snapshot.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and "entries" in data:
+                generation = int(data["journal"])
+                data = data["entries"]
+            entries = {p: Entry(**e) for p, e in data.items()}   # (or the plain map before journals)
+        except FileNotFoundError:
+            pass
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            log.warning("%s unreadable (%s): the start-up scan rehashes the folder", snapshot.name, exc)
+        journals = [j for j in self._legacy_journals() if int(j.name.rsplit(".", 1)[1]) >= generation]
+        for journal in journals:
+            for line in journal.read_bytes().split(b"\n"):
+                try:
+                    record = ujson.loads(line)
+                    path, entry = record["p"], _from_dict(record.get("e"))
+                    if "or" in record:
+                        intents[path] = (entry, _from_dict(record["or"]))
+                    else:
+                        intents.pop(path, None)
+                except (ValueError, TypeError, KeyError):
+                    continue   # a torn last line (a crash mid-write): the change it began is rescanned
+                entries[path] = entry
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       ((_key(p), *astuple(e)) for p, e in entries.items() if e is not None))
+        db.executemany("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
+                       ((_key(p), _to_json(new), _to_json(old)) for p, (new, old) in intents.items()))
+        db.execute("COMMIT")
+        log.info("local state imported from %s into %s (%d entries)", snapshot.name, self.file.name,
+                 sum(1 for e in entries.values() if e is not None))
+        for old in [snapshot] + self._legacy_journals():
+            _remove_quietly(old)
+
+
+def _from_dict(data) -> Optional[Entry]:
+    return None if data is None else Entry(**data)
 
 
 def _remove_quietly(path) -> None:

@@ -83,6 +83,7 @@ class History:
         self._mark: Optional[SeqMark] = None
         self.lost_own_events: Optional[str] = None   # why our own seq cannot go on (see the module doc)
         self.own_offered = 0                         # highest seq of ours a peer offered that we lack
+        self.replayed = 0                            # events read from the log at open (beyond the snapshot)
 
     # -- opening and closing ----------------------------------------------
     @classmethod
@@ -99,7 +100,7 @@ class History:
             (home / ".p2p").mkdir(parents=True, exist_ok=True)
         history = cls(home, device_id, EventLog(home / "events.jsonl", read_only=read_only))
         start = history._load_snapshot()
-        replayed = history._replay(start)
+        replayed = history.replayed = history._replay(start)
         if not read_only:
             history._open_mark()
             if replayed >= limits.SNAPSHOT_EVERY:
@@ -190,8 +191,31 @@ class History:
                 yield path, tuple(sorted(events, key=lambda e: e.id))
 
     def paths(self) -> Iterator[str]:
-        """Every path that has ever had an event."""
-        return (path for path, _ in self.all_heads())
+        """Every path that has ever had an event: only the path of each head
+        line is read (the events are neither built nor validated again)."""
+        for key in list(self._heads.keys()):
+            names = {self._path_at(offset) for offset in self._heads.get(key)}
+            yield from sorted(names)   # several only when two paths share a key
+
+    def differing(self, recorded: Iterable[Tuple[str, str]]) -> Iterator[str]:
+        """The paths whose heads are not exactly the one event ``recorded`` (path,
+        event id pairs: what the disk holds, each id an event of its own path)
+        names, and the paths of the history that ``recorded`` lacks: what may
+        need a write. Compares offsets; only the lines of the paths yielded for
+        lacking a record are read."""
+        settled = set()
+        for path, event_id in recorded:
+            key = path_key(path)
+            heads = self._heads.get(key)
+            if not heads:
+                continue   # not in the history (never synced): nothing to write
+            if len(heads) == 1 and event_id and heads[0] == self._offset_of(event_id):
+                settled.add(key)
+            else:
+                yield path
+        for key in list(self._heads.keys()):
+            if key not in settled:
+                yield from {self._path_at(offset) for offset in self._heads.get(key)}
 
     def current(self, path: str) -> Optional[Event]:
         """The winning head of ``path`` (possibly a delete), or None if never seen."""
@@ -434,6 +458,10 @@ class History:
         else:
             self._cache.move_to_end(offset)
         return event
+
+    def _path_at(self, offset: int) -> str:
+        event = self._cache.get(offset)
+        return event.path if event is not None else ujson.loads(self._log.line_at(offset))["path"]
 
     def _remember(self, offset: int, event: Event) -> None:
         self._cache[offset] = event

@@ -106,16 +106,19 @@ class LocalChanges:
             if "" in paths and not self.scanned.is_set():
                 self.scanned.set()
                 self.spawn(self.reconciler.archive_unarchived)
-                say(f"scanned the folder: {len(self.history.tree())} paths in sync history")
+                say(f"scanned the folder: {len(self.state)} paths recorded")   # (no walk of the tree)
 
     def _scan(self, paths) -> None:
         """One batch: expand, observe each path (several at once), record the changes."""
         if ".p2pignore" in paths:
             self.ignore.reload()
         scanned = self._expand(paths)
-        changes, busy, renamed, deleted = [], [], [], []
+        # the start-up scan: Node.start marked what the history and the local state
+        # disagree on; of the rest only what this scan changes needs a look
+        startup = "" in paths and not self.scanned.is_set()
+        changes, busy, renamed, deleted, changed = [], [], [], [], []
         flushed = time.monotonic()
-        for path, result in zip(scanned, self.threadpool.imap(self._observe, scanned)):
+        for path, result in zip(scanned, self._observed(scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
                 self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
@@ -135,12 +138,14 @@ class LocalChanges:
                     renamed.append(result.new)
                 elif result is not None:
                     (deleted if result.deleted else changes).append(result)
+                    changed.append(path)
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
         self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        self.reconciler.mark_dirty(paths_to_recheck(p for p in scanned if is_event_path(p)))
+        looked_at = changed if startup else scanned
+        self.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
         """List ``path`` as not synced (one warning); an unexpected error's traceback is logged once."""
@@ -172,13 +177,27 @@ class LocalChanges:
             except Exception as exc:
                 self._not_synced(change.path, f"unexpected error while recording: {exc!r}", exc)
 
-    def _observe(self, path: str):
-        """Scan one path (in a pool thread, several at once): its Change, None if
-        unchanged, or the exception it raised (FileBusy, NotSynced, Renamed or
-        an unexpected one: handled in the hub)."""
+    def _observed(self, paths):
+        """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
+        paths per pool job (several jobs at once), their entries read in one query."""
+        chunks = [paths[i:i + limits.SCAN_CHUNK] for i in range(0, len(paths), limits.SCAN_CHUNK)]
+        for results in self.threadpool.imap(self._observe_chunk, chunks):
+            yield from results
+
+    def _observe_chunk(self, paths):
+        try:
+            entries = self.state.get_many(paths)
+        except Exception as exc:   # each path is reported with it (the hub logs it once per path)
+            return [exc] * len(paths)
+        return [self._observe(path, entries.get(path)) for path in paths]
+
+    def _observe(self, path: str, entry):
+        """Scan one path (in a pool thread): its Change, None if unchanged, or
+        the exception it raised (FileBusy, NotSynced, Renamed or an unexpected
+        one: handled in the hub)."""
         started = time.monotonic()
         try:
-            change = self.scanner.observe(path)
+            change = self.scanner.observe(path, entry)
             if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
                 log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
             return change

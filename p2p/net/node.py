@@ -103,7 +103,10 @@ class Node:
         self.secret = load_secret(config.secret_file, config.secret_env)
         self.trusted = load_trusted(self.home)
         self.history = History.open(self.home, self.device_id)
-        self.state = LocalState(self.home / ".p2p" / "local.json")
+        self.state = LocalState(self.home / ".p2p" / "local.db")
+        if self.state.fresh and len(self.history):   # (a new home starts empty: nothing to say)
+            log.warning("%s: the start-up scan rebuilds the local state from the folder and events.jsonl",
+                        self.state.fresh)
         try:
             prepare_folder(self.root, self.home, len(self.history), self.state.paths())
         except FolderUnavailable:
@@ -175,7 +178,8 @@ class Node:
         self.server.start()
         self.listen_port = self.server.server_port
         say(f"p2p device {format_device_id(self.device_id)} ({self.name})")
-        say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events)")
+        say(f"folder {self.root}  history {self.home / 'events.jsonl'} ({len(self.history)} events, "
+            f"{self.history.replayed} read from it at start)")
         say(f"listening on {host}:{self.listen_port}")
         mode = mode_description(self.secret, self.trusted)
         if mode.startswith("WARNING: "):
@@ -201,7 +205,9 @@ class Node:
         self.spawn(self._rescan_loop)
         self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
-        self.reconciler.mark_dirty(list(self.history.paths()))
+        differing = set(self.history.differing(self.state.recorded()))   # what may need a write
+        log.debug("%d paths of the history differ from the local state at start", len(differing))
+        self.reconciler.mark_dirty(differing)
         for address in self.config.peers:
             self._dial(address, static=True)
         if self.config.discovery is not None:
@@ -638,7 +644,7 @@ class Node:
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:
-        ticks = compact_after = 0
+        ticks = 0
         while True:
             gevent.sleep(limits.FSYNC_INTERVAL)
             self._sync_history()
@@ -647,13 +653,6 @@ class Node:
             except OSError as exc:   # a full home disk: the next tick commits (the records are in the packs)
                 log.debug("block index not committed yet: %s", exc)
             ticks += 1
-            if self.state.journal_lines > limits.STATE_JOURNAL_MAX and ticks >= compact_after:
-                try:
-                    self.threadpool.apply(self.state.compact)
-                except OSError as exc:   # a full home disk: the journal goes on; try again later
-                    log.warning("cannot rewrite %s (%s): trying again in %.0fs", self.state.file.name, exc,
-                                limits.COMPACT_RETRY)
-                    compact_after = ticks + limits.COMPACT_RETRY / limits.FSYNC_INTERVAL
             if ticks % round(limits.PRUNE_CHECK_INTERVAL / limits.FSYNC_INTERVAL) == 0:
                 self._bound_store(hourly=ticks % round(3600 / limits.FSYNC_INTERVAL) == 0)
 
@@ -713,11 +712,9 @@ class Node:
         after a crash both hold it; only a lost or replaced log (or a power
         loss before the batch's fsync, when the event had not left: then a new
         id costs nothing but the change of id) names more of ours than the log."""
-        prefix = self.device_id + ":"
-        seqs = [int(e.event_id[len(prefix):]) for e in map(self.state.get, self.state.paths())
-                if e.event_id.startswith(prefix)]
-        if seqs and max(seqs) > self.history.own_count:
-            return (f"the local state names event {self.device_id[:7]}:{max(seqs)} of this device id, but "
+        seq = self.state.highest_seq(self.device_id)
+        if seq > self.history.own_count:
+            return (f"the local state names event {self.device_id[:7]}:{seq} of this device id, but "
                     f"events.jsonl holds {self.history.own_count} of its events")
         return None
 
@@ -912,7 +909,8 @@ class Node:
             "in_sync": not missing, "missing": missing,
             "peers": peers, "unreached": unreached,
             "transfers": self.fetcher.status(limits.STATUS_LIST_MAX), "transfer_total": transfers,
-            "folder_state": dict(totals, events=len(self.history), pending=self.history.pending_count,
+            "folder_state": dict(totals, events=len(self.history), replayed_at_start=self.history.replayed,
+                                 pending=self.history.pending_count,
                                  local_changes=local, in_sync=not missing,
                                  store_bytes=self.threadpool.apply(self.store.total_bytes),
                                  store_bound=self.store_bound()),

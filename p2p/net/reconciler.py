@@ -371,9 +371,12 @@ class Reconciler:
             self.archive.forget(path, self.bulkpool.apply(self.archive.store_all, (path, event.blocks)))
 
     def archive_unarchived(self) -> None:
-        """After a crash: archive the large current files whose blocks the store lacks."""
-        for path, event in self.history.tree().items():
+        """After a crash: archive the large current files whose blocks the store lacks
+        (only the large files the local state records are looked at, not the whole tree)."""
+        for path in self.state.files_over(limits.ARCHIVE_LATER_MIN):
+            event = self.history.current(path)
             entry = self.state.get(path)
-            if (event.kind == "file" and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
+            if (event is not None and not event.is_delete and event.kind == "file"
+                    and event.size > limits.ARCHIVE_LATER_MIN and entry is not None
                     and entry.hash == event.hash and self.store.missing(event.blocks)):
                 self.archive_later(path, event.blocks)
