@@ -58,6 +58,8 @@ MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FR
 MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one peer
 MAX_BLOCKS_PER_FRAME = 32        # small blocks asked (BlockRequests) or sent (BlocksData) in one frame: all a peer's
                                  # outstanding small requests; 32 x SMALL_BLOCK stays well under MAX_FRAME
+BATCH_BYTES = 1 * MiB             # ... and about this many bytes asked in one frame: tiny blocks share frames, blocks
+                                 # of 128 KiB go 8 a frame (their frame cost is amortised already; less memory per frame)
 MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
 MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
 MAX_PENDING_EVENTS = 100_000     # events held while waiting for their causal parents

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+from p2p import limits
 from p2p.net.control import ask
 from p2p.wire.messages import BlockRequest, BlockRequests
 
@@ -44,6 +45,20 @@ def test_small_files_are_fetched_many_blocks_per_frame(tmp_path):
         frames = len(batches(rogue)) + len(rogue.received_of(BlockRequest))
         assert max((len(b.requests) for b in batches(rogue)), default=0) > 1 and frames < FILES / 2, \
             f"{FILES} small blocks asked in {frames} frames"
+    finally:
+        rogue.close()
+        t.stop()
+
+
+def test_a_batch_asks_for_about_batch_bytes_at_most(tmp_path):
+    t = Peer(tmp_path, "T", secret=SECRET).start()
+    rogue = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+    try:
+        files = {f"mid/{i:02d}.bin": bytes([i]) * (100 * 1024 + i) for i in range(30)}   # one block each
+        offer(rogue, files)
+        wait_until(lambda: all(t.has(path, content) for path, content in files.items()), WAIT, "every file on T")
+        asked = [sum(r.size for r in b.requests) for b in batches(rogue)]
+        assert asked and max(asked) <= limits.BATCH_BYTES, asked
     finally:
         rogue.close()
         t.stop()

@@ -439,10 +439,20 @@ class Session:
         self._small_asks.append(request)
 
     def _send_asks(self) -> None:
+        """Write the waiting small requests, MAX_BLOCKS_PER_FRAME or about
+        BATCH_BYTES asked per frame (so no answer waits for many large ones)."""
         asks, self._small_asks = self._small_asks, []
-        for i in range(0, len(asks), limits.MAX_BLOCKS_PER_FRAME):
-            batch = asks[i:i + limits.MAX_BLOCKS_PER_FRAME]
-            self._write(encode_message(batch[0] if len(batch) == 1 else BlockRequests(requests=tuple(batch))))
+        batch, asked = [], 0
+        for request in asks:
+            if batch and (len(batch) == limits.MAX_BLOCKS_PER_FRAME or asked + request.size > limits.BATCH_BYTES):
+                self._write_asks(batch)
+                batch, asked = [], 0
+            batch.append(request)
+            asked += request.size
+        self._write_asks(batch)
+
+    def _write_asks(self, batch: list) -> None:
+        self._write(encode_message(batch[0] if len(batch) == 1 else BlockRequests(requests=tuple(batch))))
 
     @property
     def outstanding(self) -> int:
