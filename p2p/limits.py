@@ -33,6 +33,10 @@ SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own bu
                                  # small file never waits behind a large one
 ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after syncing, not on
                                  # the critical path (p2p/folder/archive.py)
+ARCHIVE_QUIET = 0.5              # s without a block fetched or served before archiving goes on: on two
+                                 # cores, archiving beside a transfer slows the transfer
+ARCHIVE_SLICE = 8 * MiB          # archived between two checks of that quiet: a transfer that starts
+                                 # meanwhile waits for one slice (a few ms of disk) at most
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
