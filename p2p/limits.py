@@ -39,8 +39,13 @@ ARCHIVE_SLICE = 8 * MiB          # archived between two checks of that quiet: a 
                                  # meanwhile waits for one slice (a few ms of disk) at most
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
-VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
+VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time (what
+                                 # was not hashed as the blocks landed: p2p/folder/running_hash.py)
+WRITEBACK_MIN = ARCHIVE_LATER_MIN  # received files larger than this go to disk as their blocks land: the
+                                 # fsync before the rename then waits for the last blocks, not the file
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
+PARALLEL_HASH_MIN = 8 * MiB      # a larger file's whole hash runs in a thread beside its block hashes
+                                 # (smaller: the thread costs more than it saves)
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 

@@ -118,10 +118,11 @@ class BlockStore:
             raise
 
     def copy_into(self, block_hash: str, dest_fd: int, offsets, *, verify: bool = True,
-                  buffer: Optional[memoryview] = None) -> None:
+                  buffer: Optional[memoryview] = None) -> int:
         """Write a stored block at each of ``offsets`` in ``dest_fd``, in the kernel
-        when the file system allows (copy_file_range). With ``verify`` the block is
-        first read (into ``buffer`` when given) and checked against its hash."""
+        when the file system allows (copy_file_range); return its size. With
+        ``verify`` the block is first read (into ``buffer`` when given) and
+        checked against its hash."""
         path = self._path(block_hash)
         try:
             src = os.open(path, os.O_RDONLY)
@@ -143,6 +144,7 @@ class BlockStore:
                     _write_all(dest_fd, view, offset)
         finally:
             os.close(src)
+        return size
 
     def missing(self, blocks: Iterable[Block]) -> List[Block]:
         """The blocks (hash, size) not in the store, without duplicates, in order."""

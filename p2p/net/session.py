@@ -46,6 +46,11 @@ class SessionClosed(Exception):
     pass
 
 
+def forged_block(wanted: str) -> str:
+    """What a peer sent instead of the block ``wanted`` (sha256 hex), said when it is dropped."""
+    return f"a block whose content does not match the hash we asked for, {wanted[:12]}"
+
+
 class Budget:
     """Bounded outstanding work: at most ``count`` items and about ``size``
     bytes. ``close`` wakes every waiter with SessionClosed."""
@@ -134,12 +139,22 @@ class Session:
         except SessionClosed:
             pass  # closed while waiting for a reply budget; the closer said why
         except WireError as exc:
-            log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
-            self.ended_by = f"{type(exc).__name__}: {exc}"
+            self._dropping(exc)
         except (OSError, gevent.Timeout) as exc:
             log.info("channel with %s ended: %s", self.peer_id[:7], exc)
             self.ended_by = f"channel ended: {exc or type(exc).__name__}"
         finally:
+            self.close()
+
+    def _dropping(self, exc: WireError) -> None:
+        log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
+        self.ended_by = f"{type(exc).__name__}: {exc}"
+
+    def drop(self, exc: WireError) -> None:
+        """End the session for bad input found outside the reader (a large
+        block that its caller verified off the hub, ``request_block``)."""
+        if not self.closed.is_set():
+            self._dropping(exc)
             self.close()
 
     def close(self, reason: str = "") -> None:
@@ -365,21 +380,24 @@ class Session:
         asked = self._asked.pop(msg.req_id, None)
         if result is None or asked is None:
             return  # cancelled or unknown request: ignore
-        wanted, size = asked
+        wanted, size, checked_by_caller = asked
         if msg.status == BlockStatus.OK:
             problem = ""
             if len(msg.data) != size:
                 problem = f"{len(msg.data)} bytes for the block {wanted.hex()[:12]} of {size} bytes we asked for"
-            elif self.node.digest(msg.data) != wanted:
-                problem = f"a block whose content does not match the hash we asked for, {wanted.hex()[:12]}"
+            elif not checked_by_caller and self.node.digest(msg.data) != wanted:
+                problem = forged_block(wanted.hex())
             if problem:
                 result.set_exception(SessionClosed(f"{self.peer_id[:7]} sent {problem}"))
                 raise WireError(f"peer sent {problem}")
         result.set(msg)
 
-    def request_block(self, block_hash: str, size: int):
+    def request_block(self, block_hash: str, size: int, checked_by_caller: bool = False):
         """Fetch one block from this peer: its bytes, checked against
-        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it."""
+        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it.
+        ``checked_by_caller``: only the size is checked here; the caller hashes
+        the bytes off the hub (with the write: one thread hop, and the reader
+        goes on meanwhile) and ``drop``s the peer if they are not that block."""
         budget = self._small_budget if size <= limits.SMALL_BLOCK else self._budget
         budget.acquire(size)
         req_id = next(self._ids) & 0xFFFFFFFF
@@ -388,7 +406,7 @@ class Session:
                 raise SessionClosed(self.peer_id)
             result = AsyncResult()
             self._pending[req_id] = result
-            self._asked[req_id] = (bytes.fromhex(block_hash), size)
+            self._asked[req_id] = (bytes.fromhex(block_hash), size, checked_by_caller)
             self.send(BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash)))
             msg = result.get(timeout=limits.IDLE_TIMEOUT)
             return msg.data if msg.status == 0 else None
