@@ -53,32 +53,56 @@ def forged_block(wanted: str) -> str:
 
 class Budget:
     """Bounded outstanding work: at most ``count`` items and about ``size``
-    bytes. ``close`` wakes every waiter with SessionClosed."""
+    bytes. Waiters are served in order, and a release wakes only the first
+    (not all of them: a large file's thousands of blocks queue here, and
+    waking every one per release cost O(blocks^2) switches in the hub).
+    ``close`` wakes every waiter with SessionClosed."""
 
     def __init__(self, count: int, size: int):
         self.count, self.size = count, size
         self.used_count = self.used_size = 0
         self.closed = False
-        self._freed = Event()
+        self._waiters: deque = deque()   # (bytes wanted, Event), first come first served
+
+    def _fits(self, n: int) -> bool:
+        return self.used_count < self.count and not (self.used_count and self.used_size + n > self.size)
 
     def acquire(self, n: int) -> None:
-        while not self.closed and (self.used_count >= self.count
-                                   or (self.used_count and self.used_size + n > self.size)):
-            self._freed.clear()
-            self._freed.wait()
+        if not self._waiters and not self.closed and self._fits(n):
+            self._take(n)
+            return
+        waiter = (n, Event())
+        self._waiters.append(waiter)
+        try:
+            while not self.closed and not (self._waiters[0] is waiter and self._fits(n)):
+                waiter[1].clear()
+                waiter[1].wait()
+        finally:
+            first = self._waiters and self._waiters[0] is waiter
+            self._waiters.remove(waiter)   # the first, unless this greenlet was killed while it waited
+            if first:
+                self._wake_first()
         if self.closed:
             raise SessionClosed("the session is closed")
+        self._take(n)
+
+    def _take(self, n: int) -> None:
         self.used_count += 1
         self.used_size += n
+
+    def _wake_first(self) -> None:
+        if self._waiters:
+            self._waiters[0][1].set()
 
     def release(self, n: int) -> None:
         self.used_count -= 1
         self.used_size -= n
-        self._freed.set()
+        self._wake_first()
 
     def close(self) -> None:
         self.closed = True
-        self._freed.set()
+        for _n, event in self._waiters:
+            event.set()
 
 
 class Reply(NamedTuple):
