@@ -32,7 +32,8 @@ MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
 ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after syncing, not on
-                                 # the critical path (p2p/folder/archive.py)
+                                 # the critical path (p2p/folder/archive.py); received, their blocks land
+                                 # in bulk threads, hashed into the whole file and sent to disk as they land
 ARCHIVE_QUIET = 0.5              # s without a block fetched or served before archiving goes on: on two
                                  # cores, archiving beside a transfer slows the transfer
 ARCHIVE_SLICE = 8 * MiB          # archived between two checks of that quiet: a transfer that starts
@@ -41,8 +42,6 @@ RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download acro
                                  # ones keep their received blocks in the store, so they resume anyway)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time (what
                                  # was not hashed as the blocks landed: p2p/folder/running_hash.py)
-WRITEBACK_MIN = ARCHIVE_LATER_MIN  # received files larger than this go to disk as their blocks land: the
-                                 # fsync before the rename then waits for the last blocks, not the file
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 PARALLEL_HASH_MIN = 8 * MiB      # a larger file's whole hash runs in a thread beside its block hashes
                                  # (smaller: the thread costs more than it saves)

@@ -80,8 +80,13 @@ def test_a_short_file_is_told_apart():
 BLOCK = 300 * 1024
 
 
-@pytest.fixture
-def writer(tmp_path):
+@pytest.fixture(params=["hashed as the blocks land", "hashed before the rename"])
+def writer(tmp_path, monkeypatch, request):
+    """A FolderWriter; its files count as large (over ARCHIVE_LATER_MIN: hashed
+    as their blocks land) or not (hashed whole before the rename)."""
+    from p2p import limits
+    if request.param == "hashed as the blocks land":
+        monkeypatch.setattr(limits, "ARCHIVE_LATER_MIN", 0)
     root, home = tmp_path / "shared", tmp_path / "home"
     root.mkdir()
     home.mkdir()

@@ -269,7 +269,7 @@ class PendingFile:
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
         self._entry: Optional[Entry] = None
         self._hash = RunningHash(event.size, lambda offset, count: os.pread(self.fd, count, offset))
-        self._writeback = event.size > limits.WRITEBACK_MIN
+        self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub
         os.ftruncate(fd, event.size)
 
     def layout(self) -> dict:
@@ -290,10 +290,12 @@ class PendingFile:
             self._landed(start, len(data), data)
 
     def _landed(self, offset: int, size: int, data=None) -> None:
-        """A verified block is at ``offset``: hash it into the whole (RunningHash)
-        and, in a large file, start writing it to disk."""
-        self._hash.written(offset, size, data)
-        if self._writeback:
+        """A verified block is at ``offset``. A large file's is hashed into the
+        whole now (RunningHash) and starts going to disk; a smaller file is
+        hashed whole before its rename (``RunningHash.finish`` reads it), so
+        the blocks it writes in the hub cost the hub no second hash."""
+        if self._large:
+            self._hash.written(offset, size, data)
             start_writeback(self.fd, offset, size)
 
     def blocks_present(self, blocks: dict, sizes: dict) -> set:
@@ -305,7 +307,7 @@ class PendingFile:
                    for at in offsets):
                 present.add(block_hash)
                 for at in offsets:
-                    self._hash.written(at, sizes[block_hash])
+                    self._landed(at, sizes[block_hash])
         return present
 
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
