@@ -1,12 +1,18 @@
-"""PendingArchive: large files' blocks served from the file until they reach the store."""
+"""PendingArchive: large files' blocks served from the file until they reach the store,
+archived a slice at a time and only while no transfer runs (Reconciler._archive_job)."""
 
 import os
+import time
+import types
 
+import gevent
 import pytest
 
+from p2p import limits
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.archive import PendingArchive
+from p2p.net.reconciler import Reconciler
 
 
 @pytest.fixture
@@ -55,13 +61,6 @@ def test_a_file_moved_before_archiving_is_archived_from_its_new_place(setup):
 
 # -- the node archives a file a slice at a time, only while no transfer runs --------------------
 def _archiving_node(root, store, monkeypatch):
-    import types
-
-    import gevent
-
-    from p2p import limits
-    from p2p.net.reconciler import Reconciler
-
     monkeypatch.setattr(limits, "ARCHIVE_QUIET", 0.01)
     monkeypatch.setattr(limits, "ARCHIVE_SLICE", 128 * 1024)   # one block a slice
     node = types.SimpleNamespace(root=root, store=store, fetcher=types.SimpleNamespace(jobs={}), last_served=0.0,
@@ -71,7 +70,6 @@ def _archiving_node(root, store, monkeypatch):
 
 
 def _wait(condition, seconds=5.0):
-    import gevent
     for _ in range(int(seconds / 0.01)):
         if condition():
             return True
@@ -80,7 +78,6 @@ def _wait(condition, seconds=5.0):
 
 
 def test_the_archive_waits_while_a_transfer_runs(setup, monkeypatch):
-    import gevent
     root, store, _archive, data, blocks = setup
     node, reconciler = _archiving_node(root, store, monkeypatch)
     node.fetcher.jobs["other.bin"] = object()          # a transfer is under way
@@ -93,7 +90,6 @@ def test_the_archive_waits_while_a_transfer_runs(setup, monkeypatch):
 
 
 def test_a_transfer_that_starts_stops_the_archive_after_one_slice(setup, monkeypatch):
-    import gevent
     root, store, _archive, data, blocks = setup
     node, reconciler = _archiving_node(root, store, monkeypatch)
     store_some = reconciler.archive.store_some
@@ -114,12 +110,9 @@ def test_a_transfer_that_starts_stops_the_archive_after_one_slice(setup, monkeyp
 def test_a_new_file_is_archived_only_after_its_peers_fetched_it(setup, monkeypatch):
     """The sender's case: its event has just left, nothing is served yet, and
     the archive must not start before the peers' requests arrive."""
-    import time
-
-    import gevent
     root, store, _archive, data, blocks = setup
     node, reconciler = _archiving_node(root, store, monkeypatch)
-    monkeypatch.setattr("p2p.limits.ARCHIVE_QUIET", 0.1)
+    monkeypatch.setattr(limits, "ARCHIVE_QUIET", 0.1)
     reconciler.archive_later("big.bin", blocks)   # the file was scanned, its event sent
     serving = gevent.spawn(lambda: [setattr(node, "last_served", time.monotonic()) or gevent.sleep(0.02)
                                     for _ in range(15)])   # a peer fetches it from us for 0.3 s
