@@ -32,10 +32,16 @@ MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
 ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after syncing, not on
-                                 # the critical path (p2p/folder/archive.py)
+                                 # the critical path (p2p/folder/archive.py); received, their blocks land
+                                 # in bulk threads, hashed into the whole file and sent to disk as they land
+ARCHIVE_QUIET = 0.5              # s without a block fetched or served before archiving goes on: on two
+                                 # cores, archiving beside a transfer slows the transfer
+ARCHIVE_SLICE = 8 * MiB          # archived between two checks of that quiet: a transfer that starts
+                                 # meanwhile waits for one slice (a few ms of disk) at most
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
-VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
+VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time (what
+                                 # was not hashed as the blocks landed: p2p/folder/running_hash.py)
 BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not
                                  # one file each: a small file's history costs no file creation
@@ -46,6 +52,8 @@ INDEX_CHECKPOINT_ROWS = 4096     # ... and merges its WAL into the database afte
                                  # off the lock): the WAL stays a few MiB
 REPACK_BELOW = 0.5               # prune rewrites a pack whose live bytes fall under this fraction of it: the
                                  # store's disk use stays under twice its live bytes (plus the open pack)
+PARALLEL_HASH_MIN = 8 * MiB      # a larger file's whole hash runs in a thread beside its block hashes
+                                 # (smaller: the thread costs more than it saves)
 
 KEEP_OLD_MIN = 1024 * MiB       # by default old versions may take as much room as the folder, and at least this
                                  # (p2p/history/retention.py): a small folder keeps a useful history too

@@ -79,7 +79,7 @@ from p2p.net.control import ask  # noqa: E402
 
 SCENARIOS = ("tar", "stdlib", "big", "present", "history")
 TOOLS = ("p2p", "syncthing", "rsync")
-PROFILED = ("tar", "stdlib")          # two peers; "present" and "history" profile their one peer's starts
+PROFILED = ("tar", "stdlib", "big")   # two peers; "present" and "history" profile their one peer's starts
 SPY_RATE = 100                        # py-spy samples per second and thread
 # leaves at which a thread is blocked, not running, though py-spy counts it active
 WAITING = frozenset({"acquire_with_timeout", "wait", "Condition.wait", "_Condition.wait", "Event.wait",

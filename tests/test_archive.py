@@ -1,12 +1,18 @@
-"""PendingArchive: large files' blocks served from the file until they reach the store."""
+"""PendingArchive: large files' blocks served from the file until they reach the store,
+archived a slice at a time and only while no transfer runs (Reconciler._archive_job)."""
 
 import os
+import time
+import types
 
+import gevent
 import pytest
 
+from p2p import limits
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.archive import PendingArchive
+from p2p.net.reconciler import Reconciler
 
 
 @pytest.fixture
@@ -51,3 +57,66 @@ def test_a_file_moved_before_archiving_is_archived_from_its_new_place(setup):
     assert blocks[0][0] in archive
     archive.forget("moved.bin", archive.store_all("moved.bin", blocks))
     assert all(store.has(h) for h, _ in blocks)
+
+
+# -- the node archives a file a slice at a time, only while no transfer runs --------------------
+def _archiving_node(root, store, monkeypatch):
+    monkeypatch.setattr(limits, "ARCHIVE_QUIET", 0.01)
+    monkeypatch.setattr(limits, "ARCHIVE_SLICE", 128 * 1024)   # one block a slice
+    node = types.SimpleNamespace(root=root, store=store, fetcher=types.SimpleNamespace(jobs={}), last_served=0.0,
+                                 bulkpool=types.SimpleNamespace(apply=lambda fn, args: fn(*args)),
+                                 spawn=gevent.spawn)
+    return node, Reconciler(node)
+
+
+def _wait(condition, seconds=5.0):
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        gevent.sleep(0.01)
+    return False
+
+
+def test_the_archive_waits_while_a_transfer_runs(setup, monkeypatch):
+    root, store, _archive, data, blocks = setup
+    node, reconciler = _archiving_node(root, store, monkeypatch)
+    node.fetcher.jobs["other.bin"] = object()          # a transfer is under way
+    reconciler.archive_later("big.bin", blocks)
+    gevent.sleep(0.2)
+    assert not any(store.has(h) for h, _ in blocks)
+    del node.fetcher.jobs["other.bin"]
+    assert _wait(lambda: all(store.has(h) for h, _ in blocks))
+    assert blocks[0][0] not in reconciler.archive
+
+
+def test_a_transfer_that_starts_stops_the_archive_after_one_slice(setup, monkeypatch):
+    root, store, _archive, data, blocks = setup
+    node, reconciler = _archiving_node(root, store, monkeypatch)
+    store_some = reconciler.archive.store_some
+
+    def then_a_transfer_starts(path, part):
+        node.fetcher.jobs["other.bin"] = object()
+        return store_some(path, part)
+    reconciler.archive.store_some = then_a_transfer_starts
+    reconciler.archive_later("big.bin", blocks)
+    assert _wait(lambda: store.has(blocks[0][0]))
+    gevent.sleep(0.2)
+    assert [store.has(h) for h, _ in blocks] == [True] + [False] * (len(blocks) - 1)
+    reconciler.archive.store_some = store_some
+    del node.fetcher.jobs["other.bin"]
+    assert _wait(lambda: all(store.has(h) for h, _ in blocks))
+
+
+def test_a_new_file_is_archived_only_after_its_peers_fetched_it(setup, monkeypatch):
+    """The sender's case: its event has just left, nothing is served yet, and
+    the archive must not start before the peers' requests arrive."""
+    root, store, _archive, data, blocks = setup
+    node, reconciler = _archiving_node(root, store, monkeypatch)
+    monkeypatch.setattr(limits, "ARCHIVE_QUIET", 0.1)
+    reconciler.archive_later("big.bin", blocks)   # the file was scanned, its event sent
+    serving = gevent.spawn(lambda: [setattr(node, "last_served", time.monotonic()) or gevent.sleep(0.02)
+                                    for _ in range(15)])   # a peer fetches it from us for 0.3 s
+    gevent.sleep(0.25)
+    assert not any(store.has(h) for h, _ in blocks)
+    serving.join()
+    assert _wait(lambda: all(store.has(h) for h, _ in blocks))

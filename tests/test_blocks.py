@@ -137,6 +137,27 @@ def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     assert issubclass(FileChanged, OSError)
 
 
+@pytest.mark.parametrize("size", [1, limits.MIN_BLOCK, 2 * limits.MIN_BLOCK, 5 * limits.MIN_BLOCK + 17])
+def test_the_whole_hash_beside_the_block_hashes_gives_the_same_result(tmp_path, store, monkeypatch, size):
+    """A large file's whole hash runs in a second thread over reused buffers:
+    every buffer must be hashed before it is read into again."""
+    path = tmp_path / "large.bin"
+    data = write(path, size, seed=7)
+    monkeypatch.setattr(limits, "PARALLEL_HASH_MIN", 0)
+    seen = []
+    expected = (size, sha(data), [(sha(data[i:i + limits.MIN_BLOCK]), len(data[i:i + limits.MIN_BLOCK]))
+                                  for i in range(0, size, limits.MIN_BLOCK)])
+    assert read_blocks(path, on_block=lambda h, view, fd, offset: seen.append((h, sha(view), offset))) == expected
+    assert [(h, offset) for h, _, offset in seen] == [(h, i * limits.MIN_BLOCK) for i, (h, _) in enumerate(expected[2])]
+    assert all(h == content for h, content, _ in seen)
+    assert store.ingest_file(path) == expected
+
+
+def test_a_file_that_grows_while_its_whole_hash_runs_beside_is_caught(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "PARALLEL_HASH_MIN", 0)
+    test_read_blocks_detects_a_file_that_changes_size(tmp_path)
+
+
 def test_prune_oldest_first_never_kept_blocks(store):
     blobs = [bytes([i]) * 1000 for i in range(6)]
     for i, blob in enumerate(blobs):

@@ -166,3 +166,18 @@ def test_close_closes_the_inner_channel():
     inner = InMemoryChannel()
     CompressingChannel(inner).close()
     assert inner.closed
+
+
+def test_an_incompressible_large_payload_costs_no_thread_hand_off():
+    """The sample that tells an incompressible block runs in the caller: only a
+    payload worth compressing is handed to the offload (a thread pool)."""
+    offloaded = []
+
+    def offload(fn):
+        offloaded.append(fn)
+        return fn()
+    random_block, text_block = os.urandom(2 * limits.MiB), text_like(2 * limits.MiB)
+    wire, received = through(random_block, offload=offload)
+    assert not wire.flags & FLAG_COMPRESSED and received.payload == random_block and not offloaded
+    wire, received = through(text_block, offload=offload)
+    assert wire.flags & FLAG_COMPRESSED and received.payload == text_block and len(offloaded) == 2   # both ways

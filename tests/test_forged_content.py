@@ -13,6 +13,7 @@ file is never placed, listed as not synced (one warning) and refetched.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -99,6 +100,72 @@ def test_a_file_whose_blocks_do_not_make_up_its_hash_is_never_placed(tmp_path):
         assert not [name for name in t.tree() if name.startswith(".p2p-tmp-")]
         assert t.output().count("not syncing 'mismatch.txt'") == 1, "the refusal is said once"
         assert not rogue.closed.is_set(), "the block itself was honest: the channel stays"
+    finally:
+        rogue.close()
+        t.stop()
+
+
+def large_file_event(origin: str, seq: int, path: str, content: bytes, block: int) -> dict:
+    """A 'create file' event for a large file (over limits.ARCHIVE_LATER_MIN) of
+    large blocks (over limits.SMALL_BLOCK): the path whose blocks are checked
+    with their write, off the hub, and whose whole hash runs as they land."""
+    event = file_event(origin, seq, path, content)
+    event["blocks"] = [[hashlib.sha256(content[at:at + block]).hexdigest(), len(content[at:at + block])]
+                       for at in range(0, len(content), block)]
+    return event
+
+
+def test_a_forged_large_block_is_never_written_nor_stored(tmp_path):
+    from p2p import limits
+    block = 3 * limits.MiB
+    real = os.urandom(3 * block)
+    assert len(real) > limits.ARCHIVE_LATER_MIN and block > limits.SMALL_BLOCK
+    forged_middle = b"F" * block
+    t = Peer(tmp_path, "T", secret=SECRET).start()
+    liar = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+    honest = None
+    try:
+        for at in (0, 2 * block):
+            liar.serve(real[at:at + block])
+        liar.forge(real[block:2 * block], forged_middle)
+        liar.send_events([large_file_event(liar.device_id, 1, "big.bin", real, block)])
+        assert liar.closed.wait(WAIT), "T kept the channel of a peer that sent a forged large block"
+        wait_until(lambda: f"dropping channel with {liar.device_id[:7]}: WireError: peer sent a block whose "
+                           "content does not match the hash we asked for" in t.output(), WAIT, "T to say why")
+        assert t.lacks("big.bin")
+        assert stored_block(t, forged_middle) is None
+        assert not any(b"FFFFFFFF" in path.read_bytes() for path in t.root.iterdir() if path.is_file()), \
+            "the forged block reached a file in the folder"
+        # another member, with every block, connects: T gets the real content from it
+        honest = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+        for at in range(0, len(real), block):
+            honest.serve(real[at:at + block])
+        wait_until(lambda: t.has("big.bin", real), WAIT, "the real content on T, from an honest peer")
+        assert stored_block(t, forged_middle) is None
+    finally:
+        liar.close()
+        if honest is not None:
+            honest.close()
+        t.stop()
+
+
+def test_a_large_file_whose_blocks_do_not_make_up_its_hash_is_never_placed(tmp_path):
+    from p2p import limits
+    block = 3 * limits.MiB
+    real = os.urandom(3 * block)
+    t = Peer(tmp_path, "T", secret=SECRET).start()
+    rogue = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
+    try:
+        event = large_file_event(rogue.device_id, 1, "mismatch.bin", real, block)
+        event["hash"] = hashlib.sha256(real[::-1]).hexdigest()   # honest blocks, another whole
+        for at in range(0, len(real), block):
+            rogue.serve(real[at:at + block])
+        rogue.send_events([event])
+        wait_until(lambda: not_synced(t).get("mismatch.bin", {}).get("attempts", 0) >= 1, WAIT,
+                   "T to refuse the file")
+        assert "does not match its event's hash" in not_synced(t)["mismatch.bin"]["reason"]
+        assert t.lacks("mismatch.bin")
+        assert not rogue.closed.is_set(), "the blocks themselves were honest: the channel stays"
     finally:
         rogue.close()
         t.stop()

@@ -416,17 +416,18 @@ class BlockStore:
             raise
 
     def copy_into(self, block_hash: str, dest_fd: int, offsets, *, verify: bool = True,
-                  buffer: Optional[memoryview] = None) -> None:
+                  buffer: Optional[memoryview] = None) -> int:
         """Write a stored block at each of ``offsets`` in ``dest_fd``, in the kernel
-        when the file system allows (copy_file_range). With ``verify`` the block is
-        first read (into ``buffer`` when given) and checked against its hash; a
-        packed block is always read and verified (it is small)."""
+        when the file system allows (copy_file_range); return its size. With
+        ``verify`` the block is first read (into ``buffer`` when given) and
+        checked against its hash; a packed block is always read and verified
+        (it is small)."""
         _check(block_hash)
         data = self._read_packed(block_hash)
         if data is not None:
             for offset in offsets:
                 _write_all(dest_fd, data, offset)
-            return
+            return len(data)
         path = self._path(block_hash)
         try:
             src = os.open(path, os.O_RDONLY)
@@ -448,6 +449,7 @@ class BlockStore:
                     _write_all(dest_fd, view, offset)
         finally:
             os.close(src)
+        return size
 
     def missing(self, blocks: Iterable[Block]) -> List[Block]:
         """The blocks (hash, size) not in the store, without duplicates, in order."""

@@ -5,7 +5,9 @@ A file is written from verified blocks (each checked against its sha256 as it
 arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
 destination (the watcher ignores that prefix), at each block's offset, so a
 large file is written once; the whole file is checked against the event's
-hash (``ContentMismatch``), fsynced, and only then renamed into place —
+hash (``ContentMismatch``; hashed as the blocks land, ``RunningHash``),
+fsynced (a large file's blocks start reaching the disk as they land, so
+little is left for that fsync), and only then renamed into place —
 after checking that the path on disk is still exactly what the local state
 says. If it is not, the user
 changed it meanwhile: ``LocalChanged`` is raised and the caller rescans it, so
@@ -20,6 +22,7 @@ overwrite that other path. Blocking code: the node runs it in the thread pool.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -29,6 +32,7 @@ from typing import Optional
 
 from p2p import limits
 from p2p.blocks.store import BlockStore
+from p2p.folder.running_hash import RunningHash
 from p2p.folder.state import PERMISSIONS, Entry, LocalState
 from p2p.history.paths import TEMP_PREFIX, TEMP_TOKEN_HEX
 
@@ -264,6 +268,8 @@ class PendingFile:
         self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
         self._entry: Optional[Entry] = None
+        self._hash = RunningHash(event.size, lambda offset, count: os.pread(self.fd, count, offset))
+        self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub
         os.ftruncate(fd, event.size)
 
     def layout(self) -> dict:
@@ -276,11 +282,21 @@ class PendingFile:
 
     def write_block(self, offsets, data) -> None:
         """Write a verified block's bytes at each of its offsets."""
-        for offset in offsets:
-            view = memoryview(data)
+        for start in offsets:
+            view, offset = memoryview(data), start
             while view:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
+            self._landed(start, len(data), data)
+
+    def _landed(self, offset: int, size: int, data=None) -> None:
+        """A verified block is at ``offset``. A large file's is hashed into the
+        whole now (RunningHash) and starts going to disk; a smaller file is
+        hashed whole before its rename (``RunningHash.finish`` reads it), so
+        the blocks it writes in the hub cost the hub no second hash."""
+        if self._large:
+            self._hash.written(offset, size, data)
+            start_writeback(self.fd, offset, size)
 
     def blocks_present(self, blocks: dict, sizes: dict) -> set:
         """Of ``blocks`` (hash -> offsets), those already written at every
@@ -290,12 +306,16 @@ class PendingFile:
             if all(hashlib.sha256(os.pread(self.fd, sizes[block_hash], at)).hexdigest() == block_hash
                    for at in offsets):
                 present.add(block_hash)
+                for at in offsets:
+                    self._landed(at, sizes[block_hash])
         return present
 
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
         """Copy a block from the store to its offsets (verified first unless the
         caller has just checked and stored it)."""
-        self.writer.store.copy_into(block_hash, self.fd, offsets, verify=verify)
+        size = self.writer.store.copy_into(block_hash, self.fd, offsets, verify=verify)
+        for offset in offsets:
+            self._landed(offset, size)
 
     def copy_from_store(self, layout: dict) -> None:
         for block_hash, offsets in layout.items():
@@ -324,21 +344,13 @@ class PendingFile:
             raise
 
     def _check_content(self) -> None:
-        """One streaming sha256 over the temporary file (a read of it): each
-        block was checked on arrival, this checks that they make up the version."""
-        whole = hashlib.sha256()
-        size = self.event.size
-        buffer = memoryview(bytearray(max(1, min(size, limits.VERIFY_CHUNK))))
-        offset = 0
-        while offset < size:
-            count = os.preadv(self.fd, [buffer[:min(len(buffer), size - offset)]], offset)
-            if not count:
-                break
-            whole.update(buffer[:count])
-            offset += count
-        if offset != size or whole.hexdigest() != self.event.hash:
-            raise ContentMismatch(f"{self.path}: the content written hashes to {whole.hexdigest()[:12]} "
-                                  f"({offset} bytes), not to its event's {self.event.hash[:12]}")
+        """The sha256 of the whole temporary file, hashed as its blocks landed
+        (RunningHash: what was not hashed yet is read now): each block was
+        checked on arrival, this checks that they make up the version."""
+        digest, hashed = self._hash.finish()
+        if hashed != self.event.size or digest != self.event.hash:
+            raise ContentMismatch(f"{self.path}: the content written hashes to {digest[:12]} "
+                                  f"({hashed} bytes), not to its event's {self.event.hash[:12]}")
 
     def intend(self) -> Entry:
         """Journal that the path is about to hold this file (LocalState.intend):
@@ -392,6 +404,32 @@ def sync_filesystem(directory: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2    # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
+
+
+@functools.lru_cache(maxsize=None)
+def _sync_file_range():
+    """libc's sync_file_range, or None where there is none (not Linux)."""
+    try:
+        import ctypes
+
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+def start_writeback(fd: int, offset: int, size: int) -> None:
+    """Start writing ``size`` bytes of ``fd`` at ``offset`` to disk, without
+    waiting (Linux sync_file_range): the fsync before a large file's rename
+    then waits for the last blocks only, not for the whole file. Durability
+    still comes from that fsync; where the call is missing, nothing happens."""
+    call = _sync_file_range()
+    if call is not None:
+        call(fd, offset, size, _SYNC_FILE_RANGE_WRITE)
 
 
 def _remove_quietly(path) -> None:

@@ -7,8 +7,11 @@ event sent (or its file renamed into place), and its blocks are copied into
 the store right after, in the background. Until then they are served from the
 file itself, each read verified against its hash: if the file changed
 meanwhile, that block is simply not available here (peers that have it serve
-it; `restore` reports the version as pruned). The start-up scan re-archives
-whatever a crash left out. Blocking reads: callers use a thread pool for
+it; `restore` reports the version as pruned). The node archives a file a
+slice (``limits.ARCHIVE_SLICE``) at a time, each only once no transfer has
+run for ``limits.ARCHIVE_QUIET``, so a transfer that starts meanwhile waits
+for one slice at most. The start-up scan re-archives whatever a crash left
+out. Blocking reads: callers use a thread pool for
 large files.
 """
 
@@ -18,7 +21,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from p2p.blocks.store import BlockMissing, BlockStore
 
@@ -59,6 +62,14 @@ class PendingArchive:
 
     def store_all(self, path: str, blocks: Iterable[Tuple[str, int]]) -> List[str]:
         """Copy the file's missing blocks into the store (verified); the hashes handled."""
+        handled, lost = self.store_some(path, blocks)
+        warn_changed(path, lost)
+        return handled
+
+    def store_some(self, path: str, blocks: Iterable[Tuple[str, int]]) -> Tuple[List[str], int]:
+        """``store_all`` without the warning, for a caller that archives a file
+        a slice at a time: the hashes handled, and how many of them were not
+        kept (their file changed)."""
         handled, kept = [], 0
         for block_hash, _size in blocks:
             where = self._where.get(block_hash)
@@ -70,13 +81,29 @@ class PendingArchive:
                 kept += 1
             except BlockMissing:
                 pass
-        if kept < len(handled):
-            log.warning("%s changed before its content was archived: %d of its blocks are not in the "
-                        "history here", path, len(handled) - kept)
-        return handled
+        return handled, len(handled) - kept
 
     def forget(self, path: str, hashes: Iterable[str]) -> None:
         """Drop the entries of ``path`` (not those re-registered elsewhere since)."""
         for block_hash in hashes:
             if self._where.get(block_hash, ("",))[0] == path:
                 del self._where[block_hash]
+
+
+def warn_changed(path: str, lost: int) -> None:
+    """Say once that ``lost`` blocks of ``path`` could not be archived."""
+    if lost:
+        log.warning("%s changed before its content was archived: %d of its blocks are not in the "
+                    "history here", path, lost)
+
+
+def slices(blocks: Sequence[Tuple[str, int]], size: int) -> Iterator[Sequence[Tuple[str, int]]]:
+    """``blocks`` cut into consecutive runs of about ``size`` bytes (at least one block each)."""
+    start, total = 0, 0
+    for i, (_hash, block_size) in enumerate(blocks):
+        total += block_size
+        if total >= size:
+            yield blocks[start:i + 1]
+            start, total = i + 1, 0
+    if start < len(blocks):
+        yield blocks[start:]

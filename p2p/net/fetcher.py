@@ -16,6 +16,7 @@ what arrived (``p2p.folder.partials``), so the transfer resumes.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,9 @@ from gevent.pool import Pool
 from p2p import limits
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
-from p2p.net.session import SessionClosed
+from p2p.net.session import SessionClosed, forged_block
 from p2p.units import human_size
+from p2p.wire.errors import WireError
 
 log = logging.getLogger("p2p.fetch")
 
@@ -169,21 +171,36 @@ class Fetcher:
             if session is None:
                 return False
             tried.add(session)
+            large = size > limits.SMALL_BLOCK   # hashed with its write, off the hub (not in the reader)
             try:
-                data = session.request_block(block_hash, size)
+                data = session.request_block(block_hash, size, checked_by_caller=large)
             except (SessionClosed, gevent.Timeout):
                 continue
             if data is None:
                 continue
-            if job.event.size > limits.ARCHIVE_LATER_MIN:  # one write now; archived once in place
-                self.node.bulkpool.apply(pending.write_block, (offsets, data))
-            elif len(data) <= limits.SMALL_BLOCK:
+            archive_later = job.event.size > limits.ARCHIVE_LATER_MIN
+            if not large and not archive_later:
                 self._land(pending, block_hash, data, offsets)   # small: cheaper than a thread hop
-            else:
-                self.node.bulkpool.apply(self._land, (pending, block_hash, data, offsets))
+            elif not self.node.bulkpool.apply(self._write_received,
+                                              (pending, block_hash, data, offsets, large, archive_later)):
+                session.drop(WireError(f"peer sent {forged_block(block_hash)}"))
+                continue
             job.done += len(data)
             self.received += len(data)
             return True
+
+    def _write_received(self, pending, block_hash: str, data, offsets, verify: bool, archive_later: bool) -> bool:
+        """In a bulk thread: check a block against the hash we asked for (if
+        ``verify``; False if it is not that block: nothing is written), then
+        write it (a large file's once now, archived once in place; another's
+        through the store)."""
+        if verify and hashlib.sha256(data).hexdigest() != block_hash:
+            return False
+        if archive_later:
+            pending.write_block(offsets, data)
+        else:
+            self._land(pending, block_hash, data, offsets)
+        return True
 
     def _land(self, pending, block_hash: str, data, offsets) -> None:
         """Keep a verified block in the store (for history) and write it into the

@@ -27,6 +27,7 @@ from gevent.event import AsyncResult, Event
 from p2p import limits
 from p2p.units import human_size
 from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
+from p2p.folder.archive import slices, warn_changed
 from p2p.history.precedence import why_wins, winner
 from p2p.logs import say
 from p2p.sync.conflicts import conflict_name
@@ -34,9 +35,6 @@ from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, 
                            paths_to_recheck)
 
 log = logging.getLogger("p2p.reconcile")
-
-ARCHIVE_QUIET = 0.5             # s without transfers before large files are archived
-
 
 class SmallCommits:
     """Small files finished at about the same time are made durable together:
@@ -359,11 +357,19 @@ class Reconciler:
             self.spawn(self._archive_job, path, tuple(blocks))
 
     def _archive_job(self, path: str, blocks) -> None:
-        # on two cores, archiving during a transfer would slow the transfer: wait
-        # until nothing has been fetched or served for a moment
-        while not self.quiet(ARCHIVE_QUIET):
-            gevent.sleep(ARCHIVE_QUIET)
-        self.archive.forget(path, self.bulkpool.apply(self.archive.store_all, (path, blocks)))
+        # on two cores, archiving during a transfer would slow the transfer: a
+        # slice at a time, each once nothing has been fetched or served for a
+        # moment (the first after that moment too: peers ask for a new file's
+        # blocks as soon as its event reaches them)
+        lost = 0
+        gevent.sleep(limits.ARCHIVE_QUIET)
+        for part in slices(blocks, limits.ARCHIVE_SLICE):
+            while not self.quiet(limits.ARCHIVE_QUIET):
+                gevent.sleep(limits.ARCHIVE_QUIET)
+            handled, not_kept = self.bulkpool.apply(self.archive.store_some, (path, part))
+            self.archive.forget(path, handled)
+            lost += not_kept
+        warn_changed(path, lost)
 
     def _archive_now(self, path: str, event) -> None:
         """Archive a version's pending blocks before its file is overwritten."""

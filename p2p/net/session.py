@@ -49,34 +49,63 @@ class SessionClosed(Exception):
     pass
 
 
+def forged_block(wanted: str) -> str:
+    """What a peer sent instead of the block ``wanted`` (sha256 hex), said when it is dropped."""
+    return f"a block whose content does not match the hash we asked for, {wanted[:12]}"
+
+
 class Budget:
     """Bounded outstanding work: at most ``count`` items and about ``size``
-    bytes. ``close`` wakes every waiter with SessionClosed."""
+    bytes. Waiters are served in order, and a release wakes only the first
+    (not all of them: a large file's thousands of blocks queue here, and
+    waking every one per release cost O(blocks^2) switches in the hub).
+    ``close`` wakes every waiter with SessionClosed."""
 
     def __init__(self, count: int, size: int):
         self.count, self.size = count, size
         self.used_count = self.used_size = 0
         self.closed = False
-        self._freed = Event()
+        self._waiters: deque = deque()   # (bytes wanted, Event), first come first served
+
+    def _fits(self, n: int) -> bool:
+        return self.used_count < self.count and not (self.used_count and self.used_size + n > self.size)
 
     def acquire(self, n: int) -> None:
-        while not self.closed and (self.used_count >= self.count
-                                   or (self.used_count and self.used_size + n > self.size)):
-            self._freed.clear()
-            self._freed.wait()
+        if not self._waiters and not self.closed and self._fits(n):
+            self._take(n)
+            return
+        waiter = (n, Event())
+        self._waiters.append(waiter)
+        try:
+            while not self.closed and not (self._waiters[0] is waiter and self._fits(n)):
+                waiter[1].clear()
+                waiter[1].wait()
+        finally:
+            first = self._waiters and self._waiters[0] is waiter
+            self._waiters.remove(waiter)   # the first, unless this greenlet was killed while it waited
+            if first:
+                self._wake_first()
         if self.closed:
             raise SessionClosed("the session is closed")
+        self._take(n)
+
+    def _take(self, n: int) -> None:
         self.used_count += 1
         self.used_size += n
+
+    def _wake_first(self) -> None:
+        if self._waiters:
+            self._waiters[0][1].set()
 
     def release(self, n: int, count: int = 1) -> None:
         self.used_count -= count
         self.used_size -= n
-        self._freed.set()
+        self._wake_first()
 
     def close(self) -> None:
         self.closed = True
-        self._freed.set()
+        for _n, event in self._waiters:
+            event.set()
 
 
 class Reply(NamedTuple):
@@ -109,7 +138,7 @@ class Session:
         self.bytes_received = 0
         self._ids = itertools.count(1)
         self._pending: dict = {}
-        self._asked: dict = {}           # block request id -> (hash, size) we asked for
+        self._asked: dict = {}           # block request id -> (hash, size, checked_by_caller) we asked for
         self._small_asks: list = []      # small BlockRequests waiting for the writer: sent in one frame
         self._budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
         self._small_budget = Budget(limits.MAX_REQUESTS_PER_PEER, limits.MAX_BYTES_IN_FLIGHT)
@@ -140,12 +169,22 @@ class Session:
         except SessionClosed:
             pass  # closed while waiting for a reply budget; the closer said why
         except WireError as exc:
-            log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
-            self.ended_by = f"{type(exc).__name__}: {exc}"
+            self._dropping(exc)
         except (OSError, gevent.Timeout) as exc:
             log.info("channel with %s ended: %s", self.peer_id[:7], exc)
             self.ended_by = f"channel ended: {exc or type(exc).__name__}"
         finally:
+            self.close()
+
+    def _dropping(self, exc: WireError) -> None:
+        log.warning("dropping channel with %s: %s: %s", self.peer_id[:7], type(exc).__name__, exc)
+        self.ended_by = f"{type(exc).__name__}: {exc}"
+
+    def drop(self, exc: WireError) -> None:
+        """End the session for bad input found outside the reader (a large
+        block that its caller verified off the hub, ``request_block``)."""
+        if not self.closed.is_set():
+            self._dropping(exc)
             self.close()
 
     def close(self, reason: str = "") -> None:
@@ -395,21 +434,24 @@ class Session:
         asked = self._asked.pop(msg.req_id, None)
         if result is None or asked is None:
             return  # cancelled or unknown request: ignore
-        wanted, size = asked
+        wanted, size, checked_by_caller = asked
         if msg.status == BlockStatus.OK:
             problem = ""
             if len(msg.data) != size:
                 problem = f"{len(msg.data)} bytes for the block {wanted.hex()[:12]} of {size} bytes we asked for"
-            elif self.node.digest(msg.data) != wanted:
-                problem = f"a block whose content does not match the hash we asked for, {wanted.hex()[:12]}"
+            elif not checked_by_caller and self.node.digest(msg.data) != wanted:
+                problem = forged_block(wanted.hex())
             if problem:
                 result.set_exception(SessionClosed(f"{self.peer_id[:7]} sent {problem}"))
                 raise WireError(f"peer sent {problem}")
         result.set(msg)
 
-    def request_block(self, block_hash: str, size: int):
+    def request_block(self, block_hash: str, size: int, checked_by_caller: bool = False):
         """Fetch one block from this peer: its bytes, checked against
-        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it."""
+        ``block_hash`` and ``size`` (``_on_block_data``), or None if it lacks it.
+        ``checked_by_caller``: only the size is checked here; the caller hashes
+        the bytes off the hub (with the write: one thread hop, and the reader
+        goes on meanwhile) and ``drop``s the peer if they are not that block."""
         budget = self._small_budget if size <= limits.SMALL_BLOCK else self._budget
         budget.acquire(size)
         req_id = next(self._ids) & 0xFFFFFFFF
@@ -418,7 +460,7 @@ class Session:
                 raise SessionClosed(self.peer_id)
             result = AsyncResult()
             self._pending[req_id] = result
-            self._asked[req_id] = (bytes.fromhex(block_hash), size)
+            self._asked[req_id] = (bytes.fromhex(block_hash), size, checked_by_caller)
             request = BlockRequest(req_id=req_id, size=size, hash=bytes.fromhex(block_hash))
             if size <= limits.SMALL_BLOCK:
                 self._ask_small(request)

@@ -27,19 +27,31 @@ SAMPLE_MAX_RATIO = 0.9          # a sample that shrinks by less than 10%: send u
 def compress_payload(payload: BytesLike) -> Optional[bytearray]:
     """Return the compressed payload, or None when compressing would not
     make it smaller (too small, incompressible sample, or no gain)."""
+    return compress_whole(payload) if worth_trying(payload) else None
+
+
+def worth_trying(payload: BytesLike) -> bool:
+    """False for a payload too small to win, or a large one whose first
+    SAMPLE_SIZE bytes barely compress (one quick lz4 pass over the sample:
+    cheap enough to run in the caller, so an incompressible block costs no
+    hand-off to a thread)."""
     size = len(payload)
     if size < COMPRESS_MIN:
-        return None
+        return False
     if size >= SAMPLE_FROM:
         sample = lz4.block.compress(memoryview(payload)[:SAMPLE_SIZE], store_size=False)
-        if len(sample) > SAMPLE_SIZE * SAMPLE_MAX_RATIO:
-            return None
+        return len(sample) <= SAMPLE_SIZE * SAMPLE_MAX_RATIO
+    return True
+
+
+def compress_whole(payload: BytesLike) -> Optional[bytearray]:
+    """The compressed payload, or None if it is not smaller."""
     # store_size=True reserves the 4-byte prefix (little-endian); rewrite it
     # big-endian in place rather than joining a new prefix to the block.
     compressed = lz4.block.compress(payload, store_size=True, return_bytearray=True)
-    if len(compressed) >= size:
+    if len(compressed) >= len(payload):
         return None
-    SIZE_PREFIX.pack_into(compressed, 0, size)
+    SIZE_PREFIX.pack_into(compressed, 0, len(payload))
     return compressed
 
 
@@ -75,7 +87,9 @@ class CompressingChannel(Channel):
         self._offload = offload
 
     def send(self, frame: Frame) -> None:
-        compressed = run_cpu(self._offload, len(frame.payload), compress_payload, frame.payload)
+        compressed = None
+        if worth_trying(frame.payload):
+            compressed = run_cpu(self._offload, len(frame.payload), compress_whole, frame.payload)
         if compressed is not None:
             frame = Frame(frame.type, frame.flags | FLAG_COMPRESSED, compressed)
         self._inner.send(frame)
