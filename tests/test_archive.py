@@ -61,12 +61,20 @@ def test_a_file_moved_before_archiving_is_archived_from_its_new_place(setup):
 
 # -- the node archives a file a slice at a time, only while no transfer runs --------------------
 def _archiving_node(root, store, monkeypatch):
+    """A reconciler with only what archiving uses; ``node`` stands for the
+    transfers the node would report (its fetcher's jobs, when it last served)."""
     monkeypatch.setattr(limits, "ARCHIVE_QUIET", 0.01)
     monkeypatch.setattr(limits, "ARCHIVE_SLICE", 128 * 1024)   # one block a slice
-    node = types.SimpleNamespace(root=root, store=store, fetcher=types.SimpleNamespace(jobs={}), last_served=0.0,
-                                 bulkpool=types.SimpleNamespace(apply=lambda fn, args: fn(*args)),
-                                 spawn=gevent.spawn)
-    return node, Reconciler(node)
+    node = types.SimpleNamespace(fetcher=types.SimpleNamespace(jobs={}), last_served=0.0)
+
+    def quiet(seconds):
+        return not node.fetcher.jobs and time.monotonic() - node.last_served >= seconds
+    reconciler = Reconciler(
+        root=root, history=None, state=None, store=store, archive=PendingArchive(root, store), writer=None,
+        unsynced=None, fetcher=node.fetcher, rescan=None,
+        pools=(None, types.SimpleNamespace(apply=lambda fn, args: fn(*args))), gates=(), ignored=None,
+        quiet=quiet, label=None, spawn=gevent.spawn)
+    return node, reconciler
 
 
 def _wait(condition, seconds=5.0):
