@@ -27,7 +27,11 @@ RECV_CHUNK = 16 * KiB            # per-channel read buffer for small frames (lar
                                  # into their own payload buffer): small, as a peer may hold hundreds
 
 # --- content blocks --------------------------------------------------------
-MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
+CHUNK_AVG = 16 * KiB             # FastCDC average of files up to CHUNK_AVG * CHUNKS_PER_FILE (mean chunk ~20 KiB):
+                                 # 1,000 SQLite UPDATEs on 117 MB move 22 MB (64 KiB: 62 MB); docs/EVENTS.md
+CHUNKS_PER_FILE = 8192           # a larger file gets a 4x larger average (a tier), so its event lists at most
+                                 # about this many blocks (~600 KB of JSON) and per-block costs stay bounded
+CHUNK_AVG_MAX = 2 * MiB          # the largest tier's average (files over 8 GiB); its maximum is MAX_BLOCK
 MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
@@ -36,7 +40,6 @@ ARCHIVE_LATER_MIN = 8 * MiB      # larger files reach the block store just after
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time
-BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 

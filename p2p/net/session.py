@@ -39,7 +39,7 @@ from p2p.wire.messages import (BlockData, BlockRequest, BlockStatus, Bye, Error,
 log = logging.getLogger("p2p.session")
 
 BACKFILL = object()       # writer-queue marker: stream what the peer lacks
-PROTOCOL_VERSION = 2       # 2: the Have message (0x0D)
+PROTOCOL_VERSION = 3       # 2: the Have message (0x0D); 3: content-defined blocks (docs/EVENTS.md)
 
 
 class SessionClosed(Exception):
