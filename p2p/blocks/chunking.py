@@ -62,8 +62,8 @@ def cut(data, size: Optional[int] = None) -> Iterator[Tuple[int, int]]:
         yield chunk.offset, chunk.length
 
 
-def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None
-                ) -> Tuple[int, str, List[Block]]:
+def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None,
+                cut_as: Optional[int] = None) -> Tuple[int, str, List[Block]]:
     """Read ``path`` once: (size, sha256 hex of the content, [(block sha256 hex, block size)]).
 
     ``on_block(hash, data, fd, offset)`` is called for every block as it is
@@ -80,7 +80,7 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
         size = opened.st_size
         offset = 0
         if size:
-            for chunk in _chunker(size).cut_stream(handle):
+            for chunk in _chunker(size if cut_as is None else cut_as).cut_stream(handle):
                 data = chunk.data
                 count = chunk.length
                 if offset + count > size:
