@@ -44,7 +44,9 @@ VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads th
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 
 # --- per-peer bounds -------------------------------------------------------
-MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME)
+MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME) ...
+EVENTS_BATCH_BYTES = 4 * MiB     # ... and their JSON bytes at most: a file's event lists up to ~8,000 blocks
+                                 # (~600 KB), so 1,000 events could exceed MAX_FRAME
 MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one peer
 MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
 MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
