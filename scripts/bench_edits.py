@@ -186,7 +186,15 @@ def _arrives(receiver: Path, edit: Edit, sha256: str, size: int) -> None:
 
 
 def _tree_bytes(root: Path) -> int:
-    return sum(e.stat().st_size for d, _, files in os.walk(root) for e in map(lambda f: Path(d) / f, files))
+    """Bytes of the files under ``root`` (one that vanishes meanwhile, a temporary, counts 0)."""
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 def _settled_size(root: Path) -> int:
