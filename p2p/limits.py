@@ -27,7 +27,11 @@ RECV_CHUNK = 16 * KiB            # per-channel read buffer for small frames (lar
                                  # into their own payload buffer): small, as a peer may hold hundreds
 
 # --- content blocks --------------------------------------------------------
-MIN_BLOCK = 128 * KiB            # Syncthing's smallest block: small edits move little
+CHUNK_AVG = 16 * KiB             # FastCDC average of files up to CHUNK_AVG * CHUNKS_PER_FILE (mean chunk ~20 KiB):
+                                 # 1,000 SQLite UPDATEs on 117 MB move 22 MB (64 KiB: 62 MB); docs/EVENTS.md
+CHUNKS_PER_FILE = 8192           # a larger file gets a 4x larger average (a tier), so its event lists at most
+                                 # about this many blocks (~600 KB of JSON) and per-block costs stay bounded
+CHUNK_AVG_MAX = 2 * MiB          # the largest tier's average (files over 8 GiB); its maximum is MAX_BLOCK
 MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a
                                  # small file never waits behind a large one
@@ -42,7 +46,6 @@ RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download acro
                                  # ones keep their received blocks in the store, so they resume anyway)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time (what
                                  # was not hashed as the blocks landed: p2p/folder/running_hash.py)
-BLOCKS_PER_FILE = 256            # grow the block size so a file has about this many blocks
 PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not
                                  # one file each: a small file's history costs no file creation
 PACK_MAX_BYTES = 64 * MiB        # a pack is closed and a new one started past this: repacking one copies at most this
@@ -52,8 +55,6 @@ INDEX_CHECKPOINT_ROWS = 4096     # ... and merges its WAL into the database afte
                                  # off the lock): the WAL stays a few MiB
 REPACK_BELOW = 0.5               # prune rewrites a pack whose live bytes fall under this fraction of it: the
                                  # store's disk use stays under twice its live bytes (plus the open pack)
-PARALLEL_HASH_MIN = 8 * MiB      # a larger file's whole hash runs in a thread beside its block hashes
-                                 # (smaller: the thread costs more than it saves)
 
 KEEP_OLD_MIN = 1024 * MiB       # by default old versions may take as much room as the folder, and at least this
                                  # (p2p/history/retention.py): a small folder keeps a useful history too
@@ -62,7 +63,9 @@ PRUNE_CHECK_INTERVAL = 1.0       # s between checks of the store's size against 
 BULK_THREADS = 3                 # threads for large-buffer work (hashing, landing and sealing big blocks)
 
 # --- per-peer bounds -------------------------------------------------------
-MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME)
+MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME) ...
+EVENTS_BATCH_BYTES = 4 * MiB     # ... and their JSON bytes at most: a file's event lists up to ~8,000 blocks
+                                 # (~600 KB), so 1,000 events could exceed MAX_FRAME
 MAX_REQUESTS_PER_PEER = 32       # outstanding block requests we send to one peer
 MAX_BLOCKS_PER_FRAME = 32        # small blocks asked (BlockRequests) or sent (BlocksData) in one frame: all a peer's
                                  # outstanding small requests; 32 x SMALL_BLOCK stays well under MAX_FRAME

@@ -2,7 +2,7 @@
 run, printed as tables and written to bench-results/bench.json.
 
 Usage: .venv/bin/python scripts/bench.py [--quick] [--only transport,history,sync,syncthing,trees]
-       [--trees-only] [--scale X] [--scenarios tar,stdlib,big,present,history] [--tools p2p,syncthing,rsync]
+       [--trees-only] [--scale X] [--scenarios tar,stdlib,big,present,history,edits] [--tools p2p,syncthing,rsync]
        [--profile DIR] [--out DIR]
 (`make bench ARGS="..."` passes the same options; the trees options are scripts/bench_trees.py's.)
 """

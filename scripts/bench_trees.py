@@ -20,7 +20,9 @@ tool can deduplicate them) when there are fewer. Scenarios, at ``--scale 1``:
 * ``history``: a history of 1,000,000 events over 200,000 paths
   (``bench_history.generate_log``) and an empty folder (the files' content is
   on no peer): the first start (the index rebuilt from the log) and a
-  restart (from the snapshot the first left): time and RSS (p2p only).
+  restart (from the snapshot the first left): time and RSS (p2p only);
+* ``edits``: small edits of large files (issue 13: an insert, a delete, SQLite
+  UPDATEs, appends), bytes on the wire and time (``bench_edits``).
 
 For ``tar``, ``stdlib`` and ``big`` each tool gets a fresh pair of peers on
 loopback (p2p with a cluster secret; Syncthing configured by
@@ -71,13 +73,14 @@ sys.path.insert(0, str(HERE))
 
 from peers import Peer, wait_until  # noqa: E402
 
+import bench_edits  # noqa: E402
 from bench_history import generate_log  # noqa: E402
 from bench_sync import _timed_copy, _wire_bytes  # noqa: E402
 from bench_syncthing import pair, start_pair  # noqa: E402
 from p2p.folder.marker import MARKER, write_marker  # noqa: E402
 from p2p.net.control import ask  # noqa: E402
 
-SCENARIOS = ("tar", "stdlib", "big", "present", "history")
+SCENARIOS = ("tar", "stdlib", "big", "present", "history", "edits")
 TOOLS = ("p2p", "syncthing", "rsync")
 PROFILED = ("tar", "stdlib", "big")   # two peers; "present" and "history" profile their one peer's starts
 SPY_RATE = 100                        # py-spy samples per second and thread
@@ -704,12 +707,32 @@ def run(quick: bool = False, scale: Optional[float] = None, scenarios=SCENARIOS,
                                  profile)
             shutil.rmtree(base / "present", ignore_errors=True)
             _progress(*rows[-2:])
+        if "edits" in scenarios:
+            rows += edit_rows(base / "edits", tools, scale)
         if "history" in scenarios and "p2p" in tools:
             rows += history_rows(base / "history", count(HISTORY_EVENTS), start_timeout, idle_timeout, scale,
                                  profile)
             _progress(*rows[-2:])
     if profile and profile.exists():
         print_profiles(profile)
+    return rows
+
+
+def edit_rows(base: Path, tools, scale: float) -> list:
+    rows = []
+    for edit in bench_edits.workloads(base / "versions", scale):
+        results, errors = {}, []
+        for tool in tools:
+            where = base / f"{edit.key}-{tool}"
+            run_tool = {"p2p": bench_edits.on_p2p, "syncthing": bench_edits.on_syncthing,
+                        "rsync": bench_edits.on_rsync}[tool]
+            result = attempt(tool, errors, lambda: run_tool(where, edit))
+            if result is not None:
+                results[tool] = result
+            shutil.rmtree(where, ignore_errors=True)
+        rows.append(bench_edits.row(edit, results, scale, errors))
+        _progress(rows[-1])
+    shutil.rmtree(base, ignore_errors=True)
     return rows
 
 

@@ -25,7 +25,7 @@ def test_every_tree_scenario_runs_tiny_and_ends_identical(tmp_path):
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--trees-only", "--scale", "0.004",
                            "--tools", "p2p,rsync", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads((out / "bench.json").read_text())["suites"]["trees"]
     trees = [r for r in rows if "identical" in r]
@@ -43,6 +43,11 @@ def test_every_tree_scenario_runs_tiny_and_ends_identical(tmp_path):
     assert len(history) == 2, rows                                    # first start, restart
     for row in history:
         assert row["p2p s"] > 0 and row["p2p peak RSS MB"] > 0, row
+    edits = [r for r in rows if "p2p store growth MB" in r]
+    assert len(edits) == 4, rows                                      # insert, delete, sqlite, append
+    for row in edits:
+        assert row["p2p s"] > 0 and row["p2p wire MB"] > 0 and row["p2p store growth MB"] is not None, row
+        assert (row["rsync wire MB"] is not None) == bool(shutil.which("rsync")), row
     assert not [r for r in rows if r.get("error")], rows
 
 

@@ -2,11 +2,14 @@
 
 import hashlib
 import os
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2p import limits
-from p2p.blocks.chunking import FileChanged, block_size_for, hash_file, read_blocks
+from p2p.blocks.chunking import FileChanged, chunk_sizes, cut, hash_file, read_blocks
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
 from stored import age, lose, overwrite, raw, stored_at
 
@@ -20,17 +23,55 @@ def store(tmp_path):
     return BlockStore(tmp_path / ".p2p" / "blocks")
 
 
-def test_block_size_for():
-    assert block_size_for(0) == limits.MIN_BLOCK
-    assert block_size_for(limits.MIN_BLOCK * limits.BLOCKS_PER_FILE) == limits.MIN_BLOCK
-    assert block_size_for(limits.MIN_BLOCK * limits.BLOCKS_PER_FILE + 1) == 2 * limits.MIN_BLOCK
-    assert block_size_for(10 ** 9) == 4 * limits.MiB
-    assert block_size_for(10 ** 13) == limits.MAX_BLOCK
-    for size in (1, 10 ** 6, 10 ** 8, 3 * 10 ** 9):
-        block = block_size_for(size)
-        assert block & (block - 1) == 0
-        assert -(-size // block) <= limits.BLOCKS_PER_FILE or block == limits.MAX_BLOCK
-        assert block == limits.MIN_BLOCK or -(-size // (block // 2)) > limits.BLOCKS_PER_FILE
+def test_chunk_sizes_grow_by_tiers_so_a_file_has_a_bounded_number_of_blocks():
+    small = (limits.CHUNK_AVG // 4, limits.CHUNK_AVG, limits.CHUNK_AVG * 4)
+    assert chunk_sizes(0) == chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE) == small
+    assert chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE + 1)[1] == 4 * limits.CHUNK_AVG
+    assert chunk_sizes(10 ** 14) == (limits.CHUNK_AVG_MAX // 4, limits.CHUNK_AVG_MAX, limits.MAX_BLOCK)
+    for size in (1, 10 ** 6, 10 ** 8, 5 * 10 ** 8, 3 * 10 ** 9, 10 ** 11):
+        minimum, average, maximum = chunk_sizes(size)
+        assert minimum < average < maximum <= limits.MAX_BLOCK
+        assert size <= average * limits.CHUNKS_PER_FILE or average == limits.CHUNK_AVG_MAX
+
+
+def chunks_of(data, size=None):
+    return [(sha(data[o:o + n]), n) for o, n in cut(data, size)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32), size=st.integers(1, 600_000), where=st.floats(0, 1),
+       length=st.integers(1, 5000), insert=st.booleans())
+def test_an_insert_or_delete_moves_only_the_blocks_near_it(seed, size, where, length, insert):
+    """Content-defined cuts: after an edit anywhere, every block but those within a
+    few maximum chunk sizes of it keeps its hash (so it is not sent again)."""
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    at = int(where * size)
+    edited = data[:at] + rng.randbytes(length) + data[at:] if insert else data[:at] + data[at + length:]
+    before = {h for h, _ in chunks_of(data, size)}
+    after = chunks_of(edited, size)   # cut as the same tier (sizes near a tier's edge differ by one tier)
+    moved = sum(n for h, n in after if h not in before)
+    assert moved <= (length if insert else 0) + 3 * chunk_sizes(size)[2]
+    offset = 0
+    for h, n in after:   # every block before the edit is unchanged (but one the file's end cut)
+        if offset + n > at or offset + n >= min(size, len(edited)):
+            break
+        assert h in before
+        offset += n
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=200_000) | st.integers(0, 300_000).map(lambda n: random.Random(n).randbytes(n)))
+def test_any_content_round_trips_through_its_blocks(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("rt")
+    store = BlockStore(folder / "blocks")
+    (folder / "f").write_bytes(data)
+    size, digest, blocks = store.ingest_file(folder / "f")
+    assert (size, digest, blocks) == (len(data), sha(data), chunks_of(data))
+    minimum, _, maximum = chunk_sizes(len(data))
+    assert all(minimum <= n <= maximum for _, n in blocks[:-1]) and all(n <= maximum for _, n in blocks[-1:])
+    store.write_file(blocks, digest, folder / "copy")
+    assert (folder / "copy").read_bytes() == data
 
 
 def test_store_round_trip_and_layout(store):
@@ -72,18 +113,20 @@ def test_bad_hash_names_are_refused(store):
 
 
 def write(path, size, seed=0):
-    data = bytes((i * 131 + seed) % 251 for i in range(size))
+    data = random.Random(seed).randbytes(size)
     path.write_bytes(data)
     return data
 
 
-@pytest.mark.parametrize("size", [0, 1, limits.MIN_BLOCK, limits.MIN_BLOCK + 1, 3 * limits.MIN_BLOCK + 17])
+BLOCK = limits.CHUNK_AVG * 4   # the largest block of a small file
+
+
+@pytest.mark.parametrize("size", [0, 1, limits.CHUNK_AVG // 4, BLOCK, BLOCK + 1, 3 * BLOCK + 17])
 def test_file_round_trip(tmp_path, store, size):
     original = tmp_path / "original.bin"
     data = write(original, size)
     os.chmod(original, 0o640)
-    assert hash_file(original) == (size, sha(data), [(sha(data[i:i + limits.MIN_BLOCK]), len(data[i:i + limits.MIN_BLOCK]))
-                                                     for i in range(0, size, limits.MIN_BLOCK)])
+    assert hash_file(original) == (size, sha(data), chunks_of(data))
     got_size, digest, blocks = store.ingest_file(original)
     assert (got_size, digest) == (size, sha(data)) and store.missing(blocks) == []
     dest = tmp_path / "out" / "copy.bin"
@@ -96,7 +139,7 @@ def test_file_round_trip(tmp_path, store, size):
 
 def test_write_file_is_atomic_and_leaves_nothing_on_failure(tmp_path, store):
     source = tmp_path / "source.bin"
-    data = write(source, 2 * limits.MIN_BLOCK + 5)
+    data = write(source, 2 * BLOCK + 5)
     _, digest, blocks = store.ingest_file(source)
     dest = tmp_path / "dest.bin"
     dest.write_bytes(b"old content")
@@ -115,18 +158,21 @@ def test_write_file_is_atomic_and_leaves_nothing_on_failure(tmp_path, store):
 
 def test_ingest_stores_only_missing_blocks_and_dedups(tmp_path, store):
     a = tmp_path / "a.bin"
-    data = write(a, 3 * limits.MIN_BLOCK)
-    (tmp_path / "b.bin").write_bytes(data[:limits.MIN_BLOCK] * 3)
+    data = write(a, 3 * BLOCK)
+    (tmp_path / "b.bin").write_bytes(data[:BLOCK] + b"ten bytes!" + data[BLOCK:])
+    (tmp_path / "zeros.bin").write_bytes(bytes(3 * BLOCK))
     store.ingest_file(a)
     before = store.total_bytes()
-    _, _, blocks = store.ingest_file(tmp_path / "b.bin")
-    assert store.total_bytes() == before and len({h for h, _ in blocks}) == 1
+    _, _, blocks = store.ingest_file(tmp_path / "b.bin")   # the same content but for an insert
+    assert before < store.total_bytes() <= before + 10 + 2 * BLOCK
     assert store.missing(blocks + blocks) == []
+    _, _, zeros = store.ingest_file(tmp_path / "zeros.bin")
+    assert len(zeros) > 1 and len({h for h, _ in zeros}) == 1
 
 
 def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     path = tmp_path / "growing.bin"
-    write(path, 2 * limits.MIN_BLOCK)
+    write(path, 2 * BLOCK)
 
     def grow(_hash, _data, _fd, _offset):
         with open(path, "ab") as out:
@@ -135,27 +181,6 @@ def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     with pytest.raises(FileChanged):
         read_blocks(path, on_block=grow)
     assert issubclass(FileChanged, OSError)
-
-
-@pytest.mark.parametrize("size", [1, limits.MIN_BLOCK, 2 * limits.MIN_BLOCK, 5 * limits.MIN_BLOCK + 17])
-def test_the_whole_hash_beside_the_block_hashes_gives_the_same_result(tmp_path, store, monkeypatch, size):
-    """A large file's whole hash runs in a second thread over reused buffers:
-    every buffer must be hashed before it is read into again."""
-    path = tmp_path / "large.bin"
-    data = write(path, size, seed=7)
-    monkeypatch.setattr(limits, "PARALLEL_HASH_MIN", 0)
-    seen = []
-    expected = (size, sha(data), [(sha(data[i:i + limits.MIN_BLOCK]), len(data[i:i + limits.MIN_BLOCK]))
-                                  for i in range(0, size, limits.MIN_BLOCK)])
-    assert read_blocks(path, on_block=lambda h, view, fd, offset: seen.append((h, sha(view), offset))) == expected
-    assert [(h, offset) for h, _, offset in seen] == [(h, i * limits.MIN_BLOCK) for i, (h, _) in enumerate(expected[2])]
-    assert all(h == content for h, content, _ in seen)
-    assert store.ingest_file(path) == expected
-
-
-def test_a_file_that_grows_while_its_whole_hash_runs_beside_is_caught(tmp_path, monkeypatch):
-    monkeypatch.setattr(limits, "PARALLEL_HASH_MIN", 0)
-    test_read_blocks_detects_a_file_that_changes_size(tmp_path)
 
 
 def test_prune_oldest_first_never_kept_blocks(store):

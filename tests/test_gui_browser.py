@@ -43,7 +43,7 @@ def test_the_page_shows_syncs_rewinds_and_restores(make_peer, tmp_path):
 
         a.write("hello.txt", b"hello from a")
         wait_until(lambda: "hello.txt" in rows(driver), 20, "a's file in b's page")
-        assert b.has("hello.txt", b"hello from a")
+        wait_until(lambda: b.has("hello.txt", b"hello from a"), 20, "a's file on b")   # the page may show it first
 
         os.remove(a.path("hello.txt"))
         wait_until(lambda: b.lacks("hello.txt"), 20, "the delete on b")

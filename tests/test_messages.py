@@ -13,7 +13,7 @@ from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlockRequest, 
                       Bye, Error, Events, Frame, HandshakeAuth, HandshakeHello, Hello,
                       Have, ListReply, ListRequest, MalformedMessage, MsgType, Neighbors, Ping, Pong, Summary,
                       UnknownMessageType, WireError, decode_message, encode_message)
-from p2p.wire.messages import CODECS, JsonCodec
+from p2p.wire.messages import CODECS, JsonCodec, event_batches
 
 FUZZ_EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "200"))
 
@@ -231,3 +231,18 @@ def test_fuzz_json_values_of_any_shape_raise_only_wire_errors(code, value):
     if isinstance(value, dict) and value:
         fields = dict.fromkeys(CODECS[code].fields, next(iter(value.values())))
         decodes_or_wire_error(Frame(code, 0, ujson.dumps(fields).encode()))
+
+
+def test_event_batches_stay_under_the_frame_limit_whatever_the_block_lists():
+    """Events of files with thousands of content-defined blocks: 1,000 of them in
+    one Events message would exceed MAX_FRAME, so batches are bounded in bytes too."""
+    block = ["ab" * 32, 20_000]
+    events = [{"path": f"photo-{i}.jpg", "blocks": [block] * (300 if i % 7 else 8000)} for i in range(1500)]
+    batches = list(event_batches(events))
+    assert [e for batch in batches for e in batch] == events
+    for batch in batches:
+        payload = encode_message(Events(events=batch)).payload
+        assert len(batch) <= limits.MAX_EVENTS_PER_BATCH and len(payload) <= limits.EVENTS_BATCH_BYTES + 2
+        assert len(decode_message(Frame(MsgType.EVENTS, 0, payload)).events) == len(batch)
+    assert list(event_batches([{"blocks": [block] * 100_000}])) == [({"blocks": [block] * 100_000},)]  # alone
+    assert list(event_batches([])) == []

@@ -14,16 +14,17 @@ SECRET = "protocol-version-test-secret-0123456789"
 WAIT = 60.0
 
 
-def test_a_peer_of_another_protocol_version_is_refused_with_one_clear_line(tmp_path):
+@pytest.mark.parametrize("old", [1, 2])   # 2: fixed-size blocks, which never dedupe with content-defined ones
+def test_a_peer_of_another_protocol_version_is_refused_with_one_clear_line(tmp_path, old):
     t = Peer(tmp_path, "T", secret=SECRET).start()
     rogue = None
     try:
         rogue = AuthenticatedRogue((t.host, t.port), SECRET.encode()).start_reader()
-        rogue.send(Hello(name="old", port=0, version=PROTOCOL_VERSION - 1))
+        rogue.send(Hello(name="old", port=0, version=old))
         wait_until(rogue.closed.is_set, WAIT, "T to close the channel")
-        wait_until(lambda: f"protocol version {PROTOCOL_VERSION - 1}, this peer speaks {PROTOCOL_VERSION}"
+        wait_until(lambda: f"protocol version {old}, this peer speaks {PROTOCOL_VERSION}"
                    in t.output(), WAIT, "T to say why")
-        assert t.alive() and t.output().count(f"protocol version {PROTOCOL_VERSION - 1}, this peer") == 1
+        assert t.alive() and t.output().count(f"protocol version {old}, this peer") == 1
     finally:
         if rogue is not None:
             rogue.close()

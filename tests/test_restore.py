@@ -3,6 +3,7 @@ point (by time and by event id) is exactly the tree that existed then."""
 
 import hashlib
 import os
+import random
 import stat
 from argparse import Namespace
 from datetime import datetime, timezone
@@ -102,7 +103,7 @@ class Scripted:
 @pytest.fixture
 def scripted(tmp_path):
     s = Scripted(tmp_path / "home")
-    big = bytes(range(256)) * (limits.MIN_BLOCK // 128)  # two blocks
+    big = random.Random(1).randbytes(limits.CHUNK_AVG * 16)  # several blocks
     s.mkdir("docs")
     s.write("docs/a.txt", b"version one\n")
     s.write("b.bin", big, mode=0o600)

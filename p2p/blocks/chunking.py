@@ -1,87 +1,102 @@
-"""Split file content into blocks: the block size for a file, and hashing a file.
+"""Split file content into content-defined chunks ("blocks"), and hash a file.
 
-Plain blocking code (the node calls it from its thread pool). A file of size
-S is cut into blocks of ``block_size_for(S)`` bytes (the last one shorter):
-128 KiB for files up to 32 MiB, doubling so a file has at most
-``limits.BLOCKS_PER_FILE`` blocks, never more than ``limits.MAX_BLOCK``.
-An empty file has no blocks. A large file's whole-content hash runs in a
-second thread beside its block hashes (two cores: the scan of a new large
-file, which its event waits for, takes half the time).
+Plain blocking code (the node calls it from its thread pool). A file is cut
+where FastCDC's gear hash of the bytes just before says so (``pyfastcdc``,
+compiled; it releases the GIL while it looks for a cut), so a cut depends on
+the content around it, not on its offset: an insert or a delete moves the
+cuts near it only, and every other block keeps its hash. The chunk sizes
+depend on the file's size by tiers (``chunk_sizes``): an average of
+``limits.CHUNK_AVG`` up to ``CHUNK_AVG * limits.CHUNKS_PER_FILE`` bytes,
+then four times larger per tier (never above ``limits.CHUNK_AVG_MAX``), so a
+file has at most about ``CHUNKS_PER_FILE`` blocks until its largest tier
+(docs/EVENTS.md says why these sizes). A file shorter than its tier's
+minimum is one block; an empty file has no blocks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from pyfastcdc import FastCDC
 
 from p2p import limits
 
 Block = Tuple[str, int]
-CHECK_EVERY = 8   # blocks between checks that the file is not still being written
+CHECK_EVERY = 64   # blocks between checks that the file is not still being written
 
 
 class FileChanged(OSError):
     """The file's size changed while it was being read: hash it again later."""
 
 
-def block_size_for(size: int) -> int:
-    block = limits.MIN_BLOCK
-    while block < limits.MAX_BLOCK and -(-size // block) > limits.BLOCKS_PER_FILE:
-        block *= 2
-    return block
+def chunk_sizes(size: int) -> Tuple[int, int, int]:
+    """(minimum, average, maximum) chunk size for a file of ``size`` bytes.
+    The average is FastCDC's parameter (its mean chunk is about average + minimum)."""
+    average = limits.CHUNK_AVG
+    while average < limits.CHUNK_AVG_MAX and size > average * limits.CHUNKS_PER_FILE:
+        average = min(average * 4, limits.CHUNK_AVG_MAX)
+    return average // 4, average, min(average * 4, limits.MAX_BLOCK)
 
 
-def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None
-                ) -> Tuple[int, str, List[Block]]:
+_chunkers = {}
+
+
+def _chunker(size: int) -> FastCDC:
+    """The (stateless, reusable) FastCDC cutter of a file of ``size`` bytes' tier."""
+    minimum, average, maximum = chunk_sizes(size)
+    cutter = _chunkers.get(average)
+    if cutter is None:
+        cutter = _chunkers[average] = FastCDC(average, min_size=minimum, max_size=maximum)
+    return cutter
+
+
+def cut(data, size: Optional[int] = None) -> Iterator[Tuple[int, int]]:
+    """(offset, length) of each chunk of ``data`` (in memory), cut as a file of
+    ``size`` bytes (default: ``len(data)``) would be."""
+    view = memoryview(data)
+    if not len(view):
+        return
+    for chunk in _chunker(len(view) if size is None else size).cut_buf(view):
+        yield chunk.offset, chunk.length
+
+
+def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None,
+                cut_as: Optional[int] = None) -> Tuple[int, str, List[Block]]:
     """Read ``path`` once: (size, sha256 hex of the content, [(block sha256 hex, block size)]).
 
     ``on_block(hash, data, fd, offset)`` is called for every block as it is
     read; ``data`` is a view of a buffer reused for the next block, ``fd`` and
     ``offset`` say where the block lies in the file (for in-kernel copies).
-    Raises FileChanged if the size at the end differs from the size at open.
+    Raises FileChanged if the file is not ``size`` bytes all along (its size
+    at open), or is written meanwhile.
     """
     whole = hashlib.sha256()
     blocks: List[Block] = []
-    with open(path, "rb", buffering=0) as handle, ThreadPoolExecutor(1) as beside:
-        opened = os.fstat(handle.fileno())
+    with open(path, "rb", buffering=0) as handle:
+        fd = handle.fileno()
+        opened = os.fstat(fd)
         size = opened.st_size
-        block_size = block_size_for(size)
-        # reused buffers (no allocation per block); a large file's whole hash runs in
-        # a second thread, one buffer behind the block hashes (hashlib frees the GIL)
-        parallel = size > limits.PARALLEL_HASH_MIN
-        buffers = [memoryview(bytearray(min(block_size, size))) for _ in range(2 if parallel else 1)]
-        hashing = [None] * len(buffers)   # the whole hash's pending update of each buffer
-        offset, remaining = 0, size
-        while remaining:
-            turn = len(blocks) % len(buffers)
-            if hashing[turn] is not None:
-                hashing[turn].result()
-            buffer = buffers[turn]
-            count = handle.readinto(buffer[:min(block_size, remaining)])
-            if not count:
-                raise FileChanged(f"{path}: shrank while being read")
-            data = buffer[:count]
-            if parallel:
-                hashing[turn] = beside.submit(whole.update, data)
-            else:
+        offset = 0
+        if size:
+            for chunk in _chunker(size if cut_as is None else cut_as).cut_stream(handle):
+                data = chunk.data
+                count = chunk.length
+                if offset + count > size:
+                    raise FileChanged(f"{path}: grew while being read")
                 whole.update(data)
-            digest = hashlib.sha256(data).hexdigest()
-            blocks.append((digest, count))
-            if on_block is not None:
-                on_block(digest, data, handle.fileno(), offset)
-            remaining -= count
-            offset += count
-            if remaining and count < block_size:  # a short read: blocks would no longer align
-                raise FileChanged(f"{path}: changed while being read")
-            if len(blocks) % CHECK_EVERY == 0 and os.fstat(handle.fileno()).st_mtime_ns != opened.st_mtime_ns:
-                raise FileChanged(f"{path}: still being written")  # stop early: hash it when quiet
+                digest = hashlib.sha256(data).hexdigest()
+                blocks.append((digest, count))
+                if on_block is not None:
+                    on_block(digest, data, fd, offset)
+                offset += count
+                if len(blocks) % CHECK_EVERY == 0 and os.fstat(fd).st_mtime_ns != opened.st_mtime_ns:
+                    raise FileChanged(f"{path}: still being written")  # stop early: hash it when quiet
+        if offset < size:
+            raise FileChanged(f"{path}: shrank while being read")
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
-        for pending in hashing:
-            if pending is not None:
-                pending.result()
     return size, whole.hexdigest(), blocks
 
 

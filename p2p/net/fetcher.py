@@ -1,8 +1,11 @@
 """Bring a file version's content here: fetch the blocks we lack, then write it.
 
 A ``FileJob`` opens a temporary file beside the destination, copies in the
-blocks the store already has (from any file or older version: a 1 MiB change
-in a large file moves about 1 MiB), and requests the others from the
+blocks the store already has (from any file or older version, at any offset:
+blocks are content-defined, so an insert or a delete anywhere in a large file
+moves about one block), and, when the file grew or shrank across a size tier
+of the chunker (so no old block can match), re-cuts our current copy as the
+new size would and takes the blocks it finds there; it requests the others from the
 connected peers in parallel — each block from the least busy peer that has
 the event, falling back to the others. Each block is verified on arrival (the
 session checks its hash), kept in the store for history, and written at its
@@ -25,6 +28,7 @@ import gevent
 from gevent.pool import Pool
 
 from p2p import limits
+from p2p.blocks.chunking import chunk_sizes, read_blocks
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed, forged_block
@@ -103,6 +107,8 @@ class Fetcher:
                     log.info("%s: resuming, %s of %s already here", job.path,
                              human_size(sum(sizes[h] for h in here)), human_size(event.size))
                 remote = {h: offs for h, offs in remote.items() if h not in here}
+            if remote and self._recut_worthwhile(job.path, event):
+                remote = node.bulkpool.apply(self._copy_from_recut, (job.path, event, pending, remote))
             job.total = sum(sizes[h] for h in remote)
             job.planned = True
             if local:
@@ -224,6 +230,27 @@ class Fetcher:
                 except (BlockMissing, CorruptBlock):
                     gone[block_hash] = offsets
         return gone
+
+    def _recut_worthwhile(self, path: str, event) -> bool:
+        """True if our current file at ``path`` was cut at another size tier than
+        ``event`` (it grew or shrank across a tier's edge): none of its blocks can
+        match the new ones, though most of its content is likely still there."""
+        entry = self.node.state.get(path)
+        return entry is not None and entry.kind == "file" and chunk_sizes(entry.size) != chunk_sizes(event.size)
+
+    def _copy_from_recut(self, path: str, event, pending, remote: dict) -> dict:
+        """Read our current file at ``path`` once, cut as the new version's size
+        would be, and write every block of ``remote`` found in it (hashed as
+        read: verified); the blocks still to fetch are returned."""
+        def take(block_hash, data, _fd, _offset):
+            offsets = remote.pop(block_hash, None)
+            if offsets is not None:
+                pending.write_block(offsets, data)
+        try:
+            read_blocks(self.node.root / path, on_block=take, cut_as=event.size)
+        except OSError as exc:   # gone or written meanwhile (FileChanged): what is left comes from peers
+            log.debug("%s: not re-cut: %s", path, exc)
+        return remote
 
     def _pick(self, event, tried):
         """The least busy connected peer not tried yet, preferring those that have the event."""

@@ -36,13 +36,14 @@ from p2p.wire.frame import Frame
 from p2p.wire.text import display_name
 from p2p.wire.messages import (BlockData, BlockRequest, BlockRequests, BlocksData, BlockStatus, Bye, Error, Events,
                                Have, Hello, ListReply, ListRequest, Neighbors, Ping, Pong, Summary, decode_message,
-                               encode_message)
+                               encode_message, event_batches)
 
 log = logging.getLogger("p2p.session")
 
 BACKFILL = object()       # writer-queue marker: stream what the peer lacks
 ASKS = object()           # writer-queue marker: send the small block requests waiting, together
-PROTOCOL_VERSION = 3       # 2: the Have message (0x0D); 3: BlockRequests and BlocksData (0x0E, 0x0F)
+PROTOCOL_VERSION = 3       # 2: the Have message (0x0D); 3: content-defined blocks (docs/EVENTS.md), BlockRequests
+                           # and BlocksData (0x0E, 0x0F)
 
 
 class SessionClosed(Exception):
@@ -221,9 +222,8 @@ class Session:
         if len(self.outq) > limits.SEND_QUEUE_FRAMES:
             self.resync = True    # too far behind: it gets a backfill instead
             return
-        for i in range(0, len(events), limits.MAX_EVENTS_PER_BATCH):
-            batch = events[i:i + limits.MAX_EVENTS_PER_BATCH]
-            self._enqueue(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
+        for batch in event_batches(e.to_dict() for e in events):
+            self._enqueue(encode_message(Events(events=batch)))
         for e in events:
             self._saw(e.origin, e.seq)
 
@@ -289,7 +289,8 @@ class Session:
             self._send_batch_now(batch)
 
     def _send_batch_now(self, batch) -> None:
-        self._write(encode_message(Events(events=tuple(e.to_dict() for e in batch))))
+        for dicts in event_batches(e.to_dict() for e in batch):
+            self._write(encode_message(Events(events=dicts)))
         for e in batch:
             self._saw(e.origin, e.seq)
         gevent.idle()

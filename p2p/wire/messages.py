@@ -15,7 +15,7 @@ Anything else raises ``MalformedMessage``; an unknown type code raises
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 
 import ujson
 
@@ -444,6 +444,24 @@ CODECS: Dict[int, Codec] = {
 }
 
 _TYPE_OF_CLASS: Dict[type, int] = {codec.cls: code for code, codec in CODECS.items()}
+
+
+def event_batches(events: Iterable[dict]) -> Iterator[Tuple[dict, ...]]:
+    """Event dicts in batches for ``Events`` messages: at most
+    ``limits.MAX_EVENTS_PER_BATCH`` events and ``limits.EVENTS_BATCH_BYTES``
+    of JSON each (an event larger than that goes alone), so a batch of
+    events with long block lists never exceeds ``limits.MAX_FRAME``."""
+    batch: list = []
+    size = 0
+    for event in events:
+        n = len(ujson.dumps(event, ensure_ascii=False, escape_forward_slashes=False).encode("utf-8")) + 1
+        if batch and (len(batch) >= limits.MAX_EVENTS_PER_BATCH or size + n > limits.EVENTS_BATCH_BYTES):
+            yield tuple(batch)
+            batch, size = [], 0
+        batch.append(event)
+        size += n
+    if batch:
+        yield tuple(batch)
 
 
 def encode_message(msg: Message) -> Frame:
