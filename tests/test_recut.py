@@ -28,7 +28,8 @@ def test_a_file_grown_across_a_tier_takes_its_old_content_from_our_copy(tmp_path
     assert chunk_sizes(len(old)) != chunk_sizes(len(new))
     (tmp_path / "f.bin").write_bytes(old)
     state = {"f.bin": Entry("file", len(old), 0, 0, 0o644, "", "")}
-    fetcher = Fetcher(SimpleNamespace(root=tmp_path, state=state))
+    fetcher = Fetcher(root=tmp_path, state=state, store=None, archive=None, writer=None, partials=None,
+                      unsynced=None, bulkpool=None, registry=None)
     layout = {}
     for offset, size in cut(new):
         layout.setdefault(hashlib.sha256(new[offset:offset + size]).hexdigest(), []).append(offset)

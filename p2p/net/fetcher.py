@@ -68,8 +68,25 @@ class FileJob:
 
 
 class Fetcher:
-    def __init__(self, node):
-        self.node = node
+    """The collaborators it is given: the folder ``root``, the local ``state``,
+    the block ``store`` and the ``archive`` of large files not stored yet, the
+    folder ``writer``, ``partials`` (interrupted large downloads), the
+    ``unsynced`` table, the ``bulkpool`` (large buffers) and the peer
+    ``registry`` (whom to ask). The ``reconciler`` (is a version still
+    wanted, commit it, look again) is set once it exists, as it needs the
+    fetcher."""
+
+    def __init__(self, *, root, state, store, archive, writer, partials, unsynced, bulkpool, registry):
+        self.root = root
+        self.state = state
+        self.store = store
+        self.archive = archive
+        self.writer = writer
+        self.partials = partials
+        self.unsynced = unsynced
+        self.bulkpool = bulkpool
+        self.registry = registry
+        self.reconciler = None
         self.jobs: dict = {}            # path -> FileJob
         self.unavailable: set = set()   # paths whose blocks no connected peer had
         self.pool = Pool(MAX_FILES_AT_ONCE)
@@ -84,42 +101,41 @@ class Fetcher:
         self.pool.spawn(self._run, job)
 
     def _run(self, job: FileJob) -> None:
-        node = self.node
         pending = None
         temp = None
         try:
             event = job.event
-            if not node.reconciler.still_wanted(job.path, event):
+            if not self.reconciler.still_wanted(job.path, event):
                 return
             if event.size > limits.RESUME_MIN:
-                temp, stale = node.partials.begin(job.path, event.id)
+                temp, stale = self.partials.begin(job.path, event.id)
                 for old in stale:   # an older version's interrupted transfer: superseded
-                    node.writer.remove_temporary(old)
-            pending = node.writer.begin_file(job.path, event, resume_as=temp)  # a few metadata syscalls
+                    self.writer.remove_temporary(old)
+            pending = self.writer.begin_file(job.path, event, resume_as=temp)  # a few metadata syscalls
             layout = pending.layout()
-            local = {h: offs for h, offs in layout.items() if node.store.has(h)}
-            in_files = {h: offs for h, offs in layout.items() if h not in local and h in node.archive}
+            local = {h: offs for h, offs in layout.items() if self.store.has(h)}
+            in_files = {h: offs for h, offs in layout.items() if h not in local and h in self.archive}
             remote = {h: offs for h, offs in layout.items() if h not in local and h not in in_files}
             sizes = dict(event.blocks)
             if pending.resumed and remote:   # an interrupted transfer: keep what it verifiably has
-                here = node.bulkpool.apply(pending.blocks_present, (remote, sizes))
+                here = self.bulkpool.apply(pending.blocks_present, (remote, sizes))
                 if here:
                     log.info("%s: resuming, %s of %s already here", job.path,
                              human_size(sum(sizes[h] for h in here)), human_size(event.size))
                 remote = {h: offs for h, offs in remote.items() if h not in here}
             if remote and self._recut_worthwhile(job.path, event):
-                remote = node.bulkpool.apply(self._copy_from_recut, (job.path, event, pending, remote))
+                remote = self.bulkpool.apply(self._copy_from_recut, (job.path, event, pending, remote))
             job.total = sum(sizes[h] for h in remote)
             job.planned = True
             if local:
-                node.bulkpool.apply(pending.copy_from_store, (local,))
+                self.bulkpool.apply(pending.copy_from_store, (local,))
             if in_files:   # blocks of a large file that is not archived yet
-                remote.update(node.bulkpool.apply(self._copy_from_files, (pending, in_files)))
+                remote.update(self.bulkpool.apply(self._copy_from_files, (pending, in_files)))
             if remote:
                 missing = self._fetch_all(job, pending, remote, sizes)
                 if missing:
                     raise BlocksUnavailable(f"{missing} of {len(remote)} blocks")
-            node.reconciler.commit_remote_file(pending)
+            self.reconciler.commit_remote_file(pending)
             pending = None
         except BlocksUnavailable as exc:
             delay = self._retry_later(job.path, WAITING)
@@ -134,20 +150,20 @@ class Fetcher:
             self._retry_later(job.path, f"cannot write it: {exc.strerror or exc}")
         except Exception:
             log.exception("fetching %s failed", job.path)
-            gevent.spawn_later(RETRY_DELAY, node.reconciler.mark_dirty, [job.path])
+            gevent.spawn_later(RETRY_DELAY, self.reconciler.mark_dirty, [job.path])
         finally:
             if pending is not None:
                 pending.abort()
             if temp is not None:
-                node.partials.end(temp)
+                self.partials.end(temp)
             self.jobs.pop(job.path, None)
-            node.reconciler.fetch_finished(job)
+            self.reconciler.fetch_finished(job)
 
     def _retry_later(self, path: str, reason: str) -> float:
         """List ``path`` as not synced (one warning) and fetch it again after the back-off."""
-        problem = self.node.unsynced.report(path, reason, time.time())
+        problem = self.unsynced.report(path, reason, time.time())
         delay = max(0.0, problem.retry_at - time.time())
-        gevent.spawn_later(delay, self.node.reconciler.mark_dirty, [path])
+        gevent.spawn_later(delay, self.reconciler.mark_dirty, [path])
         return delay
 
     def _fetch_all(self, job: FileJob, pending, remote: dict, sizes: dict) -> int:
@@ -187,7 +203,7 @@ class Fetcher:
             archive_later = job.event.size > limits.ARCHIVE_LATER_MIN
             if not large and not archive_later:
                 self._land(pending, block_hash, data, offsets)   # small: cheaper than a thread hop
-            elif not self.node.bulkpool.apply(self._write_received,
+            elif not self.bulkpool.apply(self._write_received,
                                               (pending, block_hash, data, offsets, large, archive_later)):
                 session.drop(WireError(f"peer sent {forged_block(block_hash)}"))
                 continue
@@ -212,7 +228,7 @@ class Fetcher:
         """Keep a verified block in the store (for history) and write it into the
         file: a large block is copied from the store in the kernel (one write
         through user space), a small one written from memory (fewer syscalls)."""
-        self.node.store.put(block_hash, data, verified=True)
+        self.store.put(block_hash, data, verified=True)
         if len(data) <= limits.SMALL_BLOCK:
             pending.write_block(offsets, data)
         else:
@@ -223,7 +239,7 @@ class Fetcher:
         gone = {}
         for block_hash, offsets in blocks.items():
             try:
-                pending.write_block(offsets, self.node.archive.read(block_hash))
+                pending.write_block(offsets, self.archive.read(block_hash))
             except BlockMissing:
                 try:   # archived (and its file changed or removed) meanwhile?
                     pending.write_stored_block(block_hash, offsets)
@@ -235,7 +251,7 @@ class Fetcher:
         """True if our current file at ``path`` was cut at another size tier than
         ``event`` (it grew or shrank across a tier's edge): none of its blocks can
         match the new ones, though most of its content is likely still there."""
-        entry = self.node.state.get(path)
+        entry = self.state.get(path)
         return entry is not None and entry.kind == "file" and chunk_sizes(entry.size) != chunk_sizes(event.size)
 
     def _copy_from_recut(self, path: str, event, pending, remote: dict) -> dict:
@@ -247,14 +263,14 @@ class Fetcher:
             if offsets is not None:
                 pending.write_block(offsets, data)
         try:
-            read_blocks(self.node.root / path, on_block=take, cut_as=event.size)
+            read_blocks(self.root / path, on_block=take, cut_as=event.size)
         except OSError as exc:   # gone or written meanwhile (FileChanged): what is left comes from peers
             log.debug("%s: not re-cut: %s", path, exc)
         return remote
 
     def _pick(self, event, tried):
         """The least busy connected peer not tried yet, preferring those that have the event."""
-        sessions = [s for s in self.node.registry.sessions() if s not in tried and not s.closed.is_set()]
+        sessions = [s for s in self.registry.sessions() if s not in tried and not s.closed.is_set()]
         if not sessions:
             return None
         return min(sessions, key=lambda s: (not s.covers(event), s.outstanding))

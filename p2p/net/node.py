@@ -127,9 +127,11 @@ class Node:
         self.partials = Partials(self.home / ".p2p" / "partials.json")
         self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
         self.archive = PendingArchive(self.root, self.store)   # large current files not stored yet
-        self.fetcher = Fetcher(self)
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
+        self.fetcher = Fetcher(root=self.root, state=self.state, store=self.store, archive=self.archive,
+                               writer=self.writer, partials=self.partials, unsynced=self.unsynced,
+                               bulkpool=self.bulkpool, registry=self.registry)
         self.supervisor = Supervisor(self.fail)
         self.exit_code = 0
         self.disk = DiskGuard(            # holds the peer while the home disk refuses history writes
@@ -151,7 +153,7 @@ class Node:
             writer=self.writer, unsynced=self.unsynced, fetcher=self.fetcher, rescan=self.local_changes.rescan,
             pools=(self.threadpool, self.bulkpool), gates=(self.scanned, self.folder_ready, self.pauses.folder_resumed),
             ignored=self.ignore.matches, quiet=self._transfers_quiet, label=self.peer_label, spawn=self.spawn)
-        self.local_changes.reconciler = self.reconciler
+        self.local_changes.reconciler = self.fetcher.reconciler = self.reconciler
         self.recent: list = []          # the last events, for `p2p status`
         self.listen_port = config.listen[1]
         self.server = None
