@@ -421,7 +421,7 @@ class Node:
         tcp.max_frame = result.channel.max_frame = limits.MAX_FRAME  # authenticated: full-size frames
         peer_id = result.peer_id
         initiator = self.device_id if role == "initiator" else peer_id
-        session = Session(self, result.channel, peer_id, address, initiator)
+        session = Session(self, self.history, result.channel, peer_id, address, initiator)
         if self.pauses.holds(peer_id):   # paused by the user: say so to the peer, and hang up
             session.close("paused by the user of that peer")
             return False

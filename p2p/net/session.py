@@ -119,8 +119,15 @@ class Reply(NamedTuple):
 
 
 class Session:
-    def __init__(self, node, channel, peer_id: str, address, initiator_id: str):
+    """One authenticated channel with a peer. ``history`` is read for what to
+    send (Summary, backfill); ``node`` is the session's host: what the
+    session reports and asks (events received, the peer's hello, summary and
+    Have, a block to serve, a listing, the session's end) goes through its
+    named methods."""
+
+    def __init__(self, node, history, channel, peer_id: str, address, initiator_id: str):
         self.node = node
+        self.history = history
         self.channel = channel
         self.peer_id = peer_id
         self.address = address
@@ -160,7 +167,7 @@ class Session:
         """Run the session in the calling greenlet (the reader) until it ends."""
         self._writer = gevent.spawn(self._write_loop)
         self.send(Hello(name=self.node.name, port=self.node.listen_port, version=PROTOCOL_VERSION))
-        self.send(Summary(vv=self.node.history.vv))
+        self.send(Summary(vv=self.history.vv))
         self.send(Neighbors(ids=self.node.neighbor_ids()))
         try:
             self._read_loop()
@@ -280,7 +287,7 @@ class Session:
     def _backfill(self) -> None:
         batch = []
         vv = dict(self.peer_vv)
-        for event in self.node.history.missing_for(vv):
+        for event in self.history.missing_for(vv):
             batch.append(event)
             if len(batch) >= limits.MAX_EVENTS_PER_BATCH:
                 self._send_batch_now(batch)
@@ -349,7 +356,7 @@ class Session:
         """Some events wait for missing predecessors: ask this peer for them."""
         self._summary_due = False
         if not self.closed.is_set():
-            self.send(Summary(vv=self.node.history.vv))
+            self.send(Summary(vv=self.history.vv))
 
     def _answer(self, msg) -> None:
         """Queue a small answer; waits (the reader stops reading) while the
