@@ -622,7 +622,8 @@ class BlockStore:
                     self._save_tail()
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:   # a failed COMMIT (a full disk) may have rolled back already
+                        self._db.execute("ROLLBACK")
                     raise
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")

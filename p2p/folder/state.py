@@ -337,7 +337,8 @@ class LocalState:
                     db.execute(sql, args)
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:   # a failed COMMIT (a full disk) may have rolled back already
+                    db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             code = errno.ENOSPC if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc) else errno.EIO

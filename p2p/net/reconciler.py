@@ -90,7 +90,10 @@ class SmallCommits:
             for pending, outcome in zip(pendings, outcomes):
                 if outcome is None:
                     _fsync_path(pending.tmp)
-        self.state.sync()   # a no-op after syncfs when the home shares the folder's disk
+        try:
+            self.state.sync()   # a no-op after syncfs when the home shares the folder's disk
+        except OSError as exc:   # the record of the renames may not be durable: place none (each is retried)
+            return [exc if outcome is None else outcome for outcome in outcomes]
         for i, pending in enumerate(pendings):
             if outcomes[i] is None:
                 try:
