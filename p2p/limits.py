@@ -27,10 +27,14 @@ RECV_CHUNK = 16 * KiB            # per-channel read buffer for small frames (lar
                                  # into their own payload buffer): small, as a peer may hold hundreds
 
 # --- content blocks --------------------------------------------------------
+WHOLE_FILE_BLOCK = 256 * KiB     # a file this small is one block: cutting it would multiply the per-block
+                                 # costs of a source tree's files for edits that move under 256 KiB anyway
 CHUNK_AVG = 16 * KiB             # FastCDC average of files up to CHUNK_AVG * CHUNKS_PER_FILE (mean chunk ~20 KiB):
                                  # 1,000 SQLite UPDATEs on 117 MB move 22 MB (64 KiB: 62 MB); docs/EVENTS.md
-CHUNKS_PER_FILE = 8192           # a larger file gets a 4x larger average (a tier), so its event lists at most
+CHUNKS_PER_FILE = 8192           # a larger file gets a larger average (a tier), so its event lists at most
                                  # about this many blocks (~600 KB of JSON) and per-block costs stay bounded
+CHUNK_TIER_GROWTH = 64           # ... 64x larger (1 MiB for files of 128 MiB to 8 GiB): per-block costs, not
+                                 # dedupe, decide there (a 500 MB file in 64 KiB blocks took 1.6x as long)
 CHUNK_AVG_MAX = 2 * MiB          # the largest tier's average (files over 8 GiB); its maximum is MAX_BLOCK
 MAX_BLOCK = 8 * MiB              # largest block; keeps a block frame well under MAX_FRAME
 SMALL_BLOCK = 256 * KiB          # requests/answers this small have their own budget and queue: a

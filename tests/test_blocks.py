@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2p import limits
-from p2p.blocks.chunking import FileChanged, chunk_sizes, cut, hash_file, read_blocks
+from p2p.blocks.chunking import WHOLE, FileChanged, chunk_sizes, cut, hash_file, read_blocks
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
 from stored import age, lose, overwrite, raw, stored_at
 
@@ -25,13 +25,25 @@ def store(tmp_path):
 
 def test_chunk_sizes_grow_by_tiers_so_a_file_has_a_bounded_number_of_blocks():
     small = (limits.CHUNK_AVG // 4, limits.CHUNK_AVG, limits.CHUNK_AVG * 4)
-    assert chunk_sizes(0) == chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE) == small
-    assert chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE + 1)[1] == 4 * limits.CHUNK_AVG
+    assert chunk_sizes(0) == chunk_sizes(limits.WHOLE_FILE_BLOCK) == WHOLE
+    assert chunk_sizes(limits.WHOLE_FILE_BLOCK + 1) == chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE) == small
+    assert chunk_sizes(limits.CHUNK_AVG * limits.CHUNKS_PER_FILE + 1)[1] == limits.CHUNK_TIER_GROWTH * limits.CHUNK_AVG
     assert chunk_sizes(10 ** 14) == (limits.CHUNK_AVG_MAX // 4, limits.CHUNK_AVG_MAX, limits.MAX_BLOCK)
-    for size in (1, 10 ** 6, 10 ** 8, 5 * 10 ** 8, 3 * 10 ** 9, 10 ** 11):
+    for size in (10 ** 6, 10 ** 8, 5 * 10 ** 8, 3 * 10 ** 9, 10 ** 11):
         minimum, average, maximum = chunk_sizes(size)
         assert minimum < average < maximum <= limits.MAX_BLOCK
         assert size <= average * limits.CHUNKS_PER_FILE or average == limits.CHUNK_AVG_MAX
+
+
+def test_a_file_up_to_the_whole_file_size_is_one_block_and_a_larger_one_is_cut(tmp_path):
+    for size, blocks in ((1, 1), (limits.WHOLE_FILE_BLOCK, 1)):
+        data = random.Random(size).randbytes(size)
+        assert list(cut(data)) == [(0, size)]
+        write_path = tmp_path / f"f{size}"
+        write_path.write_bytes(data)
+        assert read_blocks(write_path) == (size, sha(data), [(sha(data), size)])
+    larger = random.Random(2).randbytes(limits.WHOLE_FILE_BLOCK + 1)
+    assert len(list(cut(larger))) > 1
 
 
 def chunks_of(data, size=None):

@@ -5,12 +5,13 @@ where FastCDC's gear hash of the bytes just before says so (``pyfastcdc``,
 compiled; it releases the GIL while it looks for a cut), so a cut depends on
 the content around it, not on its offset: an insert or a delete moves the
 cuts near it only, and every other block keeps its hash. The chunk sizes
-depend on the file's size by tiers (``chunk_sizes``): an average of
-``limits.CHUNK_AVG`` up to ``CHUNK_AVG * limits.CHUNKS_PER_FILE`` bytes,
-then four times larger per tier (never above ``limits.CHUNK_AVG_MAX``), so a
-file has at most about ``CHUNKS_PER_FILE`` blocks until its largest tier
-(docs/EVENTS.md says why these sizes). A file shorter than its tier's
-minimum is one block; an empty file has no blocks.
+depend on the file's size by tiers (``chunk_sizes``): a file of at most
+``limits.WHOLE_FILE_BLOCK`` bytes is one block (``WHOLE``); then an average
+of ``limits.CHUNK_AVG`` up to ``CHUNK_AVG * limits.CHUNKS_PER_FILE`` bytes,
+then ``limits.CHUNK_TIER_GROWTH`` times larger per tier (never above
+``limits.CHUNK_AVG_MAX``), so a file has at most about ``CHUNKS_PER_FILE``
+blocks until its largest tier (docs/EVENTS.md says why these sizes). A file
+shorter than its tier's minimum is one block; an empty file has no blocks.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ class FileChanged(OSError):
 
 def chunk_sizes(size: int) -> Tuple[int, int, int]:
     """(minimum, average, maximum) chunk size for a file of ``size`` bytes.
-    The average is FastCDC's parameter (its mean chunk is about average + minimum)."""
+    The average is FastCDC's parameter (its mean chunk is about average + minimum);
+    ``WHOLE`` (average 0) for a file small enough to be one block."""
+    if size <= limits.WHOLE_FILE_BLOCK:
+        return WHOLE
     average = limits.CHUNK_AVG
     while average < limits.CHUNK_AVG_MAX and size > average * limits.CHUNKS_PER_FILE:
-        average = min(average * 4, limits.CHUNK_AVG_MAX)
+        average = min(average * limits.CHUNK_TIER_GROWTH, limits.CHUNK_AVG_MAX)
     return average // 4, average, min(average * 4, limits.MAX_BLOCK)
 
 
+WHOLE = (0, 0, limits.WHOLE_FILE_BLOCK)   # the tier of files that are one block
 _chunkers = {}
 
 
@@ -58,7 +63,11 @@ def cut(data, size: Optional[int] = None) -> Iterator[Tuple[int, int]]:
     view = memoryview(data)
     if not len(view):
         return
-    for chunk in _chunker(len(view) if size is None else size).cut_buf(view):
+    tier = len(view) if size is None else size
+    if chunk_sizes(tier) == WHOLE:
+        yield 0, len(view)
+        return
+    for chunk in _chunker(tier).cut_buf(view):
         yield chunk.offset, chunk.length
 
 
@@ -80,9 +89,8 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
         size = opened.st_size
         offset = 0
         if size:
-            for chunk in _chunker(size if cut_as is None else cut_as).cut_stream(handle):
-                data = chunk.data
-                count = chunk.length
+            for data in _pieces(handle, size, size if cut_as is None else cut_as):
+                count = len(data)
                 if offset + count > size:
                     raise FileChanged(f"{path}: grew while being read")
                 whole.update(data)
@@ -98,6 +106,19 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
     return size, whole.hexdigest(), blocks
+
+
+def _pieces(handle, size: int, tier: int) -> Iterator[memoryview]:
+    """The blocks of the open file ``handle`` (``size`` bytes at open), cut as
+    a file of ``tier`` bytes is: the whole file at once when that is one block."""
+    if chunk_sizes(tier) != WHOLE:
+        for chunk in _chunker(tier).cut_stream(handle):
+            yield memoryview(chunk.data)[:chunk.length]
+        return
+    buffer = memoryview(bytearray(min(size, limits.WHOLE_FILE_BLOCK) + 1))   # one byte more: a file that grew
+    count = handle.readinto(buffer)
+    if count:
+        yield buffer[:count]
 
 
 def hash_file(path) -> Tuple[int, str, List[Block]]:

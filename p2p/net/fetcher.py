@@ -28,7 +28,7 @@ import gevent
 from gevent.pool import Pool
 
 from p2p import limits
-from p2p.blocks.chunking import chunk_sizes, read_blocks
+from p2p.blocks.chunking import WHOLE, chunk_sizes, read_blocks
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
 from p2p.net.session import SessionClosed, forged_block
@@ -252,7 +252,9 @@ class Fetcher:
         ``event`` (it grew or shrank across a tier's edge): none of its blocks can
         match the new ones, though most of its content is likely still there."""
         entry = self.state.get(path)
-        return entry is not None and entry.kind == "file" and chunk_sizes(entry.size) != chunk_sizes(event.size)
+        tier = chunk_sizes(event.size)
+        return (entry is not None and entry.kind == "file" and tier != WHOLE   # one block: nothing to find
+                and chunk_sizes(entry.size) != tier)
 
     def _copy_from_recut(self, path: str, event, pending, remote: dict) -> dict:
         """Read our current file at ``path`` once, cut as the new version's size
