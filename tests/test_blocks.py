@@ -130,10 +130,11 @@ def write(path, size, seed=0):
     return data
 
 
-BLOCK = limits.CHUNK_AVG * 4   # the largest block of a small file
+BLOCK = limits.CHUNK_AVG * 4   # the largest block of a file that is cut
+CUT = limits.WHOLE_FILE_BLOCK   # files larger than this are cut; smaller ones are one block
 
 
-@pytest.mark.parametrize("size", [0, 1, limits.CHUNK_AVG // 4, BLOCK, BLOCK + 1, 3 * BLOCK + 17])
+@pytest.mark.parametrize("size", [0, 1, limits.CHUNK_AVG // 4, BLOCK, CUT, CUT + 1, CUT + 3 * BLOCK + 17])
 def test_file_round_trip(tmp_path, store, size):
     original = tmp_path / "original.bin"
     data = write(original, size)
@@ -151,7 +152,7 @@ def test_file_round_trip(tmp_path, store, size):
 
 def test_write_file_is_atomic_and_leaves_nothing_on_failure(tmp_path, store):
     source = tmp_path / "source.bin"
-    data = write(source, 2 * BLOCK + 5)
+    data = write(source, CUT + 2 * BLOCK + 5)
     _, digest, blocks = store.ingest_file(source)
     dest = tmp_path / "dest.bin"
     dest.write_bytes(b"old content")
@@ -170,9 +171,9 @@ def test_write_file_is_atomic_and_leaves_nothing_on_failure(tmp_path, store):
 
 def test_ingest_stores_only_missing_blocks_and_dedups(tmp_path, store):
     a = tmp_path / "a.bin"
-    data = write(a, 3 * BLOCK)
+    data = write(a, CUT + 3 * BLOCK)
     (tmp_path / "b.bin").write_bytes(data[:BLOCK] + b"ten bytes!" + data[BLOCK:])
-    (tmp_path / "zeros.bin").write_bytes(bytes(3 * BLOCK))
+    (tmp_path / "zeros.bin").write_bytes(bytes(CUT + 3 * BLOCK))
     store.ingest_file(a)
     before = store.total_bytes()
     _, _, blocks = store.ingest_file(tmp_path / "b.bin")   # the same content but for an insert
@@ -184,7 +185,7 @@ def test_ingest_stores_only_missing_blocks_and_dedups(tmp_path, store):
 
 def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     path = tmp_path / "growing.bin"
-    write(path, 2 * BLOCK)
+    write(path, CUT + 2 * BLOCK)
 
     def grow(_hash, _data, _fd, _offset):
         with open(path, "ab") as out:
