@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from peers import Peer, wait_until
+from peers import wait_until
 
-from bench_sync import _wire_bytes
+from bench_sync import _wire_bytes, p2p_pair
 from bench_syncthing import pair, start_pair
 
 MiB = 1 << 20
@@ -227,17 +227,8 @@ def _run_edits(edit: Edit, sender: Path, receiver: Path, wire: Callable[[], int]
 
 
 def on_p2p(base: Path, edit: Edit) -> dict:
-    secret = os.urandom(24).hex()
-    a = Peer(base, "a", secret=secret, extra=QUIET)
-    b = Peer(base, "b", secret=secret, peers=[a], extra=QUIET)
-    try:
-        a.start()
-        b.start()
-        wait_until(lambda: _wire_bytes(a) > 0 and _wire_bytes(b) > 0, 30, "p2p peers to connect")
+    with p2p_pair(base, QUIET) as (a, b):
         return _run_edits(edit, a.root, b.root, lambda: _wire_bytes(a), b.home / ".p2p" / "blocks")
-    finally:
-        a.stop()
-        b.stop()
 
 
 def on_syncthing(base: Path, edit: Edit) -> dict:

@@ -9,6 +9,7 @@ the wire); 100 deletes. Run: `make bench` or `.venv/bin/python scripts/bench_syn
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -44,6 +45,24 @@ def many_small_files(src: Path, n: int) -> dict:
 def _wire_bytes(peer: Peer) -> int:
     st = ask(peer.home, {"cmd": "status"})
     return sum(p["sent"] + p["received"] for p in st["peers"])
+
+
+@contextlib.contextmanager
+def p2p_pair(base: Path, extra=()):
+    """Two running p2p peers under ``base`` with a fresh cluster secret, b
+    dialling a, both connected; stopped on the way out."""
+    secret = os.urandom(24).hex()
+    a = Peer(base, "a", secret=secret, extra=extra)
+    b = Peer(base, "b", secret=secret, peers=[a], extra=extra)
+    try:
+        a.start()
+        b.start()
+        wait_until(lambda: all(any(p["state"] == "connected" for p in ask(x.home, {"cmd": "status"})["peers"])
+                               for x in (a, b)), 30, "p2p peers to connect")
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
 
 
 def _timed_copy(cmd, src: Path, dst: Path) -> float:

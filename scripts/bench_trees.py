@@ -75,7 +75,7 @@ from peers import Peer, wait_until  # noqa: E402
 
 import bench_edits  # noqa: E402
 from bench_history import generate_log  # noqa: E402
-from bench_sync import _timed_copy, _wire_bytes  # noqa: E402
+from bench_sync import _timed_copy, _wire_bytes, p2p_pair  # noqa: E402
 from bench_syncthing import pair, start_pair  # noqa: E402
 from p2p.folder.marker import MARKER, write_marker  # noqa: E402
 from p2p.net.control import ask  # noqa: E402
@@ -346,22 +346,9 @@ def _measure(w: Workload, sender: Path, receiver: Path, pids: List[int], wire: C
 
 
 def on_p2p(base: Path, w: Workload, timeout: float, profile: Optional[Path]) -> dict:
-    secret = os.urandom(24).hex()
-    a = Peer(base, "a", secret=secret, extra=QUIET)
-    b = Peer(base, "b", secret=secret, peers=[a], extra=QUIET)
-    try:
-        a.start()
-        b.start()
-        wait_until(lambda: _p2p_connected(a) and _p2p_connected(b), 30, "p2p peers to connect")
+    with p2p_pair(base, QUIET) as (a, b):
         return _measure(w, a.root, b.root, [a.proc.pid, b.proc.pid], lambda: _wire_bytes(a), timeout, profile,
                         "p2p")
-    finally:
-        a.stop()
-        b.stop()
-
-
-def _p2p_connected(peer: Peer) -> bool:
-    return any(p["state"] == "connected" for p in ask(peer.home, {"cmd": "status"})["peers"])
 
 
 def on_syncthing(base: Path, w: Workload, timeout: float, profile: Optional[Path]) -> dict:
