@@ -58,3 +58,20 @@ def test_a_running_peer_prunes_old_versions_down_to_its_bound_and_keeps_the_curr
     restored = p2p("restore", "f.bin", "--home", str(peer.home), "--at", "now", "--to", str(peer.home / "out"))
     assert restored.returncode == 0, restored.stderr
     assert (peer.home / "out" / "f.bin").read_bytes() == data
+
+
+def test_with_keep_days_a_version_replaced_within_the_window_survives_the_size_bound(make_peer):
+    peer = make_peer("a", extra=["--keep-bytes", "300K", "--keep-days", "30"]).start()
+    versions = []
+    for n in range(6):   # 600 KiB of versions, all replaced within the window
+        versions.append(os.urandom(100 * 1024))
+        peer.write("f.bin", versions[-1])
+        wait_until(lambda: peer.status()["folder_state"]["events"] == n + 1, what=f"version {n + 1} recorded")
+    wait_until(lambda: "pruned" in peer.output() or peer.status()["folder_state"]["store_bytes"] >= 600 * 1024,
+               what="the store checked against its bound")
+    oldest = p2p("log", "--home", str(peer.home)).stdout.splitlines()[-1]   # newest first
+    assert peer.alive() and peer.status()["folder_state"]["store_bytes"] >= 600 * 1024   # nothing recent pruned
+    restored = p2p("restore", "f.bin", "--home", str(peer.home), "--at", oldest.split()[2], "--to",
+                   str(peer.home / "out"))
+    assert restored.returncode == 0, restored.stderr
+    assert (peer.home / "out" / "f.bin").read_bytes() == versions[0]
