@@ -2,6 +2,7 @@
 and the index exactly as they were; a failed fsync is final; a full home disk
 holds the peer, which records every change exactly once when space returns."""
 
+import contextlib
 import errno
 import os
 import shutil
@@ -194,6 +195,18 @@ from rogue import limits_hook  # noqa: E402
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounts a tmpfs: root only")
 
 
+@contextlib.contextmanager
+def tmpfs(directory, size: str):
+    """``directory`` on its own small tmpfs for the block; unmounted after, lazily if busy."""
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", str(directory)], check=False)
+        if os.path.ismount(directory):
+            subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
 def same_trees(*roots):
     try:
         first = tree(roots[0])
@@ -236,51 +249,49 @@ def test_a_full_home_disk_holds_the_peer_then_every_change_becomes_one_event(mak
     b = make_peer("b").start()
     home = tmp_path / "a"
     home.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(home)], check=True)   # the home only
-    a = make_peer("a", peers=[b], extra=["--root", str(tmp_path / "a-root")])
-    try:
-        a.root, a.log_path = tmp_path / "a-root", tmp_path / "a.log"   # the folder and the log elsewhere
-        a.root.mkdir()
-        for name in ("edited.txt", "deleted.txt", "renamed.txt"):
-            a.write(name, name.encode() * 100)
-        a.start()
-        wait_until(lambda: same_trees(a.root, b.root), 30, "the first sync")
+    with tmpfs(home, "3m"):   # the home only
+        a = make_peer("a", peers=[b], extra=["--root", str(tmp_path / "a-root")])
+        try:
+            a.root, a.log_path = tmp_path / "a-root", tmp_path / "a.log"   # the folder and the log elsewhere
+            a.root.mkdir()
+            for name in ("edited.txt", "deleted.txt", "renamed.txt"):
+                a.write(name, name.encode() * 100)
+            a.start()
+            wait_until(lambda: same_trees(a.root, b.root), 30, "the first sync")
 
-        fill(home)
-        created = [f"new/{i:02d}.txt" for i in range(25)]
-        for name in created:
-            a.write(name, os.urandom(3000))
-        a.write("edited.txt", b"edited while the disk was full")
-        os.remove(a.path("deleted.txt"))
-        os.rename(a.path("renamed.txt"), a.path("moved.txt"))
-        os.mkdir(a.path("empty-dir"))
-        b.write("from-b.txt", b"made on b while a's disk was full")
-        wait_until(lambda: "cannot write the history" in a.output(), 20, "a to say its history cannot be written")
-        a.write("new/late.txt", b"made while still full")
-        created.append("new/late.txt")
-        probes = a.output().count("the disk still refuses writes")
-        wait_until(lambda: a.output().count("the disk still refuses writes") >= probes + 3, 20, "three more probes")
-        assert a.alive() and a.output().count("cannot write the history") == 1   # one line, not one per change
-        assert not b.has("new/late.txt", b"made while still full")
+            fill(home)
+            created = [f"new/{i:02d}.txt" for i in range(25)]
+            for name in created:
+                a.write(name, os.urandom(3000))
+            a.write("edited.txt", b"edited while the disk was full")
+            os.remove(a.path("deleted.txt"))
+            os.rename(a.path("renamed.txt"), a.path("moved.txt"))
+            os.mkdir(a.path("empty-dir"))
+            b.write("from-b.txt", b"made on b while a's disk was full")
+            wait_until(lambda: "cannot write the history" in a.output(), 20, "a to say its history cannot be written")
+            a.write("new/late.txt", b"made while still full")
+            created.append("new/late.txt")
+            probes = a.output().count("the disk still refuses writes")
+            wait_until(lambda: a.output().count("the disk still refuses writes") >= probes + 3, 20, "three more probes")
+            assert a.alive() and a.output().count("cannot write the history") == 1   # one line, not one per change
+            assert not b.has("new/late.txt", b"made while still full")
 
-        os.remove(home / "filler")
-        wait_until(lambda: "can be written again" in a.output(), 20, "a to find room again")
-        wait_until(lambda: same_trees(a.root, b.root) and a.has("from-b.txt", b"made on b while a's disk was full"),
-                   30, "a and b to converge")
-        events = log_lines(home)
-        mine = [e for e in events if e.path != "from-b.txt"]
-        for path in created + ["edited.txt", "deleted.txt", "moved.txt", "empty-dir"]:
-            assert len([e for e in mine if e.path == path]) == (2 if path in ("edited.txt", "deleted.txt") else 1), path
-        assert [e.type for e in mine if e.path == "renamed.txt"] == ["create", "delete"]
-        assert len([e for e in events if e.path == "from-b.txt"]) == 1
-        log_lines(b.home)
-        same_ids_same_events(home, b.home)
-        assert a.stop() == 0
-    finally:
-        a.stop()
-        subprocess.run(["umount", str(home)], check=False)
-        if os.path.ismount(home):
-            subprocess.run(["umount", "-l", str(home)], check=True)
+            os.remove(home / "filler")
+            wait_until(lambda: "can be written again" in a.output(), 20, "a to find room again")
+            wait_until(lambda: same_trees(a.root, b.root) and a.has("from-b.txt", b"made on b while a's disk was full"),
+                       30, "a and b to converge")
+            events = log_lines(home)
+            mine = [e for e in events if e.path != "from-b.txt"]
+            for path in created + ["edited.txt", "deleted.txt", "moved.txt", "empty-dir"]:
+                twice = path in ("edited.txt", "deleted.txt")
+                assert len([e for e in mine if e.path == path]) == (2 if twice else 1), path
+            assert [e.type for e in mine if e.path == "renamed.txt"] == ["create", "delete"]
+            assert len([e for e in events if e.path == "from-b.txt"]) == 1
+            log_lines(b.home)
+            same_ids_same_events(home, b.home)
+            assert a.stop() == 0
+        finally:
+            a.stop()
 
 
 EIO_HOOK = '''"""Test hook: every fdatasync fails with EIO once the file $P2P_TEST_EIO_TRIGGER exists."""
@@ -332,31 +343,28 @@ def test_a_full_folder_disk_keeps_the_history_going_and_catches_up(make_peer, tm
     b = make_peer("b").start()
     disk = tmp_path / "a-disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)   # the folder only
-    a = make_peer("a", peers=[b], extra=["--root", str(disk / "shared")])
-    a.root = disk / "shared"
-    try:
-        a.root.mkdir()
-        a.write("old-name.txt", b"renamed while the folder's disk is full")
-        a.start()
-        wait_until(lambda: same_trees(a.root, b.root), 30, "the first sync")
-        fill(disk)
-        b.write("from-b.bin", os.urandom(300 * 1024))         # a has no room for it
-        os.rename(a.path("old-name.txt"), a.path("new-name.txt"))   # needs no room: recorded and sent
-        wait_until(lambda: b.has("new-name.txt", b"renamed while the folder's disk is full"), 20, "the rename on b")
-        assert not a.has("from-b.bin", (b.root / "from-b.bin").read_bytes()) and a.alive()
-        wait_until(lambda: "not syncing 'from-b.bin': cannot write it: No space left on device" in a.output(),
-                   20, "a to list from-b.bin as not synced, with the reason")
-        assert "Traceback" not in a.output()
-        os.remove(disk / "filler")
-        wait_until(lambda: same_trees(a.root, b.root), 30, "a to get from-b.bin once there is room")
-        assert not [n for n in os.listdir(a.root) if n.startswith(".p2p-tmp-")]
-        log_lines(a.home)
-        log_lines(b.home)
-        same_ids_same_events(a.home, b.home)
-        assert a.stop() == 0
-    finally:
-        a.stop()
-        subprocess.run(["umount", str(disk)], check=False)
-        if os.path.ismount(disk):
-            subprocess.run(["umount", "-l", str(disk)], check=True)
+    with tmpfs(disk, "2m"):   # the folder only
+        a = make_peer("a", peers=[b], extra=["--root", str(disk / "shared")])
+        a.root = disk / "shared"
+        try:
+            a.root.mkdir()
+            a.write("old-name.txt", b"renamed while the folder's disk is full")
+            a.start()
+            wait_until(lambda: same_trees(a.root, b.root), 30, "the first sync")
+            fill(disk)
+            b.write("from-b.bin", os.urandom(300 * 1024))         # a has no room for it
+            os.rename(a.path("old-name.txt"), a.path("new-name.txt"))   # needs no room: recorded and sent
+            wait_until(lambda: b.has("new-name.txt", b"renamed while the folder's disk is full"), 20, "the rename on b")
+            assert not a.has("from-b.bin", (b.root / "from-b.bin").read_bytes()) and a.alive()
+            wait_until(lambda: "not syncing 'from-b.bin': cannot write it: No space left on device" in a.output(),
+                       20, "a to list from-b.bin as not synced, with the reason")
+            assert "Traceback" not in a.output()
+            os.remove(disk / "filler")
+            wait_until(lambda: same_trees(a.root, b.root), 30, "a to get from-b.bin once there is room")
+            assert not [n for n in os.listdir(a.root) if n.startswith(".p2p-tmp-")]
+            log_lines(a.home)
+            log_lines(b.home)
+            same_ids_same_events(a.home, b.home)
+            assert a.stop() == 0
+        finally:
+            a.stop()

@@ -27,6 +27,7 @@ from typing import Optional
 import ujson
 from gevent.event import Event
 
+from p2p.security.identity import device_id_prefix
 from p2p.security.private import PRIVATE_FILE
 
 log = logging.getLogger("p2p.pause")
@@ -47,7 +48,7 @@ class Pauses:
         try:
             saved = ujson.loads(self.file.read_bytes())
             folder, peers = saved["folder"], saved["peers"]
-            if not isinstance(folder, bool) or not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            if not (isinstance(folder, bool) and isinstance(peers, list) and all(isinstance(p, str) for p in peers)):
                 raise ValueError("not a list of pauses")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring %s (%s): nothing is paused", self.file, exc)
@@ -106,7 +107,7 @@ class Pauses:
         """The paused device id that ``text`` names (the id or a unique prefix,
         dashes ignored), or None: a peer paused in an earlier run may not have
         connected in this one."""
-        key = text.replace("-", "").upper()
+        key = device_id_prefix(text)
         matches = [device_id for device_id in self.peers if device_id.startswith(key)]
         return matches[0] if key and len(matches) == 1 else None
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from p2p import limits
+from p2p.security.identity import device_id_prefix
 
 Address = Tuple[str, int]
 
@@ -248,7 +249,7 @@ class PeerRegistry:
 
     def find(self, text: str) -> Optional[PeerInfo]:
         """A peer by device id, unique id prefix (dashes ignored) or name."""
-        key = text.replace("-", "").upper()
+        key = device_id_prefix(text)
         by_id = [p for p in self.peers.values() if p.device_id.startswith(key)]
         if len(by_id) == 1:
             return by_id[0]

@@ -68,13 +68,19 @@ def format_device_id(device_id: str) -> str:
     return "-".join(canonical[i:i + DEVICE_ID_GROUP] for i in range(0, DEVICE_ID_LENGTH, DEVICE_ID_GROUP))
 
 
+def device_id_prefix(text: str) -> str:
+    """A device id or the start of one as a human typed it, in canonical form
+    (dashes and spaces dropped, upper case), for matching against known ids."""
+    return _SEPARATORS_RE.sub("", text).upper()
+
+
 def parse_device_id(text: str) -> str:
     """The canonical form of a device id typed by a human.
 
     Accepts dashes, spaces and lower case; raises ValueError for anything
     that is not 32 base32 characters.
     """
-    canonical = _SEPARATORS_RE.sub("", text).upper()
+    canonical = device_id_prefix(text)
     if not _DEVICE_ID_RE.fullmatch(canonical):
         raise ValueError(f"not a device id: {text!r} (expected {DEVICE_ID_LENGTH} characters A-Z, 2-7)")
     return canonical
