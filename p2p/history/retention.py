@@ -10,7 +10,7 @@ their content was first stored.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Set
+from typing import Callable, Iterable, Set
 
 from p2p import limits
 from p2p.history.event import Event
@@ -24,14 +24,11 @@ def default_bound(folder_bytes: int) -> int:
     return folder_bytes + max(folder_bytes, limits.KEEP_OLD_MIN)
 
 
-def replaced_since(events: Iterable[Event], get: Callable[[str], Optional[Event]], since: float) -> Set[str]:
+def replaced_since(events: Callable[[], Iterable[Event]], since: float) -> Set[str]:
     """The blocks of the versions that events made at ``since`` or later
-    replaced (their parents): those versions were current within the window."""
-    blocks: Set[str] = set()
-    for event in events:
-        if event.time >= since:
-            for parent_id in event.parents:
-                parent = get(parent_id)
-                if parent is not None:
-                    blocks.update(h for h, _ in parent.blocks)
-    return blocks
+    replaced (their parents): those versions were current within the window.
+    ``events()`` gives the history in any order; it is read twice (the
+    parents first, then their blocks), so nothing but the window's parent ids
+    is held in memory."""
+    parents = {parent for event in events() if event.time >= since for parent in event.parents}
+    return {h for event in events() if event.id in parents for h, _ in event.blocks}

@@ -53,7 +53,7 @@ from p2p.folder.unsynced import Unsynced
 from p2p.gui.feed import Feed
 from p2p.history.event import InvalidEvent
 from p2p.history.history import History
-from p2p.history.log import LogBroken, LogWriteFailed
+from p2p.history.log import EventLog, LogBroken, LogWriteFailed
 from p2p.history.restore import listing
 from p2p.history.retention import default_bound, replaced_since
 from p2p.logs import say
@@ -774,7 +774,12 @@ class Node:
         max_age = None
         if self.config.keep_days is not None:
             max_age = self.config.keep_days * 86400
-            keep |= replaced_since(self.history.events(), self.history.get, now - max_age)
+            view = EventLog(self.home / "events.jsonl", read_only=True)   # read in the pool, not the hub
+            try:
+                keep |= self.threadpool.apply(replaced_since, (lambda: (e for _, e in view.iter_from(0, view.size)),
+                                                               now - max_age))
+            finally:
+                view.close()
         pruned = self.threadpool.apply(self.store.prune, (keep,), dict(
             max_bytes=self.store_bound(), max_age=max_age, now=now))
         if pruned:
