@@ -198,3 +198,32 @@ def test_the_highest_seq_an_entry_names(tmp_path):
     for path, event_id in [("a", "A:9"), ("b", "A:10"), ("c", "AB:99"), ("d", "")]:
         state.set(path, replace(base, event_id=event_id))
     assert state.highest_seq("A") == 10 and state.highest_seq("AB") == 99
+
+
+def test_a_batch_of_changes_is_one_transaction_and_keeps_the_totals_exact(tmp_path):
+    base = Entry("file", 10, 5, 7, 0o644, "ab", "A:1")
+    state = LocalState(tmp_path / "local.db")
+    state.set("gone", base)
+    state.intend("moved", base)
+    state.set_many([("a", base), ("b", replace(base, size=3)), ("a", replace(base, size=4)),
+                    ("gone", None), ("moved", base), ("never", None)])
+    again = reopen(state)
+    assert again.get("a").size == 4 and again.get("b").size == 3 and again.get("gone") is None
+    assert state.totals() == again.totals() == {"files": 3, "dirs": 0, "bytes": 17}
+    assert again._db.execute("SELECT count(*) FROM intents").fetchone() == (0,)
+
+
+def test_a_batch_that_fails_writes_nothing(tmp_path):
+    base = Entry("file", 10, 5, 7, 0o644, "ab", "A:1")
+    state = LocalState(tmp_path / "local.db")
+    state.intend("x", base)
+    state._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON entries WHEN new.path = X'62' BEGIN SELECT RAISE(ABORT, 'no'); END")
+    try:
+        state.set_many([("a", base), ("x", base), ("b", base)])
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the refused row did not fail the batch")
+    assert state.get("a") is None and state.totals()["files"] == 0
+    assert "x" in state._intended
+    assert reopen(state).settle(tmp_path) == 1

@@ -202,6 +202,40 @@ class LocalState:
             self._count(old, -1)
             self._count(entry, 1)
 
+    def set_many(self, changes: Iterable[Tuple[str, Optional[Entry]]]) -> None:
+        """Record many paths in one transaction (an entry, or None to forget the
+        path): all of them or, on an error, none. One commit for a batch of
+        recorded or landed paths instead of one per path."""
+        changes = list(changes)
+        if not changes:
+            return
+        keys = [_key(path) for path, _ in changes]
+        with self._lock:
+            old = {}
+            for start in range(0, len(keys), 500):     # SQLite's bound on parameters per statement
+                chunk = keys[start:start + 500]
+                old.update((row[0], Entry(*row[1:])) for row in self._db.execute(
+                    f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(chunk))})", chunk))
+            intended = set(self._intended)
+            statements: List[Tuple[str, tuple]] = []
+            for (path, entry), key in zip(changes, keys):
+                if entry is None:
+                    statements.append(("DELETE FROM entries WHERE path = ?", (key,)))
+                else:
+                    statements.append(("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                       (key,) + astuple(entry)))
+                statements += self._settled(path, key)
+            try:
+                self._write(statements)
+            except BaseException:
+                self._intended = intended   # nothing was written: the intents stand
+                raise
+            for (path, entry), key in zip(changes, keys):
+                self._count(old.pop(key, None), -1)
+                self._count(entry, 1)
+                if entry is not None:
+                    old[key] = entry         # a path named twice counts once
+
     def pop(self, path: str) -> Optional[Entry]:
         key = _key(path)
         with self._lock:
