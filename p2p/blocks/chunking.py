@@ -23,6 +23,7 @@ hashes overlap instead of running one after the other.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -124,8 +125,8 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     """``read_blocks`` of a large file (``size`` bytes at open, cut as a file
     of ``tier`` bytes), appending to ``blocks``: the sha256 hex of the content.
 
-    The file is read a segment at a time into a new buffer that starts with
-    the last block of the previous one (which may have been cut by the
+    The file is read a segment at a time into the next of a ring of buffers
+    (reused: no page faults per segment), after the last block of the previous one (which may have been cut by the
     segment's end rather than by its content; with at least one maximum block
     after a block's start, its cut is the one a single pass over the whole
     file finds). The new bytes go to the whole-file hash and the segment's
@@ -136,9 +137,11 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     fd, whole = handle.fileno(), hashlib.sha256()
     carry, carry_at, read = memoryview(b""), 0, 0
     in_flight: deque = deque()   # (whole hash done, block digests, buffer, [(offset, length)], file offset)
+    # one more buffer than segments in flight: the next is neither in flight nor the carry's
+    ring = [memoryview(bytearray(maximum + segment)) for _ in range(min(PIPELINE_SEGMENTS + 1, size // segment + 1))]
     with ThreadPoolExecutor(1) as whole_thread, ThreadPoolExecutor(1) as block_thread:
-        while True:
-            buffer = memoryview(bytearray(len(carry) + segment))
+        for turn in itertools.count():
+            buffer = ring[turn % len(ring)]
             buffer[:len(carry)] = carry
             count = _read_fully(handle, buffer[len(carry):len(carry) + min(segment, size + 1 - read)])
             read += count
@@ -164,8 +167,9 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     return whole.hexdigest()
 
 
-SEGMENT_BLOCKS = 4      # a pipelined read's segment: this many of its tier's maximum blocks (16 MiB at 1 MiB)
-PIPELINE_SEGMENTS = 3   # segments read ahead of the hashing threads at most (3 x 16 MiB for a 500 MB file)
+SEGMENT_BLOCKS = 2      # a pipelined read's segment: this many of its tier's maximum blocks (8 MiB at 1 MiB;
+                        # more than one, so a segment holds at least one block that its end did not cut)
+PIPELINE_SEGMENTS = 3   # segments in flight at most: 4 buffers of 12 MiB for a file of the 1 MiB tier
 
 
 def _read_fully(handle, view: memoryview) -> int:
