@@ -17,12 +17,14 @@ from p2p.blocks import chunking
 from p2p.blocks.chunking import FileChanged, cut, read_blocks
 
 KiB = 1024
-SMALL_MIN = 300 * KiB   # the pipelined path from here in these tests: 16 KiB tier, 256 KiB segments
+SMALL_MIN = 300 * KiB   # the pipelined path from here in these tests: 16 KiB tier, 128 KiB segments (two of
+                        # its maximum blocks), so a file of a few MiB is many segments
 
 
 @pytest.fixture(autouse=True)
 def _small_pipeline(monkeypatch):
     monkeypatch.setattr(limits, "PARALLEL_HASH_MIN", SMALL_MIN, raising=False)
+    monkeypatch.setattr(limits, "PIPELINE_SEGMENT", 1, raising=False)
 
 
 def expected(data: bytes, size=None):

@@ -133,7 +133,7 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     final blocks to the block hash, each on its own thread, in order; at
     most ``PIPELINE_SEGMENTS`` segments are in flight (bounded memory)."""
     cutter, maximum = _chunker(tier), chunk_sizes(tier)[2]
-    segment = SEGMENT_BLOCKS * maximum
+    segment = max(limits.PIPELINE_SEGMENT, 2 * maximum)   # more than a maximum block: one at least is final
     fd, whole = handle.fileno(), hashlib.sha256()
     carry, carry_at, read = memoryview(b""), 0, 0
     in_flight: deque = deque()   # (whole hash done, block digests, buffer, [(offset, length)], file offset)
@@ -167,9 +167,7 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     return whole.hexdigest()
 
 
-SEGMENT_BLOCKS = 2      # a pipelined read's segment: this many of its tier's maximum blocks (8 MiB at 1 MiB;
-                        # more than one, so a segment holds at least one block that its end did not cut)
-PIPELINE_SEGMENTS = 3   # segments in flight at most: 4 buffers of 12 MiB for a file of the 1 MiB tier
+PIPELINE_SEGMENTS = 2   # segments in flight at most: one hashed (both hashes at once) while the next is read
 
 
 def _read_fully(handle, view: memoryview) -> int:
