@@ -125,20 +125,22 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
     """``read_blocks`` of a large file (``size`` bytes at open, cut as a file
     of ``tier`` bytes), appending to ``blocks``: the sha256 hex of the content.
 
-    The file is read a segment at a time into the next of a ring of buffers
-    (reused: no page faults per segment), after the last block of the previous one (which may have been cut by the
-    segment's end rather than by its content; with at least one maximum block
-    after a block's start, its cut is the one a single pass over the whole
-    file finds). The new bytes go to the whole-file hash and the segment's
-    final blocks to the block hash, each on its own thread, in order; at
-    most ``PIPELINE_SEGMENTS`` segments are in flight (bounded memory)."""
+    The file is read a segment at a time into the next of a ring of reused
+    buffers (no page faults per segment), after the last block of the
+    previous segment (which may have been cut by that segment's end rather
+    than by its content; with at least one maximum block after a block's
+    start, its cut is the one a single pass over the whole file finds). The
+    new bytes go to the whole-file hash and the segment's final blocks to the
+    block hash, each on its own thread, in order; at most
+    ``limits.PIPELINE_IN_FLIGHT`` segments are in flight (bounded memory)."""
     cutter, maximum = _chunker(tier), chunk_sizes(tier)[2]
     segment = max(limits.PIPELINE_SEGMENT, 2 * maximum)   # more than a maximum block: one at least is final
     fd, whole = handle.fileno(), hashlib.sha256()
     carry, carry_at, read = memoryview(b""), 0, 0
     in_flight: deque = deque()   # (whole hash done, block digests, buffer, [(offset, length)], file offset)
     # one more buffer than segments in flight: the next is neither in flight nor the carry's
-    ring = [memoryview(bytearray(maximum + segment)) for _ in range(min(PIPELINE_SEGMENTS + 1, size // segment + 1))]
+    ring = [memoryview(bytearray(maximum + segment))
+            for _ in range(min(limits.PIPELINE_IN_FLIGHT + 1, size // segment + 1))]
     with ThreadPoolExecutor(1) as whole_thread, ThreadPoolExecutor(1) as block_thread:
         for turn in itertools.count():
             buffer = ring[turn % len(ring)]
@@ -158,16 +160,13 @@ def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
             digests = block_thread.submit(_digests, data, cuts)
             in_flight.append((hashed, digests, data, cuts, carry_at))
             carry_at += len(data) - len(carry) if not last else len(data)
-            while in_flight and (last or len(in_flight) >= PIPELINE_SEGMENTS):
+            while in_flight and (last or len(in_flight) >= limits.PIPELINE_IN_FLIGHT):
                 _take_segment(path, fd, opened, in_flight.popleft(), on_block, blocks)
             if last:
                 break
     if handle.read(1):
         raise FileChanged(f"{path}: grew while being read")
     return whole.hexdigest()
-
-
-PIPELINE_SEGMENTS = 2   # segments in flight at most: one hashed (both hashes at once) while the next is read
 
 
 def _read_fully(handle, view: memoryview) -> int:
