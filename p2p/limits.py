@@ -48,6 +48,12 @@ ARCHIVE_SLICE = 8 * MiB          # archived between two checks of that quiet: a 
                                  # meanwhile waits for one slice (a few ms of disk) at most
 RESUME_MIN = ARCHIVE_LATER_MIN   # larger files keep their partial download across interruptions (smaller
                                  # ones keep their received blocks in the store, so they resume anyway)
+PARALLEL_HASH_MIN = ARCHIVE_LATER_MIN  # larger files are read, cut and hashed (whole and blocks) on three
+                                 # threads at once (p2p/blocks/chunking.py): the sender's scan is on the clock
+PIPELINE_SEGMENT = 8 * MiB       # ... a segment at a time (twice the tier's largest block if more): one hand-off
+                                 # to each hashing thread per segment, not per block
+PIPELINE_IN_FLIGHT = 2           # ... segments in flight: one hashed (both hashes at once) while the next is read
+                                 # and cut; one buffer more than this in memory (3 x 12 MiB in the 1 MiB tier)
 VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads this much at a time (what
                                  # was not hashed as the blocks landed: p2p/folder/running_hash.py)
 PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not

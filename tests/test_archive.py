@@ -11,8 +11,11 @@ import pytest
 from p2p import limits
 from p2p.blocks.chunking import hash_file
 from p2p.blocks.store import BlockMissing, BlockStore
+from p2p.folder import archive as archive_module
 from p2p.folder.archive import PendingArchive, slices
+from p2p.folder.state import Entry, LocalState
 from p2p.net.reconciler import Reconciler
+from peers import wait_until
 
 
 @pytest.fixture
@@ -46,6 +49,74 @@ def test_a_changed_file_serves_nothing_wrong(setup):
         archive.read(blocks[0][0])
     archive.store_all("big.bin", blocks)
     assert not store.has(blocks[0][0]) and store.has(blocks[1][0])  # only verified blocks are kept
+
+
+@pytest.fixture
+def tracked(setup, tmp_path):
+    """The setup's archive with a local state that recorded big.bin as hashed."""
+    root, store, _archive, data, blocks = setup
+    state = LocalState(tmp_path / "local.db")
+    st = os.stat(root / "big.bin")
+    state.set("big.bin", Entry.from_stat(st, hash_file(root / "big.bin")[1], "e1"))
+    clock_moved_past(st, root)
+    return root, store, PendingArchive(root, store, state), data, blocks
+
+
+def clock_moved_past(st: os.stat_result, directory) -> None:
+    """Wait until the file system stamps a change later than ``st``'s (its clock
+    is coarse: a change within the same tick would look like none)."""
+    probe = directory / "probe"
+
+    def later():
+        probe.write_bytes(b"")
+        return os.stat(probe).st_ctime_ns > max(st.st_mtime_ns, st.st_ctime_ns)
+    wait_until(later, 5, "the file system's clock to move", interval=0.001)
+    probe.unlink()
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """Every sha256 the archive computes (its input sizes)."""
+    seen = []
+    real = archive_module.hashlib.sha256
+
+    def spy(data=b""):
+        seen.append(len(data))
+        return real(data)
+    monkeypatch.setattr(archive_module.hashlib, "sha256", spy)
+    return seen
+
+
+def test_a_block_read_for_a_peer_from_the_unchanged_file_is_not_hashed_again(tracked, hashes):
+    root, store, archive, data, blocks = tracked
+    archive.register("big.bin", blocks)
+    first, size = blocks[0]
+    assert archive.read(first, trust_unchanged=True) == data[:size]
+    assert hashes == []
+    assert archive.read(first) == data[:size] and hashes == [size]   # other readers verify
+    archive.store_all("big.bin", blocks)                              # and the store gets hashed blocks only
+    assert len(hashes) == 1 + len(blocks)
+
+
+def test_a_file_changed_with_its_mtime_put_back_is_hashed(tracked):
+    root, store, archive, data, blocks = tracked
+    archive.register("big.bin", blocks)
+    st = os.stat(root / "big.bin")
+    with open(root / "big.bin", "r+b") as f:
+        f.write(b"changed")
+    os.utime(root / "big.bin", ns=(st.st_atime_ns, st.st_mtime_ns))   # the ctime still moves
+    with pytest.raises(BlockMissing):
+        archive.read(blocks[0][0], trust_unchanged=True)
+
+
+def test_a_file_changed_before_it_was_registered_is_hashed(tracked):
+    root, store, archive, data, blocks = tracked
+    with open(root / "big.bin", "r+b") as f:   # after the scan recorded it, before register
+        f.write(b"changed")
+    archive.register("big.bin", blocks)
+    with pytest.raises(BlockMissing):
+        archive.read(blocks[0][0], trust_unchanged=True)
+    assert archive.read(blocks[1][0], trust_unchanged=True) == data[blocks[0][1]:blocks[0][1] + blocks[1][1]]
 
 
 def test_a_file_moved_before_archiving_is_archived_from_its_new_place(setup):

@@ -91,6 +91,22 @@ def test_reader_writes_straight_into_the_decoder():
     assert received == sent
 
 
+def test_a_large_frame_is_filled_by_one_read_of_all_it_lacks():
+    """Its own payload buffer is offered whole, not a chunk at a time: a
+    1 MiB block frame costs a few socket reads, not 64 of 16 KiB."""
+    big = Frame(2, 0, bytes(range(256)) * 4096)
+    stream = memoryview(encode_frame(big))
+    decoder, received, reads = FrameDecoder(chunk=limits.RECV_CHUNK), [], 0
+    while stream:
+        with decoder.get_buffer() as view:
+            count = min(len(view), len(stream))
+            view[:count] = stream[:count]
+        reads += 1
+        received += decoder.buffer_updated(count)
+        stream = stream[count:]
+    assert received == [big] and reads == 2   # the chunk with the header, then the rest at once
+
+
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=10),
        st.integers(2, 4096))

@@ -12,12 +12,21 @@ then ``limits.CHUNK_TIER_GROWTH`` times larger per tier (never above
 ``limits.CHUNK_AVG_MAX``), so a file has at most about ``CHUNKS_PER_FILE``
 blocks until its largest tier (docs/EVENTS.md says why these sizes). A file
 shorter than its tier's minimum is one block; an empty file has no blocks.
+
+A file over ``limits.PARALLEL_HASH_MIN`` is read in segments of its own
+(``_read_pipelined``) and hashed on two more threads while the caller reads
+and cuts the next segment: one takes the whole-file sha256, one the blocks'
+(hashlib releases the GIL on large buffers), so reading, cutting and the two
+hashes overlap instead of running one after the other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from pyfastcdc import FastCDC
@@ -88,8 +97,11 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
         opened = os.fstat(fd)
         size = opened.st_size
         offset = 0
+        tier = size if cut_as is None else cut_as
+        if size > limits.PARALLEL_HASH_MIN and chunk_sizes(tier) != WHOLE:
+            return size, _read_pipelined(path, handle, opened, size, tier, on_block, blocks), blocks
         if size:
-            for data in _pieces(handle, size, size if cut_as is None else cut_as):
+            for data in _pieces(handle, size, tier):
                 count = len(data)
                 if offset + count > size:
                     raise FileChanged(f"{path}: grew while being read")
@@ -106,6 +118,83 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
     return size, whole.hexdigest(), blocks
+
+
+def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
+                    on_block: Optional[Callable[[str, memoryview, int, int], None]], blocks: List[Block]) -> str:
+    """``read_blocks`` of a large file (``size`` bytes at open, cut as a file
+    of ``tier`` bytes), appending to ``blocks``: the sha256 hex of the content.
+
+    The file is read a segment at a time into the next of a ring of reused
+    buffers (no page faults per segment), after the last block of the
+    previous segment (which may have been cut by that segment's end rather
+    than by its content; with at least one maximum block after a block's
+    start, its cut is the one a single pass over the whole file finds). The
+    new bytes go to the whole-file hash and the segment's final blocks to the
+    block hash, each on its own thread, in order; at most
+    ``limits.PIPELINE_IN_FLIGHT`` segments are in flight (bounded memory)."""
+    cutter, maximum = _chunker(tier), chunk_sizes(tier)[2]
+    segment = max(limits.PIPELINE_SEGMENT, 2 * maximum)   # more than a maximum block: one at least is final
+    fd, whole = handle.fileno(), hashlib.sha256()
+    carry, carry_at, read = memoryview(b""), 0, 0
+    in_flight: deque = deque()   # (whole hash done, block digests, buffer, [(offset, length)], file offset)
+    # one more buffer than segments in flight: the next is neither in flight nor the carry's
+    ring = [memoryview(bytearray(maximum + segment))
+            for _ in range(min(limits.PIPELINE_IN_FLIGHT + 1, size // segment + 1))]
+    with ThreadPoolExecutor(1) as whole_thread, ThreadPoolExecutor(1) as block_thread:
+        for turn in itertools.count():
+            buffer = ring[turn % len(ring)]
+            buffer[:len(carry)] = carry
+            count = _read_fully(handle, buffer[len(carry):len(carry) + min(segment, size + 1 - read)])
+            read += count
+            if read > size:
+                raise FileChanged(f"{path}: grew while being read")
+            last = read == size
+            if not last and count < segment:
+                raise FileChanged(f"{path}: shrank while being read")
+            data = buffer[:len(carry) + count]
+            hashed = whole_thread.submit(whole.update, data[len(carry):])
+            cuts = [(chunk.offset, chunk.length) for chunk in cutter.cut_buf(data)]
+            if not last:   # cut by the segment's end: read again with the next one
+                carry = data[cuts.pop()[0]:]
+            digests = block_thread.submit(_digests, data, cuts)
+            in_flight.append((hashed, digests, data, cuts, carry_at))
+            carry_at += len(data) - len(carry) if not last else len(data)
+            while in_flight and (last or len(in_flight) >= limits.PIPELINE_IN_FLIGHT):
+                _take_segment(path, fd, opened, in_flight.popleft(), on_block, blocks)
+            if last:
+                break
+    if handle.read(1):
+        raise FileChanged(f"{path}: grew while being read")
+    return whole.hexdigest()
+
+
+def _read_fully(handle, view: memoryview) -> int:
+    """Fill ``view`` from ``handle``; fewer bytes only at the end of the file."""
+    done = 0
+    while done < len(view):
+        count = handle.readinto(view[done:])
+        if not count:
+            break
+        done += count
+    return done
+
+
+def _digests(data: memoryview, cuts) -> List[str]:
+    return [hashlib.sha256(data[at:at + length]).hexdigest() for at, length in cuts]
+
+
+def _take_segment(path, fd: int, opened: os.stat_result, segment, on_block, blocks: List[Block]) -> None:
+    """Wait for a segment's hashes (in order) and record its blocks; FileChanged
+    if the file was written meanwhile (checked every CHECK_EVERY blocks)."""
+    hashed, digests, data, cuts, base = segment
+    hashed.result()
+    for digest, (at, length) in zip(digests.result(), cuts):
+        blocks.append((digest, length))
+        if on_block is not None:
+            on_block(digest, data[at:at + length], fd, base + at)
+        if len(blocks) % CHECK_EVERY == 0 and os.fstat(fd).st_mtime_ns != opened.st_mtime_ns:
+            raise FileChanged(f"{path}: still being written")
 
 
 def _pieces(handle, size: int, tier: int) -> Iterator[memoryview]:

@@ -7,7 +7,12 @@ event sent (or its file renamed into place), and its blocks are copied into
 the store right after, in the background. Until then they are served from the
 file itself, each read verified against its hash: if the file changed
 meanwhile, that block is simply not available here (peers that have it serve
-it; `restore` reports the version as pruned). The node archives a file a
+it; `restore` reports the version as pruned). A block read for a peer
+(``read(..., trust_unchanged=True)``) skips that hash when the file's stat
+(size, mtime, inode, ctime) is, before and after the read, the one the local
+state recorded when the blocks were hashed: the test the scan itself uses to
+see a change (the receiver verifies every block anyway); what goes into the
+store is always hashed. The node archives a file a
 slice (``limits.ARCHIVE_SLICE``) at a time, each only once no transfer has
 run for ``limits.ARCHIVE_QUIET``, so a transfer that starts meanwhile waits
 for one slice at most. The start-up scan re-archives whatever a crash left
@@ -21,42 +26,75 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from p2p.blocks.store import BlockMissing, BlockStore
 
 log = logging.getLogger("p2p.archive")
 
 
+Signature = Tuple[int, int, int, int]   # a file's size, mtime (ns), inode and ctime (ns)
+
+
+def _signature(st: os.stat_result) -> Signature:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
 class PendingArchive:
-    def __init__(self, root: Path, store: BlockStore):
+    """``state``: the local state (what the scan recorded of each file), so a
+    block read for a peer can skip its hash while its file is unchanged;
+    None: every read is hashed."""
+
+    def __init__(self, root: Path, store: BlockStore, state=None):
         self.root = root
         self.store = store
-        self._where: Dict[str, Tuple[str, int, int]] = {}   # block hash -> (path, offset, size)
+        self.state = state
+        # block hash -> (path, offset, size, the file's signature when its blocks were hashed, or None)
+        self._where: Dict[str, Tuple[str, int, int, Optional[Signature]]] = {}
 
     def register(self, path: str, blocks: Iterable[Tuple[str, int]]) -> bool:
         """Remember where the blocks of ``path`` the store lacks are; True if any.
-        The latest location wins (a file moved before it was archived)."""
+        The latest location wins (a file moved before it was archived). The
+        local state holds the version of ``path`` those blocks were hashed from."""
+        blocks = list(blocks)
+        signature = self._hashed_as(path, sum(size for _hash, size in blocks))
         offset, added = 0, False
         for block_hash, size in blocks:
             if not self.store.has(block_hash):
-                self._where[block_hash] = (path, offset, size)
+                self._where[block_hash] = (path, offset, size, signature)
                 added = True
             offset += size
         return added
 
+    def _hashed_as(self, path: str, size: int) -> Optional[Signature]:
+        """The signature of the file at ``path`` if it is still the one the local
+        state recorded (``size`` bytes) when its blocks were hashed, else None."""
+        entry = self.state.get(path) if self.state is not None else None
+        if entry is None or entry.kind != "file" or entry.size != size:
+            return None
+        try:
+            st = os.stat(self.root / path)
+        except OSError:
+            return None
+        return _signature(st) if entry.same_stat(st) else None
+
     def __contains__(self, block_hash: str) -> bool:
         return block_hash in self._where
 
-    def read(self, block_hash: str) -> bytes:
-        """The block, read from its file and verified; BlockMissing if it is not there."""
+    def read(self, block_hash: str, trust_unchanged: bool = False) -> bytes:
+        """The block, read from its file and verified; BlockMissing if it is not
+        there. ``trust_unchanged``: not hashed if the file's signature is the
+        one its blocks were hashed with, before and after the read."""
         try:
-            path, offset, size = self._where[block_hash]
+            path, offset, size, signature = self._where[block_hash]
             with open(self.root / path, "rb", buffering=0) as handle:
-                data = os.pread(handle.fileno(), size, offset)
+                fd = handle.fileno()
+                unchanged = trust_unchanged and signature is not None and _signature(os.fstat(fd)) == signature
+                data = os.pread(fd, size, offset)
+                unchanged = unchanged and _signature(os.fstat(fd)) == signature
         except (KeyError, OSError):
             raise BlockMissing(block_hash) from None
-        if hashlib.sha256(data).hexdigest() != block_hash:
+        if len(data) != size or not unchanged and hashlib.sha256(data).hexdigest() != block_hash:
             raise BlockMissing(block_hash)  # the file changed since: not here any more
         return data
 

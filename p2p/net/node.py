@@ -126,7 +126,7 @@ class Node:
         self.writer = FolderWriter(self.root, self.state, self.store)
         self.partials = Partials(self.home / ".p2p" / "partials.json")
         self.unsynced = Unsynced()        # paths skipped, with their reasons (p2p status)
-        self.archive = PendingArchive(self.root, self.store)   # large current files not stored yet
+        self.archive = PendingArchive(self.root, self.store, self.state)   # large current files not stored yet
         self.threadpool = gevent.get_hub().threadpool   # short file-system work
         self.bulkpool = ThreadPool(limits.BULK_THREADS)  # large buffers: never delays the short work
         self.fetcher = Fetcher(root=self.root, state=self.state, store=self.store, archive=self.archive,
@@ -642,7 +642,7 @@ class Node:
         try:
             return self.store.get(block_hash)
         except BlockMissing:
-            return self.archive.read(block_hash)   # a large file not archived yet
+            return self.archive.read(block_hash, trust_unchanged=True)   # a large file not archived yet
 
     # -- housekeeping, status ------------------------------------------------------
     def _housekeeping_loop(self) -> None:

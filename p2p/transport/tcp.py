@@ -2,7 +2,8 @@
 
 The I/O edge. Reads with ``recv_into`` straight into the ``FrameDecoder``'s
 buffer (at most ``limits.RECV_CHUNK`` per call; a large frame's payload is
-read into its own buffer, which becomes the payload). Writes header and
+read into its own buffer, which becomes the payload, as much of it per call
+as the socket holds). Writes header and
 payload with one ``sendmsg`` (scatter-gather: no join, no copy).
 """
 

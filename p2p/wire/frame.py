@@ -88,11 +88,12 @@ class FrameDecoder:
         self._filled = 0                     # bytes of its payload received so far
 
     def get_buffer(self) -> memoryview:
-        """Return a writable view (at most ``chunk`` bytes) where the next
-        received bytes belong; release it before calling ``buffer_updated``."""
+        """Return a writable view where the next received bytes belong: the
+        rest of a large frame's payload (one ``recv_into`` takes all the
+        socket holds of it), else at most ``chunk`` bytes; release it before
+        calling ``buffer_updated``."""
         if self._large is not None:
-            payload = self._large.payload
-            return memoryview(payload)[self._filled:self._filled + self._chunk]
+            return memoryview(self._large.payload)[self._filled:]
         if self._end == len(self._buffer):
             self._compact()
         return memoryview(self._buffer)[self._end:]
