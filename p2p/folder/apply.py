@@ -90,6 +90,9 @@ def folds_case(directory: Path) -> bool:
         _remove_quietly(probe)
 
 
+LOOK_UP = object()   # "read the path's entry from the local state" (the caller has not)
+
+
 class FolderWriter:
     def __init__(self, root: Path, state: LocalState, store: BlockStore, case_folding: Optional[bool] = None):
         """``case_folding``: whether the folder's file system folds case;
@@ -100,8 +103,11 @@ class FolderWriter:
         self._case_folding = case_folding
 
     # -- checks ------------------------------------------------------------
-    def _check_unchanged(self, path: str) -> None:
-        entry = self.state.get(path)
+    def _check_unchanged(self, path: str, entry=LOOK_UP) -> None:
+        """LocalChanged unless ``path`` on disk is what the local state records
+        (``entry``: its record when the caller read it already)."""
+        if entry is LOOK_UP:
+            entry = self.state.get(path)
         try:
             st = os.lstat(self.root / path)
         except FileNotFoundError:
@@ -217,6 +223,36 @@ class FolderWriter:
             os.chmod(dest, mode)
             st = os.lstat(dest)
         self.state.set(path, Entry.from_stat(st, "", event.id))
+
+    def intend_all(self, pendings) -> None:
+        """``PendingFile.intend`` for a batch of finished files, in one
+        transaction of the local state (all recorded, or none: the error is raised)."""
+        self.state.intend_many([(pending.path, pending.prepare_entry()) for pending in pendings])
+
+    def place_all(self, pendings) -> list:
+        """``PendingFile.place`` for a batch whose intents are recorded and
+        durable: one lookup of their entries, each renamed into place unless
+        the user changed its path (LocalChanged), then one transaction records
+        all that were placed. Returns each one's Entry, or what it raised."""
+        current = self.state.get_many([pending.path for pending in pendings])
+        outcomes: list = []
+        placed = []
+        for pending in pendings:
+            try:
+                self._check_unchanged(pending.path, current.get(pending.path))
+                os.replace(pending.tmp, self.root / pending.path)
+            except Exception as exc:
+                pending.abort()
+                outcomes.append(exc)
+                continue
+            placed.append(len(outcomes))
+            outcomes.append(pending._entry)
+        try:
+            self.state.set_many([(pendings[i].path, outcomes[i]) for i in placed])
+        except Exception as exc:   # placed, not recorded: each is retried (its intent stands for a restart)
+            for i in placed:
+                outcomes[i] = exc
+        return outcomes
 
     def remove_temporary(self, rel: str) -> None:
         """Remove a temporary file p2p made (an abandoned transfer's)."""
@@ -356,8 +392,12 @@ class PendingFile:
         """Journal that the path is about to hold this file (LocalState.intend):
         a crash before or after the rename is then told apart at restart."""
         if self._entry is None:
-            self._entry = Entry.from_stat(os.lstat(self.tmp), self.event.hash, self.event.id)  # rename keeps it
-            self.writer.state.intend(self.path, self._entry)
+            self.writer.state.intend(self.path, self.prepare_entry())
+        return self._entry
+
+    def prepare_entry(self) -> Entry:
+        """The entry the path will have once the finished file is renamed in (not recorded)."""
+        self._entry = Entry.from_stat(os.lstat(self.tmp), self.event.hash, self.event.id)  # rename keeps it
         return self._entry
 
     def place(self) -> Entry:

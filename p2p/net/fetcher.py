@@ -251,10 +251,11 @@ class Fetcher:
         """True if our current file at ``path`` was cut at another size tier than
         ``event`` (it grew or shrank across a tier's edge): none of its blocks can
         match the new ones, though most of its content is likely still there."""
-        entry = self.state.get(path)
         tier = chunk_sizes(event.size)
-        return (entry is not None and entry.kind == "file" and tier != WHOLE   # one block: nothing to find
-                and chunk_sizes(entry.size) != tier)
+        if tier == WHOLE:   # one block: nothing to find (and no lookup for a small file)
+            return False
+        entry = self.state.get(path)
+        return entry is not None and entry.kind == "file" and chunk_sizes(entry.size) != tier
 
     def _copy_from_recut(self, path: str, event, pending, remote: dict) -> dict:
         """Read our current file at ``path`` once, cut as the new version's size
