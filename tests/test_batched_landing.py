@@ -1,0 +1,102 @@
+"""Small files finished together land as one batch (SmallCommits._commit_all):
+their intents are one local-state transaction before the syncfs, the placed
+files one more after the renames. A path the user changed meanwhile is not
+overwritten (the others land), and a kill -9 between the renames and their
+record leaves every file whole (old or new, never partial) and the local
+state agreeing with the disk once the intents are settled at the next start."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from p2p.blocks.store import BlockStore
+from p2p.folder.apply import FolderWriter, LocalChanged
+from p2p.folder.state import Entry, LocalState
+from p2p.history.event import Event
+from p2p.net.reconciler import SmallCommits
+from rogue import file_event
+
+FILES = 40
+
+
+def contents(version: str) -> dict:
+    return {f"d/f{i:02}.txt": f"{version} {i}\n".encode() * (i + 1) for i in range(FILES)}
+
+
+def batch(writer: FolderWriter, version: str, seq: int) -> list:
+    """A pending file per path with all its blocks written (as the fetcher leaves them)."""
+    pendings = []
+    for n, (path, content) in enumerate(contents(version).items()):
+        pending = writer.begin_file(path, Event.from_dict(file_event("R" * 32, seq + n, path, content)))
+        pending.write_block([0], content)
+        pendings.append(pending)
+    return pendings
+
+
+def folder(tmp_path: Path):
+    root, home = tmp_path / "shared", tmp_path / "home"
+    root.mkdir(exist_ok=True)
+    home.mkdir(exist_ok=True)
+    state = LocalState(home / "local.db")
+    return root, state, FolderWriter(root, state, BlockStore(home / "blocks"), case_folding=False)
+
+
+def test_a_batch_is_two_transactions_and_spares_a_path_changed_meanwhile(tmp_path):
+    root, state, writer = folder(tmp_path)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)
+    pendings = batch(writer, "old", 1)
+    assert all(outcome.event_id for outcome in commits._commit_all(pendings))
+    edited = root / "d/f07.txt"
+    edited.write_bytes(b"the user's edit, not scanned yet")
+    transactions = []
+    state._db.set_trace_callback(lambda sql: transactions.append(sql) if sql == "COMMIT" else None)
+    outcomes = commits._commit_all(batch(writer, "new", 100))
+    assert isinstance(outcomes[7], LocalChanged)
+    assert len(transactions) <= 3   # the intents, the placed files (and the durable mark of state.sync)
+    for n, (path, content) in enumerate(contents("new").items()):
+        if n != 7:
+            assert (root / path).read_bytes() == content and state.get(path).same_stat(os.lstat(root / path))
+    assert edited.read_bytes() == b"the user's edit, not scanned yet"
+    assert sorted(os.listdir(root / "d")) == sorted(p.split("/")[1] for p in contents("new")), "a temporary stayed"
+    assert state._db.execute("SELECT path FROM intents").fetchall() == [(b"d/f07.txt",)]   # until it is rescanned
+
+
+def test_a_kill_between_the_renames_and_their_record_leaves_whole_files_and_a_true_state(tmp_path):
+    root, state, writer = folder(tmp_path)
+    SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)._commit_all(
+        batch(writer, "old", 1))
+    state.close()
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path[:0] = {sys.path!r}
+        import test_batched_landing as t
+        from pathlib import Path
+        root, state, writer = t.folder(Path({str(tmp_path)!r}))
+        renames, real = [0], os.replace
+        def replace(src, dst):
+            if renames[0] == {FILES // 2}:
+                os._exit(9)          # killed in the middle of the batch's renames
+            renames[0] += 1
+            real(src, dst)
+        os.replace = replace
+        t.SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)._commit_all(
+            t.batch(writer, "new", 100))
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    again = LocalState(tmp_path / "home" / "local.db")
+    assert again.settle(root) == FILES
+    old, new = contents("old"), contents("new")
+    landed = 0
+    for path in old:
+        data = (root / path).read_bytes()
+        assert data in (old[path], new[path]), f"{path} is neither version"
+        landed += data == new[path]
+        entry = again.get(path)
+        assert entry.same_stat(os.lstat(root / path)) and entry.event_id == ("R" * 32 + ":") + (
+            str(100 + int(path[3:5])) if data == new[path] else str(1 + int(path[3:5])))
+    assert landed == FILES // 2
+    temporaries = [n for n in os.listdir(root / "d") if n.startswith(".p2p-tmp-")]
+    assert len(temporaries) == FILES - FILES // 2   # removed by the start-up scan (remove_temporaries)
+    assert isinstance(again.get("d"), Entry)
