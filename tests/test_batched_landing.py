@@ -100,3 +100,28 @@ def test_a_kill_between_the_renames_and_their_record_leaves_whole_files_and_a_tr
     temporaries = [n for n in os.listdir(root / "d") if n.startswith(".p2p-tmp-")]
     assert len(temporaries) == FILES - FILES // 2   # removed by the start-up scan (remove_temporaries)
     assert isinstance(again.get("d"), Entry)
+
+
+def test_the_blocks_received_for_a_batch_are_stored_with_it_or_nothing_is_placed(tmp_path, monkeypatch):
+    """The fetcher leaves a small file's verified blocks with its pending file
+    (not stored one by one in the hub): the batch keeps them in the store
+    before the renames; when the store refuses them, no file of it is placed."""
+    root, state, writer = folder(tmp_path)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)
+    pendings = batch(writer, "old", 1)
+    for pending, content in zip(pendings, contents("old").values()):
+        pending.to_store.append((pending.event.hash, content))
+    writes = []
+    real = writer.store._store_packed_many
+    monkeypatch.setattr(writer.store, "_store_packed_many", lambda blocks: (writes.append(len(blocks)), real(blocks))[1])
+    assert all(outcome.event_id for outcome in commits._commit_all(pendings))
+    assert writes == [FILES] and all(writer.store.has(pending.event.hash) for pending in pendings)
+
+    def no_room(blocks):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(writer.store, "_store_packed_many", no_room)
+    pendings = batch(writer, "new", 100)
+    for pending, content in zip(pendings, contents("new").values()):
+        pending.to_store.append((pending.event.hash, content))
+    assert all(isinstance(outcome, OSError) for outcome in commits._commit_all(pendings))
+    assert all((root / path).read_bytes() == content for path, content in contents("old").items())

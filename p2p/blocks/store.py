@@ -579,15 +579,21 @@ class BlockStore:
     def ingest_file(self, path) -> Tuple[int, str, List[Block]]:
         """Hash ``path`` into blocks, storing those the store lacks; reads the
         file once. A file of one block is stored as it is read; the small
-        blocks of a larger one are packed together once it is read (``put_many``)."""
+        blocks of a larger one are packed PACK_WRITE_BYTES at a time (``put_many``)."""
         small: List[Tuple[str, bytes]] = []
+        held = [0]
 
         def keep(block_hash, data, fd, offset):
             if len(data) > limits.PACKED_BLOCK_MAX or self._db is None or (
                     offset == 0 and len(data) == os.fstat(fd).st_size):
                 self._store(block_hash, data, fd, offset)
-            else:
-                small.append((block_hash, bytes(data)))   # the reader reuses its buffer
+                return
+            small.append((block_hash, bytes(data)))   # the reader reuses its buffer
+            held[0] += len(data)
+            if held[0] >= limits.PACK_WRITE_BYTES:
+                self.put_many(small, verified=True)
+                small.clear()
+                held[0] = 0
         result = read_blocks(path, on_block=keep)
         self.put_many(small, verified=True)
         return result

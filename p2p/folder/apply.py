@@ -303,6 +303,7 @@ class PendingFile:
     def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int, resumed: bool = False):
         self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
+        self.to_store: list = []   # (hash, bytes) of verified blocks to keep in the store with the file's commit
         self._entry: Optional[Entry] = None
         self._hash = RunningHash(event.size, lambda offset, count: os.pread(self.fd, count, offset))
         self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub

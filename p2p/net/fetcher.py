@@ -227,7 +227,12 @@ class Fetcher:
     def _land(self, pending, block_hash: str, data, offsets) -> None:
         """Keep a verified block in the store (for history) and write it into the
         file: a large block is copied from the store in the kernel (one write
-        through user space), a small one written from memory (fewer syscalls)."""
+        through user space), a small one written from memory (fewer syscalls).
+        A small file's blocks are stored with its batch (SmallCommits), off the hub."""
+        if pending.event.size <= limits.SMALL_BLOCK:
+            pending.to_store.append((block_hash, data))
+            pending.write_block(offsets, data)
+            return
         self.store.put(block_hash, data, verified=True)
         if len(data) <= limits.SMALL_BLOCK:
             pending.write_block(offsets, data)
