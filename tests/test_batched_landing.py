@@ -125,3 +125,22 @@ def test_the_blocks_received_for_a_batch_are_stored_with_it_or_nothing_is_placed
         pending.to_store.append((pending.event.hash, content))
     assert all(isinstance(outcome, OSError) for outcome in commits._commit_all(pendings))
     assert all((root / path).read_bytes() == content for path, content in contents("old").items())
+
+
+def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):
+    """No file creation while its blocks arrive (the hub writes them): the
+    temporary file is created and written whole in the committing thread."""
+    root, state, writer = folder(tmp_path)
+    content = b"small and whole\n" * 50
+    pending = writer.begin_file("d/small.txt", Event.from_dict(file_event("R" * 32, 1, "d/small.txt", content)))
+    pending.write_block([0], content)
+    assert os.listdir(root / "d") == [], "a temporary file was created before the file was finished"
+    try:
+        pending.write_block([len(content) - 3], b"past the end")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a block past the end was taken")
+    pending.write_block([len(content) - 3], content[-3:])
+    assert pending.commit().same_stat(os.lstat(root / "d/small.txt"))
+    assert (root / "d/small.txt").read_bytes() == content and os.listdir(root / "d") == ["small.txt"]

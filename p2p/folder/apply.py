@@ -4,7 +4,8 @@ or overwriting a local edit silently.
 A file is written from verified blocks (each checked against its sha256 as it
 arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
 destination (the watcher ignores that prefix), at each block's offset, so a
-large file is written once; the whole file is checked against the event's
+large file is written once (a small file's blocks gather in memory and its
+temporary file is created and written once they are all there); the whole file is checked against the event's
 hash (``ContentMismatch``; hashed as the blocks land, ``RunningHash``),
 fsynced (a large file's blocks start reaching the disk as they land, so
 little is left for that fsync), and only then renamed into place —
@@ -178,11 +179,16 @@ class FolderWriter:
     def begin_file(self, path: str, event, resume_as: Optional[str] = None) -> "PendingFile":
         """A temporary file beside ``path`` that blocks are written into as they
         arrive. ``resume_as``: the temporary file (relative to the folder) of an
-        interrupted transfer of this version, reopened if it is there."""
+        interrupted transfer of this version, reopened if it is there. A small
+        file's blocks are gathered in memory and its temporary file created
+        only when it is finished (``PendingFile.finish``, in the committing
+        thread): no file creation in the caller (the hub)."""
         self._check_case(path)
         self._ensure_parents(path)
         if resume_as is None:
             tmp = (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
+            if event.size <= limits.SMALL_BLOCK:
+                return PendingFile(self, path, event, tmp, -1)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             return PendingFile(self, path, event, tmp, fd)
         tmp = self.root / resume_as
@@ -305,9 +311,17 @@ class PendingFile:
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
         self.to_store: list = []   # (hash, bytes) of verified blocks to keep in the store with the file's commit
         self._entry: Optional[Entry] = None
-        self._hash = RunningHash(event.size, lambda offset, count: os.pread(self.fd, count, offset))
+        # no fd: a small file whose bytes stay here until finish() creates its temporary file
+        self._memory = bytearray(event.size) if fd < 0 else None
+        self._hash = RunningHash(event.size, self._read)
         self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub
-        os.ftruncate(fd, event.size)
+        if fd >= 0:
+            os.ftruncate(fd, event.size)
+
+    def _read(self, offset: int, count: int) -> bytes:
+        if self._memory is not None:
+            return bytes(self._memory[offset:offset + count])
+        return os.pread(self.fd, count, offset)
 
     def layout(self) -> dict:
         """block hash -> the offsets where it goes (a block may repeat)."""
@@ -321,6 +335,9 @@ class PendingFile:
         """Write a verified block's bytes at each of its offsets."""
         for start in offsets:
             view, offset = memoryview(data), start
+            if self._memory is not None:   # (a block past the end raises: the sizes differ)
+                memoryview(self._memory)[start:start + len(view)] = view
+                view = view[len(view):]
             while view:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
@@ -350,6 +367,9 @@ class PendingFile:
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
         """Copy a block from the store to its offsets (verified first unless the
         caller has just checked and stored it)."""
+        if self._memory is not None:
+            self.write_block(offsets, self.writer.store.get(block_hash))   # (verified as read)
+            return
         size = self.writer.store.copy_into(block_hash, self.fd, offsets, verify=verify)
         for offset in offsets:
             self._landed(offset, size)
@@ -370,6 +390,13 @@ class PendingFile:
         event = self.event
         try:
             self._check_content()
+            if self._memory is not None:   # a small file: its temporary file now, written at once
+                self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                memory, self._memory = self._memory, None
+                view, offset = memoryview(memory), 0
+                while view:
+                    written = os.pwrite(self.fd, view, offset)
+                    view, offset = view[written:], offset + written
             os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
             if durable:
                 os.fsync(self.fd)
