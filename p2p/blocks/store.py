@@ -337,22 +337,7 @@ class BlockStore:
     def _store_packed(self, block_hash: str, data) -> bool:
         """Pack a small block (or note it was stored again); False if it is a
         file of its own already (an older store's): that file is kept."""
-        with self._lock:
-            now = time.time()
-            key = bytes.fromhex(block_hash)
-            self._begin()
-            if self._db.execute("UPDATE packed SET stored = ? WHERE hash = ?", (now, key)).rowcount:
-                self._changed()
-                return True   # stored again: it is recent content
-            if os.path.exists(self._path(block_hash)):
-                return False
-            pack, offset = self._append(block_hash, data)
-            self._begin()
-            self._db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", (key, pack, offset, len(data), now))
-            if self._bytes is not None:
-                self._bytes += len(data)
-            self._changed()
-            return True
+        return not self._store_packed_many([(block_hash, data)])
 
     def _store_packed_many(self, blocks: List[Tuple[str, bytes]]) -> List[Tuple[str, bytes]]:
         """Pack many small blocks under one lock, one index query per 500 and
@@ -485,7 +470,7 @@ class BlockStore:
         """``put`` for many blocks: the small ones packed together
         (``_store_packed_many``: one pack write and one index query for the
         batch, not one each), the others as files."""
-        small = []
+        small: List[Tuple[str, bytes]] = []
         for block_hash, data in blocks:
             _check(block_hash)
             if not verified and hashlib.sha256(data).hexdigest() != block_hash:
@@ -494,8 +479,8 @@ class BlockStore:
                 small.append((block_hash, data))
             else:
                 self._store(block_hash, data)
-        for block_hash, data in self._store_packed_many(small) if len(small) > 1 else small:
-            self._store(block_hash, data)   # (a file of its own already: its time renewed)
+        for block_hash, data in self._store_packed_many(small):
+            self._store(block_hash, data)   # a file of its own already: its time renewed
 
     def _store(self, block_hash: str, data, source_fd: Optional[int] = None, offset: int = 0) -> None:
         """Store a block: a small one appended to the open pack, a large one as a

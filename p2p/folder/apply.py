@@ -5,8 +5,9 @@ A file is written from verified blocks (each checked against its sha256 as it
 arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
 destination (the watcher ignores that prefix), at each block's offset, so a
 large file is written once (a small file's blocks gather in memory and its
-temporary file is created and written once they are all there); the whole file is checked against the event's
-hash (``ContentMismatch``; hashed as the blocks land, ``RunningHash``),
+temporary file is created and written once they are all there); the whole
+file is checked against the event's hash (``ContentMismatch``; hashed as the
+blocks land, ``RunningHash``),
 fsynced (a large file's blocks start reaching the disk as they land, so
 little is left for that fsync), and only then renamed into place —
 after checking that the path on disk is still exactly what the local state
