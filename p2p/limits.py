@@ -59,6 +59,8 @@ VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads th
 PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not
                                  # one file each: a small file's history costs no file creation
 PACK_MAX_BYTES = 64 * MiB        # a pack is closed and a new one started past this: repacking one copies at most this
+PACK_WRITE_BYTES = 1 * MiB       # a scanned file's small blocks are packed this much at a time: one write (and one
+                                 # index query) each, and little memory held per scanning thread
 INDEX_COMMIT_ROWS = 512          # the pack index (blocks.db) commits this many changes at once ...
 INDEX_COMMIT_INTERVAL = 0.2      # ... or this often (s): one commit per small file cost more than the file
 INDEX_CHECKPOINT_ROWS = 4096     # ... and merges its WAL into the database after this many (a write and an fsync,

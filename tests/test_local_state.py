@@ -227,3 +227,36 @@ def test_a_batch_that_fails_writes_nothing(tmp_path):
     assert state.get("a") is None and state.totals()["files"] == 0
     assert "x" in state._intended
     assert reopen(state).settle(tmp_path) == 1
+
+
+def test_a_batch_of_intents_is_one_transaction_and_settles_like_intents_apart(tmp_path):
+    for name in ("old", "renamed", "new"):
+        (tmp_path / f"{name}.tmp").write_bytes(name.encode() * 3)
+    (tmp_path / "old").write_bytes(b"before")
+    (tmp_path / "renamed").write_bytes(b"before")
+    state = LocalState(tmp_path / "local.db")
+    state.set_many([("old", entry(tmp_path / "old", "A:1")), ("renamed", entry(tmp_path / "renamed", "A:2"))])
+    commits = []
+    state._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    state.intend_many([(name, entry(tmp_path / f"{name}.tmp", "B:1")) for name in ("old", "renamed", "new")])
+    assert commits == ["COMMIT"]                 # one transaction for the batch
+    os.replace(tmp_path / "renamed.tmp", tmp_path / "renamed")   # killed here: one of three renamed
+    again = reopen(state)
+    assert again.settle(tmp_path) == 3
+    assert again.get("old").event_id == "A:1"    # not renamed: the old entry
+    assert again.get("renamed").event_id == "B:1" and again.get("renamed").same_stat(os.lstat(tmp_path / "renamed"))
+    assert again.get("new") is None              # never renamed in, nothing there before
+    assert again._db.execute("SELECT count(*) FROM intents").fetchone() == (0,)
+
+
+def test_a_batch_of_intents_that_fails_records_none(tmp_path):
+    base = Entry("file", 10, 5, 7, 0o644, "ab", "A:1")
+    state = LocalState(tmp_path / "local.db")
+    state._db.execute("CREATE TRIGGER refuse BEFORE INSERT ON intents WHEN new.path = X'62' BEGIN SELECT RAISE(ABORT, 'no'); END")
+    try:
+        state.intend_many([("a", base), ("b", base)])
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the refused intent did not fail the batch")
+    assert state._intended == set() and reopen(state).settle(tmp_path) == 0

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2p import limits
+from p2p.blocks import store as store_module
 from p2p.blocks.store import BlockMissing, BlockStore, CorruptBlock
 from stored import age, raw
 
@@ -190,3 +191,52 @@ def test_flush_merges_the_wal_so_it_stays_small(tmp_path, monkeypatch):
             store.flush()
     assert wal.stat().st_size <= 2 * grown   # reused from its start after each checkpoint, not grown
     assert all(store.get(sha(b"block %d" % i)) == b"block %d" % i for i in range(0, 4000, 97))
+
+
+@SETTINGS
+@given(data=blobs, pack_max=st.sampled_from([200, 5000, limits.PACK_MAX_BYTES]), again=st.booleans())
+def test_a_batch_of_blocks_is_one_pack_write_and_reads_back_together(tmp_path_factory, monkeypatch, data,
+                                                                     pack_max, again):
+    """put_many: one write per pack the batch goes to (packs still split at
+    PACK_MAX_BYTES), every block indexed, a block named twice or stored before
+    packed once; get_many reads them all back, verified, with one open per pack."""
+    monkeypatch.setattr(limits, "PACK_MAX_BYTES", pack_max)
+    root = tmp_path_factory.mktemp("store") / "blocks"
+    store = BlockStore(root)
+    if again:
+        store.put(sha(data[0]), data[0])
+    writes, opens = [], []
+    real_write, real_open = store_module._write_all, os.open
+    monkeypatch.setattr(store_module, "_write_all", lambda fd, d, offset=None: (writes.append(len(d)),
+                                                                               real_write(fd, d, offset)))
+    store.put_many([(sha(b), b) for b in data], verified=True)
+    unique = {sha(b): b for b in data}
+    new = [h for h in unique if not (again and h == sha(data[0]))]
+    assert sum(writes) == sum(len(unique[h]) + store_module.RECORD.size for h in new)
+    assert len(writes) == len({store._packed(h)[0] for h in new})   # one write per pack they went to
+    largest = max(map(len, data)) + store_module.RECORD.size   # a record past the bound goes alone in a pack
+    assert all(os.path.getsize(store._pack_path(n)) <= max(pack_max, largest) for n in store._pack_numbers())
+    assert store.total_bytes() == sum(map(len, unique.values()))
+    monkeypatch.setattr(store_module.os, "open", lambda *a, **k: (opens.append(a[0]), real_open(*a, **k))[1])
+    assert store.get_many(list(unique) + ["0" * 64]) == unique
+    assert len(opens) == len({store._packed(h)[0] for h in unique})
+    monkeypatch.setattr(store_module.os, "open", real_open)
+    store.close()
+    for reopened in (BlockStore(root), _without_index(root)):   # a restart, a lost index
+        assert reopened.get_many(list(unique)) == unique
+        reopened.close()
+
+
+def test_reading_a_batch_leaves_a_torn_block_out_and_forgets_it(tmp_path):
+    store = BlockStore(tmp_path / "blocks")
+    blobs = [f"block {i} ".encode() * 20 for i in range(5)]
+    store.put_many([(sha(b), b) for b in blobs])
+    pack, offset, size = store._packed(sha(blobs[2]))
+    fd = os.open(store._pack_path(pack), os.O_WRONLY)
+    os.pwrite(fd, b"\0" * size, offset)   # the page never written back
+    os.close(fd)
+    found = store.get_many([sha(b) for b in blobs])
+    assert found == {sha(b): b for i, b in enumerate(blobs) if i != 2}
+    assert not store.has(sha(blobs[2])) and store.total_bytes() == sum(len(b) for i, b in enumerate(blobs) if i != 2)
+    with pytest.raises(CorruptBlock):
+        store.put_many([(sha(blobs[1]), blobs[2])])   # data checked against the hash named, unless verified

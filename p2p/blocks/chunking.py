@@ -91,6 +91,7 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
     at open), or is written meanwhile.
     """
     whole = hashlib.sha256()
+    single = ""   # the content's hash when one block is the whole file
     blocks: List[Block] = []
     with open(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
@@ -105,8 +106,11 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
                 count = len(data)
                 if offset + count > size:
                     raise FileChanged(f"{path}: grew while being read")
-                whole.update(data)
                 digest = hashlib.sha256(data).hexdigest()
+                if offset == 0 and count == size:
+                    single = digest   # the block is the whole file (a piece more would raise): hashed once
+                else:
+                    whole.update(data)
                 blocks.append((digest, count))
                 if on_block is not None:
                     on_block(digest, data, fd, offset)
@@ -117,7 +121,7 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
             raise FileChanged(f"{path}: shrank while being read")
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
-    return size, whole.hexdigest(), blocks
+    return size, single or whole.hexdigest(), blocks
 
 
 def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,

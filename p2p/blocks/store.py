@@ -176,11 +176,11 @@ class BlockStore:
                 offset += RECORD.size + size
         return offset
 
-    def _changed(self) -> None:
-        """Count one index change (call with the lock, in the open transaction):
+    def _changed(self, count: int = 1) -> None:
+        """Count ``count`` index changes (call with the lock, in the open transaction):
         changes are committed together, every INDEX_COMMIT_ROWS or
         INDEX_COMMIT_INTERVAL, or at ``flush``."""
-        self._unsaved += 1
+        self._unsaved += count
         if self._unsaved >= limits.INDEX_COMMIT_ROWS or time.monotonic() - self._since >= limits.INDEX_COMMIT_INTERVAL:
             self._commit()
 
@@ -308,8 +308,17 @@ class BlockStore:
     def _append(self, block_hash: str, data) -> Tuple[int, int]:
         """Write one record at the open pack's end (a new pack past
         PACK_MAX_BYTES); returns (pack, offset of its bytes). Call with the lock."""
-        record = b"".join((RECORD.pack(bytes.fromhex(block_hash), len(data)), data))
-        if self._pack_fd is None or (self._pack_end and self._pack_end + len(record) > limits.PACK_MAX_BYTES):
+        record = _record(bytes.fromhex(block_hash), data)
+        self._open_pack_for(len(record))
+        _write_all(self._pack_fd, record, self._pack_end)   # a failed write is overwritten by the next
+        offset = self._pack_end + RECORD.size
+        self._pack_end += len(record)
+        return self._pack, offset
+
+    def _open_pack_for(self, size: int) -> None:
+        """Make sure a pack is open with room for ``size`` more bytes (an empty
+        pack takes any record): a new one past PACK_MAX_BYTES. Call with the lock."""
+        if self._pack_fd is None or (self._pack_end and self._pack_end + size > limits.PACK_MAX_BYTES):
             numbers = self._pack_numbers()
             number = numbers[-1] if numbers else 1
             if self._pack_fd is not None:
@@ -319,35 +328,64 @@ class BlockStore:
                 number += 1
             fd = create_private(self._pack_path(number), os.O_WRONLY)
             end = os.fstat(fd).st_size
-            if end and end + len(record) > limits.PACK_MAX_BYTES:
+            if end and end + size > limits.PACK_MAX_BYTES:
                 os.close(fd)
                 number += 1
                 fd, end = create_private(self._pack_path(number), os.O_WRONLY), 0
             self._pack_fd, self._pack, self._pack_end = fd, number, end
-        _write_all(self._pack_fd, record, self._pack_end)   # a failed write is overwritten by the next
-        offset = self._pack_end + RECORD.size
-        self._pack_end += len(record)
-        return self._pack, offset
 
     def _store_packed(self, block_hash: str, data) -> bool:
         """Pack a small block (or note it was stored again); False if it is a
         file of its own already (an older store's): that file is kept."""
+        return not self._store_packed_many([(block_hash, data)])
+
+    def _store_packed_many(self, blocks: List[Tuple[str, bytes]]) -> List[Tuple[str, bytes]]:
+        """Pack many small blocks under one lock, one index query per 500 and
+        one pack write per pack they go to (with their rows inserted before
+        the next pack opens, as one block's would be); those stored again
+        get their time renewed. Returns those that are files of their own
+        already (an older store's): kept as they are."""
         with self._lock:
             now = time.time()
-            key = bytes.fromhex(block_hash)
+            keys = [bytes.fromhex(block_hash) for block_hash, _ in blocks]
             self._begin()
-            if self._db.execute("UPDATE packed SET stored = ? WHERE hash = ?", (now, key)).rowcount:
-                self._changed()
-                return True   # stored again: it is recent content
-            if os.path.exists(self._path(block_hash)):
-                return False
-            pack, offset = self._append(block_hash, data)
-            self._begin()
-            self._db.execute("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", (key, pack, offset, len(data), now))
-            if self._bytes is not None:
-                self._bytes += len(data)
-            self._changed()
-            return True
+            present = set()
+            for start in range(0, len(keys), 500):   # SQLite's bound on parameters per statement
+                chunk = keys[start:start + 500]
+                present.update(key for (key,) in self._db.execute(
+                    f"SELECT hash FROM packed WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
+            if present:
+                self._db.executemany("UPDATE packed SET stored = ? WHERE hash = ?", ((now, key) for key in present))
+                self._changed(len(present))
+            loose, new = [], []
+            for (block_hash, data), key in zip(blocks, keys):
+                if key in present:
+                    continue
+                present.add(key)   # a block named twice is packed once
+                if os.path.exists(self._path(block_hash)):
+                    loose.append((block_hash, data))
+                else:
+                    new.append((key, _record(key, data)))
+            while new:
+                self._open_pack_for(len(new[0][1]))
+                room = limits.PACK_MAX_BYTES - self._pack_end
+                count, size = 0, 0
+                while count < len(new) and (count == 0 or size + len(new[count][1]) <= room):
+                    size += len(new[count][1])
+                    count += 1
+                part, new = new[:count], new[count:]
+                _write_all(self._pack_fd, b"".join(record for _, record in part), self._pack_end)
+                rows, at = [], self._pack_end
+                for key, record in part:
+                    rows.append((key, self._pack, at + RECORD.size, len(record) - RECORD.size, now))
+                    at += len(record)
+                self._pack_end = at
+                self._begin()
+                self._db.executemany("INSERT INTO packed VALUES (?, ?, ?, ?, ?)", rows)
+                if self._bytes is not None:
+                    self._bytes += size - len(part) * RECORD.size
+                self._changed(len(part))
+            return loose
 
     # -- single blocks -----------------------------------------------------
     def _path(self, block_hash: str) -> Path:
@@ -365,6 +403,50 @@ class BlockStore:
         data = self._read_packed(block_hash)
         if data is not None:
             return data
+        return self._get_file(block_hash)
+
+    def get_many(self, hashes: List[str]) -> dict:
+        """hash -> verified bytes of those of ``hashes`` the store has: one
+        index query per 500 for the packed ones and one open per pack (read in
+        offset order), each a file of its own read as ``get`` reads it. A torn
+        or altered block loses its row (or file) and is left out, as missing."""
+        for block_hash in hashes:
+            _check(block_hash)
+        found: dict = {}
+        if self._db is not None:
+            keys = list({bytes.fromhex(block_hash) for block_hash in hashes})
+            rows: list = []
+            fds: dict = {}
+            with self._lock:   # (opened with the lock: see _read_packed)
+                for start in range(0, len(keys), 500):   # SQLite's bound on parameters per statement
+                    chunk = keys[start:start + 500]
+                    rows += self._db.execute(f"SELECT hash, pack, offset, size FROM packed "
+                                             f"WHERE hash IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                for pack in {row[1] for row in rows}:
+                    try:
+                        fds[pack] = os.open(self._pack_path(pack), os.O_RDONLY)
+                    except FileNotFoundError:   # a row whose pack is gone: as torn
+                        pass
+            try:
+                for digest, pack, offset, size in sorted(rows, key=lambda row: (row[1], row[2])):
+                    data = os.pread(fds[pack], size, offset) if pack in fds else b""
+                    if len(data) != size or hashlib.sha256(data).digest() != digest:
+                        self._forget(digest.hex(), size, (pack, offset, size))
+                        continue
+                    found[digest.hex()] = data
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+        for block_hash in hashes:
+            if block_hash not in found:
+                try:
+                    found[block_hash] = self._get_file(block_hash)
+                except (BlockMissing, CorruptBlock):
+                    pass
+        return found
+
+    def _get_file(self, block_hash: str) -> bytes:
+        """A block that is a file of its own, verified (BlockMissing, CorruptBlock: as ``get``)."""
         path = self._path(block_hash)
         try:
             data = path.read_bytes()
@@ -383,6 +465,22 @@ class BlockStore:
         if not verified and hashlib.sha256(data).hexdigest() != block_hash:
             raise CorruptBlock(block_hash)
         self._store(block_hash, data)
+
+    def put_many(self, blocks: List[Tuple[str, bytes]], *, verified: bool = False) -> None:
+        """``put`` for many blocks: the small ones packed together
+        (``_store_packed_many``: one pack write and one index query for the
+        batch, not one each), the others as files."""
+        small: List[Tuple[str, bytes]] = []
+        for block_hash, data in blocks:
+            _check(block_hash)
+            if not verified and hashlib.sha256(data).hexdigest() != block_hash:
+                raise CorruptBlock(block_hash)
+            if len(data) <= limits.PACKED_BLOCK_MAX and self._db is not None:
+                small.append((block_hash, data))
+            else:
+                self._store(block_hash, data)
+        for block_hash, data in self._store_packed_many(small):
+            self._store(block_hash, data)   # a file of its own already: its time renewed
 
     def _store(self, block_hash: str, data, source_fd: Optional[int] = None, offset: int = 0) -> None:
         """Store a block: a small one appended to the open pack, a large one as a
@@ -464,8 +562,26 @@ class BlockStore:
 
     # -- files -------------------------------------------------------------
     def ingest_file(self, path) -> Tuple[int, str, List[Block]]:
-        """Hash ``path`` into blocks, storing those the store lacks; reads the file once."""
-        return read_blocks(path, on_block=self._store)
+        """Hash ``path`` into blocks, storing those the store lacks; reads the
+        file once. A file of one block is stored as it is read; the small
+        blocks of a larger one are packed PACK_WRITE_BYTES at a time (``put_many``)."""
+        small: List[Tuple[str, bytes]] = []
+        held = [0]
+
+        def keep(block_hash, data, fd, offset):
+            if len(data) > limits.PACKED_BLOCK_MAX or self._db is None or (
+                    offset == 0 and len(data) == os.fstat(fd).st_size):
+                self._store(block_hash, data, fd, offset)
+                return
+            small.append((block_hash, bytes(data)))   # the reader reuses its buffer
+            held[0] += len(data)
+            if held[0] >= limits.PACK_WRITE_BYTES:
+                self.put_many(small, verified=True)
+                small.clear()
+                held[0] = 0
+        result = read_blocks(path, on_block=keep)
+        self.put_many(small, verified=True)
+        return result
 
     def write_file(self, blocks: Iterable[Block], expected_hash: str, dest_path, *,
                    mode: Optional[int] = None, mtime_ns: Optional[int] = None) -> None:
@@ -653,6 +769,11 @@ def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: Opt
         return True
     except OSError:
         return False
+
+
+def _record(digest: bytes, data) -> bytes:
+    """A pack record: the block's sha256 and size, then its bytes."""
+    return b"".join((RECORD.pack(digest, len(data)), data))
 
 
 def _write_all(fd: int, data, offset: Optional[int] = None) -> None:

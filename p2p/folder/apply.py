@@ -4,8 +4,10 @@ or overwriting a local edit silently.
 A file is written from verified blocks (each checked against its sha256 as it
 arrives or as it is read from the store) into ``.p2p-tmp-*`` beside its
 destination (the watcher ignores that prefix), at each block's offset, so a
-large file is written once; the whole file is checked against the event's
-hash (``ContentMismatch``; hashed as the blocks land, ``RunningHash``),
+large file is written once (a small file's blocks gather in memory and its
+temporary file is created and written once they are all there); the whole
+file is checked against the event's hash (``ContentMismatch``; hashed as the
+blocks land, ``RunningHash``),
 fsynced (a large file's blocks start reaching the disk as they land, so
 little is left for that fsync), and only then renamed into place —
 after checking that the path on disk is still exactly what the local state
@@ -90,6 +92,9 @@ def folds_case(directory: Path) -> bool:
         _remove_quietly(probe)
 
 
+LOOK_UP = object()   # "read the path's entry from the local state" (the caller has not)
+
+
 class FolderWriter:
     def __init__(self, root: Path, state: LocalState, store: BlockStore, case_folding: Optional[bool] = None):
         """``case_folding``: whether the folder's file system folds case;
@@ -100,8 +105,11 @@ class FolderWriter:
         self._case_folding = case_folding
 
     # -- checks ------------------------------------------------------------
-    def _check_unchanged(self, path: str) -> None:
-        entry = self.state.get(path)
+    def _check_unchanged(self, path: str, entry=LOOK_UP) -> None:
+        """LocalChanged unless ``path`` on disk is what the local state records
+        (``entry``: its record when the caller read it already)."""
+        if entry is LOOK_UP:
+            entry = self.state.get(path)
         try:
             st = os.lstat(self.root / path)
         except FileNotFoundError:
@@ -172,11 +180,16 @@ class FolderWriter:
     def begin_file(self, path: str, event, resume_as: Optional[str] = None) -> "PendingFile":
         """A temporary file beside ``path`` that blocks are written into as they
         arrive. ``resume_as``: the temporary file (relative to the folder) of an
-        interrupted transfer of this version, reopened if it is there."""
+        interrupted transfer of this version, reopened if it is there. A small
+        file's blocks are gathered in memory and its temporary file created
+        only when it is finished (``PendingFile.finish``, in the committing
+        thread): no file creation in the caller (the hub)."""
         self._check_case(path)
         self._ensure_parents(path)
         if resume_as is None:
             tmp = (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
+            if event.size <= limits.SMALL_BLOCK:
+                return PendingFile(self, path, event, tmp, -1)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             return PendingFile(self, path, event, tmp, fd)
         tmp = self.root / resume_as
@@ -217,6 +230,36 @@ class FolderWriter:
             os.chmod(dest, mode)
             st = os.lstat(dest)
         self.state.set(path, Entry.from_stat(st, "", event.id))
+
+    def intend_all(self, pendings) -> None:
+        """``PendingFile.intend`` for a batch of finished files, in one
+        transaction of the local state (all recorded, or none: the error is raised)."""
+        self.state.intend_many([(pending.path, pending.prepare_entry()) for pending in pendings])
+
+    def place_all(self, pendings) -> list:
+        """``PendingFile.place`` for a batch whose intents are recorded and
+        durable: one lookup of their entries, each renamed into place unless
+        the user changed its path (LocalChanged), then one transaction records
+        all that were placed. Returns each one's Entry, or what it raised."""
+        current = self.state.get_many([pending.path for pending in pendings])
+        outcomes: list = []
+        placed = []
+        for pending in pendings:
+            try:
+                self._check_unchanged(pending.path, current.get(pending.path))
+                os.replace(pending.tmp, self.root / pending.path)
+            except Exception as exc:
+                pending.abort()
+                outcomes.append(exc)
+                continue
+            placed.append(len(outcomes))
+            outcomes.append(pending._entry)
+        try:
+            self.state.set_many([(pendings[i].path, outcomes[i]) for i in placed])
+        except Exception as exc:   # placed, not recorded: each is retried (its intent stands for a restart)
+            for i in placed:
+                outcomes[i] = exc
+        return outcomes
 
     def remove_temporary(self, rel: str) -> None:
         """Remove a temporary file p2p made (an abandoned transfer's)."""
@@ -267,10 +310,19 @@ class PendingFile:
     def __init__(self, writer: FolderWriter, path: str, event, tmp: Path, fd: int, resumed: bool = False):
         self.writer, self.path, self.event, self.tmp, self.fd = writer, path, event, tmp, fd
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
+        self.to_store: list = []   # (hash, bytes) of verified blocks to keep in the store with the file's commit
         self._entry: Optional[Entry] = None
-        self._hash = RunningHash(event.size, lambda offset, count: os.pread(self.fd, count, offset))
+        # no fd: a small file whose bytes stay here until finish() creates its temporary file
+        self._memory = bytearray(event.size) if fd < 0 else None
+        self._hash = RunningHash(event.size, self._read)
         self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub
-        os.ftruncate(fd, event.size)
+        if fd >= 0:
+            os.ftruncate(fd, event.size)
+
+    def _read(self, offset: int, count: int) -> bytes:
+        if self._memory is not None:
+            return bytes(self._memory[offset:offset + count])
+        return os.pread(self.fd, count, offset)
 
     def layout(self) -> dict:
         """block hash -> the offsets where it goes (a block may repeat)."""
@@ -284,6 +336,9 @@ class PendingFile:
         """Write a verified block's bytes at each of its offsets."""
         for start in offsets:
             view, offset = memoryview(data), start
+            if self._memory is not None:   # (a block past the end raises: the sizes differ)
+                memoryview(self._memory)[start:start + len(view)] = view
+                view = view[len(view):]
             while view:
                 written = os.pwrite(self.fd, view, offset)
                 view, offset = view[written:], offset + written
@@ -313,6 +368,9 @@ class PendingFile:
     def write_stored_block(self, block_hash: str, offsets, *, verify: bool = True) -> None:
         """Copy a block from the store to its offsets (verified first unless the
         caller has just checked and stored it)."""
+        if self._memory is not None:
+            self.write_block(offsets, self.writer.store.get(block_hash))   # (verified as read)
+            return
         size = self.writer.store.copy_into(block_hash, self.fd, offsets, verify=verify)
         for offset in offsets:
             self._landed(offset, size)
@@ -333,6 +391,13 @@ class PendingFile:
         event = self.event
         try:
             self._check_content()
+            if self._memory is not None:   # a small file: its temporary file now, written at once
+                self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                memory, self._memory = self._memory, None
+                view, offset = memoryview(memory), 0
+                while view:
+                    written = os.pwrite(self.fd, view, offset)
+                    view, offset = view[written:], offset + written
             os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
             if durable:
                 os.fsync(self.fd)
@@ -356,8 +421,12 @@ class PendingFile:
         """Journal that the path is about to hold this file (LocalState.intend):
         a crash before or after the rename is then told apart at restart."""
         if self._entry is None:
-            self._entry = Entry.from_stat(os.lstat(self.tmp), self.event.hash, self.event.id)  # rename keeps it
-            self.writer.state.intend(self.path, self._entry)
+            self.writer.state.intend(self.path, self.prepare_entry())
+        return self._entry
+
+    def prepare_entry(self) -> Entry:
+        """The entry the path will have once the finished file is renamed in (not recorded)."""
+        self._entry = Entry.from_stat(os.lstat(self.tmp), self.event.hash, self.event.id)  # rename keeps it
         return self._entry
 
     def place(self) -> Entry:

@@ -211,11 +211,7 @@ class LocalState:
             return
         keys = [_key(path) for path, _ in changes]
         with self._lock:
-            old = {}
-            for start in range(0, len(keys), 500):     # SQLite's bound on parameters per statement
-                chunk = keys[start:start + 500]
-                old.update((row[0], Entry(*row[1:])) for row in self._db.execute(
-                    f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(chunk))})", chunk))
+            old = self._entries_of(keys)
             intended = set(self._intended)
             statements: List[Tuple[str, tuple]] = []
             for (path, entry), key in zip(changes, keys):
@@ -257,6 +253,20 @@ class LocalState:
             old = self._get(key)
             self._write([("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (key, _to_json(entry), _to_json(old)))])
             self._intended.add(path)
+
+    def intend_many(self, changes: Iterable[Tuple[str, Entry]]) -> None:
+        """``intend`` for a batch of paths (before their renames), in one
+        transaction: all of the intents recorded or, on an error, none."""
+        changes = list(changes)
+        if not changes:
+            return
+        keys = [_key(path) for path, _ in changes]
+        with self._lock:
+            old = self._entries_of(keys)
+            self._write([("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
+                          (key, _to_json(entry), _to_json(old.get(key))))
+                         for (_, entry), key in zip(changes, keys)])
+            self._intended.update(path for path, _ in changes)
 
     def sync(self) -> None:
         """Make every change so far durable (before a batch of renames it
@@ -353,6 +363,15 @@ class LocalState:
     def _get(self, key: bytes) -> Optional[Entry]:
         row = self._db.execute(f"SELECT {COLUMNS} FROM entries WHERE path = ?", (key,)).fetchone()
         return None if row is None else Entry(*row)
+
+    def _entries_of(self, keys: List[bytes]) -> Dict[bytes, Entry]:
+        """key -> Entry of those of ``keys`` recorded (call with the lock): a query per 500 keys."""
+        found = {}
+        for start in range(0, len(keys), 500):     # SQLite's bound on parameters per statement
+            chunk = keys[start:start + 500]
+            found.update((row[0], Entry(*row[1:])) for row in self._db.execute(
+                f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(chunk))})", chunk))
+        return found
 
     def _settled(self, path: str, key: bytes) -> List[Tuple[str, tuple]]:
         """The statement that drops ``path``'s intent, if it has one (in the same transaction)."""

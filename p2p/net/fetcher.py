@@ -227,7 +227,12 @@ class Fetcher:
     def _land(self, pending, block_hash: str, data, offsets) -> None:
         """Keep a verified block in the store (for history) and write it into the
         file: a large block is copied from the store in the kernel (one write
-        through user space), a small one written from memory (fewer syscalls)."""
+        through user space), a small one written from memory (fewer syscalls).
+        A small file's blocks are stored with its batch (SmallCommits), off the hub."""
+        if pending.event.size <= limits.SMALL_BLOCK:
+            pending.to_store.append((block_hash, data))
+            pending.write_block(offsets, data)
+            return
         self.store.put(block_hash, data, verified=True)
         if len(data) <= limits.SMALL_BLOCK:
             pending.write_block(offsets, data)
@@ -251,10 +256,11 @@ class Fetcher:
         """True if our current file at ``path`` was cut at another size tier than
         ``event`` (it grew or shrank across a tier's edge): none of its blocks can
         match the new ones, though most of its content is likely still there."""
-        entry = self.state.get(path)
         tier = chunk_sizes(event.size)
-        return (entry is not None and entry.kind == "file" and tier != WHOLE   # one block: nothing to find
-                and chunk_sizes(entry.size) != tier)
+        if tier == WHOLE:   # one block: nothing to find (and no lookup for a small file)
+            return False
+        entry = self.state.get(path)
+        return entry is not None and entry.kind == "file" and chunk_sizes(entry.size) != tier
 
     def _copy_from_recut(self, path: str, event, pending, remote: dict) -> dict:
         """Read our current file at ``path`` once, cut as the new version's size

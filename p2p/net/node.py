@@ -634,6 +634,19 @@ class Node:
             return self.bulkpool.apply(self._read_block, (block_hash,))
         return self._read_block(block_hash)
 
+    def read_blocks(self, hashes) -> dict:
+        """Small blocks for a peer, verified, read together (``BlockStore.get_many``):
+        hash -> bytes of those this peer has (a large file's not archived yet from the file)."""
+        self.last_served = time.monotonic()
+        found = self.store.get_many(hashes)
+        for block_hash in hashes:
+            if block_hash not in found:
+                try:
+                    found[block_hash] = self.archive.read(block_hash)
+                except BlockMissing:
+                    pass
+        return found
+
     def _transfers_quiet(self, for_seconds: float) -> bool:
         """Nothing fetched, and no block served for ``for_seconds``: a good moment for background copies."""
         return not self.fetcher.jobs and time.monotonic() - self.last_served >= for_seconds

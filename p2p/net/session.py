@@ -405,11 +405,12 @@ class Session:
         self._enqueue(Reply(encode_message(self._block_reply(msg)), self._reply_budget(msg.size), msg.size),
                       bulk=msg.size > limits.SMALL_BLOCK)
 
-    def _block_reply(self, msg: BlockRequest) -> BlockData:
-        """The answer to one request; a block of another size than asked is not
-        served, as it would overrun the reply budget reserved for it."""
+    def _block_reply(self, msg: BlockRequest, found: dict = None) -> BlockData:
+        """The answer to one request (its block from ``found`` when given: read
+        with others); a block of another size than asked is not served, as it
+        would overrun the reply budget reserved for it."""
         try:
-            data = self.node.read_block(msg.hash.hex(), msg.size)
+            data = self.node.read_block(msg.hash.hex(), msg.size) if found is None else found.get(msg.hash.hex())
         except (BlockMissing, CorruptBlock, OSError):
             data = None
         if data is not None and len(data) == msg.size:
@@ -425,7 +426,11 @@ class Session:
         self._serving.spawn(self._serve_blocks, msg.requests)
 
     def _serve_blocks(self, requests) -> None:
-        reply = BlocksData(blocks=tuple(self._block_reply(request) for request in requests))
+        try:   # read together: one index query, one open per pack
+            found = self.node.read_blocks([request.hash.hex() for request in requests])
+        except OSError:
+            found = {}
+        reply = BlocksData(blocks=tuple(self._block_reply(request, found) for request in requests))
         self._enqueue(Reply(encode_message(reply), self._small_block_replies,
                             sum(request.size for request in requests), len(requests)))
 
