@@ -414,6 +414,8 @@ class History:
 
     def _commit(self, entries: List[Tuple[Event, Optional[int]]], *, durable: bool) -> None:
         """Append the entries that are not in the log yet, then index all of them in order."""
+        if not entries:
+            return
         new = [event for event, offset in entries if offset is None]
         written = iter(self._log.append(new, durable=durable)) if new else iter(())
         for event, offset in entries:

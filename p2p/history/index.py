@@ -55,6 +55,7 @@ class IndexDB:
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
+        self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
 
     # -- opening -------------------------------------------------------------
     @classmethod
@@ -180,7 +181,7 @@ class IndexDB:
             saved = self._saved.get(origin, 0)
             for number in range(saved // chunk, (len(values) + chunk - 1) // chunk):
                 blobs.append((origin, number, values[number * chunk:(number + 1) * chunk].tobytes()))
-        if not blobs and not self.pending and meta is None:
+        if not blobs and not self.pending and meta in (None, self._meta):
             return
         db = self._db
         try:
@@ -200,3 +201,4 @@ class IndexDB:
             raise
         self.pending = {}
         self._saved = {origin: len(values) for origin, values in offsets.items()}
+        self._meta = meta if meta is not None else self._meta
