@@ -29,9 +29,9 @@ the log does not hold are never used.
 Disk faults: an append that fails leaves the log and the index as they were
 (``LogWriteFailed``; events ``merge`` had taken from the causal buffer are put
 back), so the caller can try again once the disk has room. A failed fsync is
-final (``LogBroken``). A snapshot the disk has no room for is skipped with a
-warning and kept in memory: it
-only saves replay time, and goes with the next batch's transaction.
+final (``LogBroken``). An index save the disk has no room for is rolled
+back, warned about once and kept in memory for the next batch's transaction
+(it only saves replay time).
 
 Our own sequence numbers never repeat: ``.p2p/seq.mark`` (``SeqMark``) is
 raised before an event beyond it is written, and at open ``lost_own_events``
