@@ -434,8 +434,7 @@ class History:
         if event.lamport > self._lamport:
             self._lamport = event.lamport
         superseded = {self._offset_of(p) for p in event.parents}
-        heads = self._index.heads(event.path)
-        self._index.set_heads(event.path, tuple(h for h in heads if h[0] not in superseded) + ((offset, event.id),))
+        self._index.add_head(event.path, offset, event.id, superseded)
 
     def _is_next(self, event: Event) -> bool:
         return event.seq == len(self._offsets.get(event.origin, ())) + 1 and all(self.knows(p) for p in event.parents)

@@ -28,7 +28,7 @@ import sqlite3
 import sys
 from array import array
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from p2p import limits
 from p2p.security.private import create_private
@@ -54,6 +54,8 @@ class IndexDB:
         self._db = db
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
+        self._absent: Set[str] = set()        # pending paths the table does not hold (nothing to delete)
+        self._no_heads = False                # the table holds no head at all (a rebuild): no lookups
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
         self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
 
@@ -73,6 +75,7 @@ class IndexDB:
                 db.execute("PRAGMA synchronous=NORMAL")   # a lost commit only means a longer replay
                 db.executescript(SCHEMA)
             index = cls(db, not read_only)
+            index._no_heads = db.execute("SELECT 1 FROM heads LIMIT 1").fetchone() is None
             stored = index.meta("format")
             if stored is None and not read_only and index.is_empty():
                 index._set_meta({"format": FORMAT})
@@ -90,6 +93,7 @@ class IndexDB:
         db.executescript(SCHEMA)
         index = cls(db, True)
         index._set_meta({"format": FORMAT})
+        index._no_heads = True
         return index
 
     def close(self) -> None:
@@ -122,10 +126,16 @@ class IndexDB:
         value = self.pending.get(path)
         if value is not None:
             return value
+        if self._no_heads:
+            return ()
         return tuple(self._db.execute("SELECT offset, id FROM heads WHERE path = ? ORDER BY offset", (path,)))
 
-    def set_heads(self, path: str, heads: Heads) -> None:
-        self.pending[path] = heads
+    def add_head(self, path: str, offset: int, event_id: str, superseded: Collection[int]) -> None:
+        """``path`` gains the head (offset, event_id), which supersedes the heads at ``superseded``."""
+        heads = self.heads(path)
+        if not heads and path not in self.pending:
+            self._absent.add(path)
+        self.pending[path] = tuple(h for h in heads if h[0] not in superseded) + ((offset, event_id),)
 
     def groups(self) -> Iterator[Tuple[str, Heads]]:
         """(path, heads) for every path, a page of rows per query (bounded memory)."""
@@ -187,7 +197,9 @@ class IndexDB:
         try:
             db.execute("BEGIN")
             if self.pending:
-                db.executemany("DELETE FROM heads WHERE path = ?", ((path,) for path in self.pending))
+                absent = self._absent
+                db.executemany("DELETE FROM heads WHERE path = ?",
+                               ((path,) for path in self.pending if path not in absent))
                 db.executemany("INSERT INTO heads VALUES (?, ?, ?)",
                                ((path, offset, event_id) for path, heads in self.pending.items()
                                 for offset, event_id in heads))
@@ -199,6 +211,7 @@ class IndexDB:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        self.pending = {}
+        self._no_heads = self._no_heads and not self.pending
+        self.pending, self._absent = {}, set()
         self._saved = {origin: len(values) for origin, values in offsets.items()}
         self._meta = meta if meta is not None else self._meta
