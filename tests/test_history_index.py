@@ -156,7 +156,7 @@ def test_a_start_and_differing_read_no_line_of_the_log(tmp_path, monkeypatch):
 
 
 def test_a_reader_beside_a_writer_uses_its_database_and_never_writes_one(tmp_path):
-    home = tmp_path / "home"
+    home = tmp_path / "a home?#%20"      # (the reader opens the database by URI)
     writer = History.open(home, Q)
     writer.merge(scripted(40))
     writer.sync()
@@ -171,3 +171,21 @@ def test_a_reader_beside_a_writer_uses_its_database_and_never_writes_one(tmp_pat
     assert reader.replayed == 40 and state_of(reader) == expected
     reader.close()
     assert db.read_bytes() == b"not a database"
+
+
+def test_a_damaged_page_deep_in_the_database_is_found_at_open_and_rebuilt(tmp_path, caplog):
+    home = tmp_path / "home"
+    history = History.open(home, Q)
+    for i in range(3000):
+        history.make_local("create", "dir", f"dir-{i:05d}", time=1.0, durable=False)
+    expected = state_of(history)
+    history.close()
+    db = home / ".p2p" / INDEX_NAME
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 4096 // 2
+    data[middle * 4096:(middle + 1) * 4096] = bytes(4096)   # a leaf lost; the first rows still read
+    db.write_bytes(bytes(data))
+    reopened = History.open(home, Q)
+    assert "rebuilding it from events.jsonl" in caplog.text and reopened.replayed == 3000
+    assert state_of(reopened) == expected
+    reopened.close()

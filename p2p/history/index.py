@@ -16,8 +16,9 @@ A flush that fails (a full disk) is rolled back and kept pending; readers see
 the pending heads either way. A read-only index (beside a running writer)
 never flushes.
 
-Tables: ``heads(path, offset, id)`` (one row per head, WITHOUT ROWID keyed by
-path, offset), ``offsets(origin, chunk, data)``, ``meta(key, value)``.
+Tables: ``heads(path, offset, id, more)`` (one row per path: its first head,
+and ``more``, NULL or the JSON [[offset, id], ...] of its other heads, rare),
+``offsets(origin, chunk, data)``, ``meta(key, value)``.
 """
 
 from __future__ import annotations
@@ -28,21 +29,28 @@ import sqlite3
 import sys
 from array import array
 from pathlib import Path
-from typing import Collection, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import ujson
 
 from p2p import limits
 from p2p.security.private import create_private
 
 Heads = Tuple[Tuple[int, str], ...]     # (offset, event id) of each head, by offset
-FORMAT = f"p2p-index-1-{sys.byteorder}"  # another format (or byte order) is rebuilt
+FORMAT = f"p2p-index-2-{sys.byteorder}"  # another format (or byte order) is rebuilt
 PAGE = 4096                             # rows read per query when walking every path
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS heads (path TEXT NOT NULL, offset INTEGER NOT NULL, id TEXT NOT NULL,
-    PRIMARY KEY (path, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heads (path TEXT PRIMARY KEY, offset INTEGER NOT NULL, id TEXT NOT NULL,
+    more TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (origin TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (origin, chunk)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
+
+
+def _heads(offset: int, event_id: str, more: Optional[str]) -> Heads:
+    first = ((offset, event_id),)
+    return first if more is None else first + tuple((o, i) for o, i in ujson.loads(more))
 
 
 class BadIndex(ValueError):
@@ -54,7 +62,6 @@ class IndexDB:
         self._db = db
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
-        self._absent: Set[str] = set()        # pending paths the table does not hold (nothing to delete)
         self._no_heads = False                # the table holds no head at all (a rebuild): no lookups
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
         self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
@@ -65,7 +72,8 @@ class IndexDB:
         """Open (or, writable, create) the database; ``sqlite3.DatabaseError`` or
         ``BadIndex`` when it cannot be used."""
         if read_only:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, isolation_level=None,
+                                 check_same_thread=False)
         else:
             os.close(create_private(path, os.O_RDWR))   # 0600 (the WAL files take its mode)
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -81,6 +89,9 @@ class IndexDB:
                 index._set_meta({"format": FORMAT})
             elif stored != FORMAT:
                 raise BadIndex(f"format {stored!r}, not {FORMAT!r}")
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]   # the pages' structure: ~0.1 s at 1M events
+            if problem != "ok":
+                raise BadIndex(problem)
             return index
         except BaseException:
             db.close()
@@ -128,31 +139,25 @@ class IndexDB:
             return value
         if self._no_heads:
             return ()
-        return tuple(self._db.execute("SELECT offset, id FROM heads WHERE path = ? ORDER BY offset", (path,)))
+        row = self._db.execute("SELECT offset, id, more FROM heads WHERE path = ?", (path,)).fetchone()
+        return () if row is None else _heads(*row)
 
     def add_head(self, path: str, offset: int, event_id: str, superseded: Collection[int]) -> None:
         """``path`` gains the head (offset, event_id), which supersedes the heads at ``superseded``."""
-        heads = self.heads(path)
-        if not heads and path not in self.pending:
-            self._absent.add(path)
-        self.pending[path] = tuple(h for h in heads if h[0] not in superseded) + ((offset, event_id),)
+        self.pending[path] = tuple(h for h in self.heads(path) if h[0] not in superseded) + ((offset, event_id),)
 
     def groups(self) -> Iterator[Tuple[str, Heads]]:
         """(path, heads) for every path, a page of rows per query (bounded memory)."""
         pending = dict(self.pending)
         after = ""
         while True:
-            rows = self._db.execute("SELECT path, offset, id FROM heads WHERE path > ? ORDER BY path, offset LIMIT ?",
+            rows = self._db.execute("SELECT path, offset, id, more FROM heads WHERE path > ? ORDER BY path LIMIT ?",
                                     (after, PAGE)).fetchall()
-            if not rows:
-                break
-            if len(rows) == PAGE:   # the last path may go on in the next page: read it whole
-                last = rows[-1][0]
-                rows = [row for row in rows if row[0] != last] + self._db.execute(
-                    "SELECT path, offset, id FROM heads WHERE path = ? ORDER BY offset", (last,)).fetchall()
-            for path, group in itertools.groupby(rows, key=lambda row: row[0]):
+            for path, offset, event_id, more in rows:
                 if path not in pending:
-                    yield path, tuple((offset, event_id) for _, offset, event_id in group)
+                    yield path, _heads(offset, event_id, more)
+            if len(rows) < PAGE:
+                break
             after = rows[-1][0]
         yield from pending.items()
 
@@ -172,8 +177,8 @@ class IndexDB:
             db.executemany("INSERT OR REPLACE INTO temp.recorded VALUES (?, ?)", page)
             mine.update((path, event_id) for path, event_id in page if path in pending)
         found = [path for (path,) in db.execute(
-            "SELECT h.path FROM heads h LEFT JOIN temp.recorded r ON r.path = h.path GROUP BY h.path "
-            "HAVING count(*) > 1 OR max(r.id IS NULL OR r.id != h.id)") if path not in pending]
+            "SELECT h.path FROM heads h LEFT JOIN temp.recorded r ON r.path = h.path "
+            "WHERE h.more IS NOT NULL OR r.id IS NULL OR r.id != h.id") if path not in pending]
         db.execute("DELETE FROM temp.recorded")
         found += [path for path, heads in pending.items() if not (len(heads) == 1 and mine.get(path) == heads[0][1])]
         return found
@@ -196,13 +201,9 @@ class IndexDB:
         db = self._db
         try:
             db.execute("BEGIN")
-            if self.pending:
-                absent = self._absent
-                db.executemany("DELETE FROM heads WHERE path = ?",
-                               ((path,) for path in self.pending if path not in absent))
-                db.executemany("INSERT INTO heads VALUES (?, ?, ?)",
-                               ((path, offset, event_id) for path, heads in self.pending.items()
-                                for offset, event_id in heads))
+            db.executemany("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?)",
+                           ((path, heads[0][0], heads[0][1], ujson.dumps(heads[1:]) if len(heads) > 1 else None)
+                            for path, heads in self.pending.items()))
             db.executemany("INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)", blobs)
             if meta is not None:
                 self._set_meta(meta)
@@ -212,6 +213,6 @@ class IndexDB:
                 db.execute("ROLLBACK")
             raise
         self._no_heads = self._no_heads and not self.pending
-        self.pending, self._absent = {}, set()
+        self.pending = {}
         self._saved = {origin: len(values) for origin, values in offsets.items()}
         self._meta = meta if meta is not None else self._meta
