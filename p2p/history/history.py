@@ -462,7 +462,7 @@ class History:
         """Index the log from byte ``start``; returns how many events were indexed.
         A long replay (a rebuild) saves the index every ``limits.INDEX_REPLAY_FLUSH``
         changed paths, so its memory stays bounded."""
-        count = 0
+        count, save_at = 0, limits.INDEX_REPLAY_FLUSH
         for offset, event in self._log.iter_from(start, self._log.size):
             if self.knows(event.id):
                 if self._offset_of(event.id) != offset:
@@ -480,8 +480,9 @@ class History:
                 for ready_event, ready_offset in ready:
                     self._add(ready_event, ready_offset)
                 count += len(ready)
-            if len(self._index.pending) >= limits.INDEX_REPLAY_FLUSH:
+            if len(self._index.pending) >= save_at:
                 self._save_index(covered=start)
+                save_at = len(self._index.pending) + limits.INDEX_REPLAY_FLUSH   # (a failed save: not per event)
         if self._pending_count:
             log.warning("events.jsonl: %d events wait for missing parents (a corrupt line?)", self._pending_count)
         return count
@@ -492,7 +493,10 @@ class History:
         offset to replay from. A database that cannot be used is rebuilt (0)."""
         path = self.home / ".p2p" / INDEX_NAME
         if not read_only:
-            (self.home / ".p2p" / OLD_SNAPSHOT_NAME).unlink(missing_ok=True)
+            try:
+                (self.home / ".p2p" / OLD_SNAPSHOT_NAME).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("%s not removed (%s): it is no longer used", OLD_SNAPSHOT_NAME, exc)
         reason = "is missing"
         if path.exists():
             index = None
