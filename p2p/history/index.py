@@ -36,7 +36,7 @@ import ujson
 from p2p import limits
 from p2p.security.private import create_private
 
-Heads = Tuple[Tuple[int, str], ...]     # (offset, event id) of each head, by offset
+Heads = Tuple[Tuple[int, str], ...]     # (offset, event id) of each head
 FORMAT = f"p2p-index-2-{sys.byteorder}"  # another format (or byte order) is rebuilt
 PAGE = 4096                             # rows read per query when walking every path
 SCHEMA = """
