@@ -1,19 +1,23 @@
-"""The history's index database (.p2p/index.db): each appended batch is one
-transaction; a start replays only the log's tail beyond what it covers; a
+"""The history's index database (.p2p/index.db): it matches a dict (fuzz);
+each appended batch is one transaction; a start replays only the log's tail beyond what it covers; a
 crash in the middle of a batch or of a rebuild loses nothing; a database ahead
 of the log (a crash cut the log's unsynced tail) or over another log is
 rebuilt; a batch writes only the rows it changes; the start and ``differing``
 read no line of the log."""
 
 import os
+import tempfile
+from array import array
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from p2p import limits
 from p2p.history.history import INDEX_NAME, History
 from p2p.history.index import IndexDB
 from p2p.history.log import EventLog
-from tests.test_history import SimulatedPeer, scripted, state_of
+from tests.test_history import EXAMPLES, SimulatedPeer, scripted, state_of
 
 Q = "Q" * 32
 
@@ -189,3 +193,31 @@ def test_a_damaged_page_deep_in_the_database_is_found_at_open_and_rebuilt(tmp_pa
     assert "rebuilding it from events.jsonl" in caplog.text and reopened.replayed == 3000
     assert state_of(reopened) == expected
     reopened.close()
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "dir/c", "é"]), st.integers(0, 3), st.booleans()),
+                max_size=60), st.data())
+def test_fuzz_the_index_database_matches_a_dict_across_flushes_and_reopens(steps, data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / INDEX_NAME
+        index, model, offsets = IndexDB.open(path), {}, {"A": array("q")}
+        for number, (name, keep, flush) in enumerate(steps):
+            heads = model.get(name, ())
+            superseded = {offset for offset, _ in heads[keep:]}    # supersede all but the first ``keep``
+            offsets["A"].append(number)
+            index.add_head(name, number, f"A:{number + 1}", superseded)
+            model[name] = tuple(h for h in heads if h[0] not in superseded) + ((number, f"A:{number + 1}"),)
+            if flush:
+                index.flush(offsets, {"end": number})
+            if data.draw(st.booleans()) and not index.pending:   # reopen what was saved
+                index.close()
+                index = IndexDB.open(path)
+                assert list(index.load_offsets().get("A", ())) == list(offsets["A"])
+        assert {p: sorted(index.heads(p)) for p in model} == {p: sorted(h) for p, h in model.items()}
+        assert {p: sorted(h) for p, h in index.groups()} == {p: sorted(h) for p, h in model.items()}
+        recorded = data.draw(st.dictionaries(st.sampled_from(sorted(model) + ["never"]),
+                                             st.sampled_from(["", "A:1", "A:2", "A:3"])))
+        expected = {p for p, h in model.items() if not (len(h) == 1 and recorded.get(p) == h[0][1])}
+        assert sorted(index.differing(recorded.items())) == sorted(expected)
+        index.close()
