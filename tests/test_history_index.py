@@ -1,9 +1,9 @@
 """The history's index database (.p2p/index.db): it matches a dict (fuzz);
-each appended batch is one transaction; a start replays only the log's tail beyond what it covers; a
-crash in the middle of a batch or of a rebuild loses nothing; a database ahead
-of the log (a crash cut the log's unsynced tail) or over another log is
-rebuilt; a batch writes only the rows it changes; the start and ``differing``
-read no line of the log."""
+each appended batch is one transaction; a start replays only the log's tail
+beyond what it covers; a crash in the middle of a batch or of a rebuild loses
+nothing; a database ahead of the log (a crash cut the log's unsynced tail),
+over another log or with a damaged page is rebuilt; a batch writes only the
+rows it changes; the start and ``differing`` read no line of the log."""
 
 import os
 import tempfile
