@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from p2p import limits
-from p2p.history import history as history_module
 from p2p.history.event import Event
 from p2p.history.history import INDEX_NAME, History
 from p2p.history.log import EventLog
