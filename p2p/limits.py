@@ -138,7 +138,10 @@ RESTART_WINDOW = 60.0            # ... within this many seconds: stop the peer (
 
 # --- history ---------------------------------------------------------------
 FSYNC_INTERVAL = 0.2             # group commit: events.jsonl is fsynced at most this often
-SNAPSHOT_EVERY = 50_000          # events appended between index snapshots
+INDEX_OFFSETS_CHUNK = 1024       # event offsets per blob in .p2p/index.db: a batch rewrites at most 8 KiB
+                                 # per origin, and a start loads 1M offsets in ~1,000 rows
+INDEX_REPLAY_FLUSH = 262_144     # changed paths a replay (a rebuild) holds before writing them to the index
+                                 # (~250 bytes each): 200,000 paths are rebuilt with no lookup in between
 SEQ_RESERVE = 1000               # own seqs reserved per fsync of .p2p/seq.mark: one small fsync per 1000
                                  # local events, and a lost log is noticed unless it lost fewer than this
                                  # after a crash (p2p/history/seqmark.py)

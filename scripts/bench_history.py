@@ -10,8 +10,8 @@ Open: the log is generated fast by writing canonical JSON lines directly
 causal parents; and, as the index's worst case, 1M events on 1M paths).
 Each open runs in a fresh subprocess that reports its wall time and peak RSS
 (``VmHWM``: unlike ``ru_maxrss`` it does not inherit the parent's peak
-across fork+exec): first without a snapshot (full rebuild,
-which then writes the snapshot), then with it. Targets (reported, not
+across fork+exec): first without an index database (full rebuild,
+which writes it), then with it. Targets (reported, not
 asserted): open 1M events <= 3 s and <= 200 MB.
 
 ``run(quick=False) -> list[dict]``; ``python scripts/bench_history.py [--quick]`` prints a table.
@@ -102,7 +102,7 @@ def bench_open(count: int, new_path_every: int = NEW_PATH_EVERY) -> list:
         started = time.perf_counter()
         paths = generate_log(home / "events.jsonl", count, new_path_every=new_path_every)
         generated = time.perf_counter() - started
-        for label in ("open, no snapshot (rebuild)", "open with snapshot"):
+        for label in ("open, no index (rebuild)", "open with the index"):
             result = probe_open(home)
             assert result["events"] == count, result
             rows.append({"benchmark": label, "events": count, "paths": paths,
@@ -110,7 +110,7 @@ def bench_open(count: int, new_path_every: int = NEW_PATH_EVERY) -> list:
                          "seconds": round(result["seconds"], 3), "peak_rss_mb": round(result["peak_rss_mb"], 1),
                          "target": f"<= {OPEN_TARGET_S:g} s, <= {RSS_TARGET_MB} MB" if count >= 1_000_000 else "",
                          "meets_target": (result["seconds"] <= OPEN_TARGET_S and result["peak_rss_mb"] <= RSS_TARGET_MB)
-                         if count >= 1_000_000 and "snapshot" in label and "no snapshot" not in label else None,
+                         if count >= 1_000_000 and label == "open with the index" else None,
                          "generate_s": round(generated, 1)})
     return rows
 

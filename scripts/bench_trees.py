@@ -20,7 +20,7 @@ tool can deduplicate them) when there are fewer. Scenarios, at ``--scale 1``:
 * ``history``: a history of 1,000,000 events over 200,000 paths
   (``bench_history.generate_log``) and an empty folder (the files' content is
   on no peer): the first start (the index rebuilt from the log) and a
-  restart (from the snapshot the first left): time and RSS (p2p only);
+  restart (from the index database the first left): time and RSS (p2p only);
 * ``edits``: small edits of large files (issue 13: an insert, a delete, SQLite
   UPDATEs, appends), bytes on the wire and time (``bench_edits``).
 
@@ -532,8 +532,8 @@ def present_rows(base: Path, count: int, tools, timeout: float, idle_timeout: fl
 
 def history_rows(base: Path, events: int, timeout: float, idle_timeout: float, scale: float,
                  profile: Optional[Path]) -> List[dict]:
-    """The first start rebuilds the index from events.jsonl (and leaves a
-    snapshot at exit); the restart opens that snapshot: the target is the restart's."""
+    """The first start rebuilds the index from events.jsonl (into its
+    database, .p2p/index.db); the restart opens it: the target is the restart's."""
     paths = [events // HISTORY_NEW_PATH_EVERY]
 
     def fill(peer: Peer) -> None:

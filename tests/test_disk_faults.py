@@ -164,27 +164,26 @@ def test_a_failed_fsync_of_a_local_event_leaves_it_unindexed(tmp_path, monkeypat
     history.close()
 
 
-def test_a_snapshot_the_disk_has_no_room_for_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
-    import p2p.history.history as history_module
-    monkeypatch.setattr(history_module.limits, "SNAPSHOT_EVERY", 3)
+def test_an_index_save_the_disk_has_no_room_for_is_kept_in_memory_with_one_warning(tmp_path, monkeypatch, caplog):
+    import sqlite3
+    from p2p.history.index import IndexDB
     history = History.open(tmp_path, A)
-    real_create = history_module.create_private   # how the snapshot's temporary file is opened
+    real_flush = IndexDB.flush
 
-    def no_room(path, flags=os.O_WRONLY):
-        if os.path.basename(str(path)).startswith(".index.snapshot"):
-            os.close(real_create(path, flags))
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_create(path, flags)
-    monkeypatch.setattr(history_module, "create_private", no_room)
+    def no_room(self, offsets, meta):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(IndexDB, "flush", no_room)
     for i in range(4):
         history.make_local("create", "dir", f"d{i}", time=1.0)
-    history.sync()
-    assert "index snapshot not saved" in caplog.text
-    assert not list((tmp_path / ".p2p").glob("*.tmp"))
-    monkeypatch.setattr(history_module, "create_private", real_create)
-    history.close()                           # owed: written now
-    assert (tmp_path / ".p2p" / "index.snapshot").exists()
-    assert len(History.open(tmp_path, A)) == 4
+    assert caplog.text.count("history index not saved") == 1         # once, not per batch
+    assert [len(history.heads(f"d{i}")) for i in range(4)] == [1] * 4 and len(list(history.paths())) == 4
+    monkeypatch.setattr(IndexDB, "flush", real_flush)
+    history.make_local("create", "dir", "d4", time=1.0)               # saved with the next batch
+    history._log.close()                                               # a crash: no close()
+    history._index.close()
+    reopened = History.open(tmp_path, A)
+    assert reopened.replayed == 0 and len(reopened) == 5 and sorted(reopened.paths()) == [f"d{i}" for i in range(5)]
+    reopened.close()
 
 
 # --- real peers -----------------------------------------------------------------

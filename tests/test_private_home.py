@@ -2,7 +2,7 @@
 
 * A home made by `p2p run` under a umask of 0 is private: `.p2p/` and every
   directory in it 0700, every file in it (identity, blocks, local state and
-  its journal, partials, index snapshot, control socket) and `events.jsonl`
+  its journal, partials, index database, control socket) and `events.jsonl`
   0600, while running and after the stop.
 * A home an older p2p left readable by others is tightened at start.
 * An empty P2P_SECRET is an error, not open mode.
@@ -72,7 +72,7 @@ def test_a_home_made_by_p2p_run_is_private_even_under_a_umask_of_0(make_peer):
     assert ".p2p/partials.json" in modes(b.home)
     for peer in (a, b):
         assert peer.stop() == 0
-        assert ".p2p/index.snapshot" in modes(peer.home) and ".p2p/local.db" in modes(peer.home)
+        assert ".p2p/index.db" in modes(peer.home) and ".p2p/local.db" in modes(peer.home)
         assert not_private(peer.home) == {}, peer.name
 
 

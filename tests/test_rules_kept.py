@@ -6,7 +6,7 @@ code (issue 15, item 6; none through tests/simnet.py):
 * the local-edit check before a remote version is renamed into place;
 * an ignored path is never written by a remote version;
 * the scanner never follows a symbolic link;
-* the index snapshot is not used when the log's last line changed;
+* the index database is not used when the log's last line changed;
 * two peers that dial each other keep one channel (the duplicate-channel rule);
 * the Summary is sent again while events wait for missing predecessors;
 * a block asked for with another size than its own is not served.
@@ -33,7 +33,7 @@ from p2p.folder.apply import FolderWriter, LocalChanged
 from p2p.folder.scan import Scanner
 from p2p.folder.state import LocalState
 from p2p.history.event import Event
-from p2p.history.history import SNAPSHOT_NAME, History
+from p2p.history.history import INDEX_NAME, History
 from p2p.wire.messages import BlockData, BlockRequest, MsgType, Summary
 
 from peers import Peer, wait_until
@@ -172,22 +172,22 @@ def test_the_start_up_walk_never_enters_a_symbolic_link_and_records_none(tmp_pat
     assert scanner.observe("file-link") is None and scanner.observe("real-dir/dir-link") is None
 
 
-# --- the index snapshot and the log's last line -----------------------------------------------
+# --- the index database and the log's last line -----------------------------------------------
 
-def test_the_index_snapshot_is_not_used_when_the_logs_last_line_changed(tmp_path, caplog):
+def test_the_index_is_not_used_when_the_logs_last_line_changed(tmp_path, caplog):
     home = tmp_path / "home"
     history = History.open(home, "Q" * 32)
     for path in ("aaaa", "bbbb"):
         history.make_local("create", "dir", path, mode=0o755, time=1.0)
     history.close()
-    assert (home / ".p2p" / SNAPSHOT_NAME).exists()
+    assert (home / ".p2p" / INDEX_NAME).exists()
     log_path = home / "events.jsonl"
     data = log_path.read_bytes()
     assert data.count(b'"path":"bbbb"') == 1
     log_path.write_bytes(data.replace(b'"path":"bbbb"', b'"path":"cccc"'))   # same size, same last line start
     reopened = History.open(home, "Q" * 32)
     assert reopened.current("cccc") is not None and reopened.current("bbbb") is None
-    assert "snapshot ignored" in caplog.text
+    assert "rebuilding it from events.jsonl" in caplog.text
     reopened.close()
 
 

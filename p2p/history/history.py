@@ -8,22 +8,30 @@ their size:
 
 * per origin, an array of line offsets indexed by ``seq - 1`` (gives the
   version vector, ``id -> offset`` and ``missing_for`` without a scan);
-* per path, the offset(s) of its heads: the events of that path that no other
-  event of that path names as a parent (``HeadIndex``: 16 bytes per path).
+* per path, the offset(s) and id(s) of its heads: the events of that path
+  that no other event of that path names as a parent.
 
 Heads are a pure function of the set of events, and events are applied only
 in causal order (every parent first), so merging the same events in any order
-gives the same heads. The index is saved to ``.p2p/index.snapshot`` on
-``close()`` and every ``limits.SNAPSHOT_EVERY`` events (from ``sync()``); at
-open it is used only if it matches the log (size, and the sha256 of the last
-line it covers), and only the tail of the log after it is replayed. Without a
-valid snapshot the index is rebuilt from the log alone.
+gives the same heads. Both live in SQLite, ``.p2p/index.db`` (``IndexDB``),
+updated in one transaction per appended batch; the heads are never loaded
+whole (a lookup by path is one query), the offsets are (8 bytes per event).
+events.jsonl stays the source of truth: the database records which prefix of
+the log it covers (its size, and the offset and sha256 of its last line) and
+from where to replay (``covered``: the first line not indexed yet). At open it
+is used only if that prefix is still the log's; then only the lines after
+``covered`` are replayed (an event already indexed at the same offset is
+skipped silently). A database that is missing, unreadable, of another format,
+or AHEAD of the log (a crash cut the log's unsynced tail under it) or over a
+different log is deleted and rebuilt from the log, with one warning: heads
+the log does not hold are never used.
 
 Disk faults: an append that fails leaves the log and the index as they were
 (``LogWriteFailed``; events ``merge`` had taken from the causal buffer are put
 back), so the caller can try again once the disk has room. A failed fsync is
-final (``LogBroken``). A snapshot the disk has no room for is skipped with a
-warning: it only saves replay time.
+final (``LogBroken``). An index save the disk has no room for is rolled
+back, warned about once and kept in memory for the next batch's transaction
+(it only saves replay time).
 
 Our own sequence numbers never repeat: ``.p2p/seq.mark`` (``SeqMark``) is
 raised before an event beyond it is written, and at open ``lost_own_events``
@@ -38,28 +46,23 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
-import os
-import sys
-import zlib
+import sqlite3
 from array import array
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
-
-import ujson
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from p2p import limits
 from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
-from p2p.history.index import HeadIndex, path_key
+from p2p.history.index import BadIndex, IndexDB
 from p2p.history.log import EventLog, LogBroken, LogWriteFailed
 from p2p.history.seqmark import MARK_NAME, SeqMark
-from p2p.security.private import create_private
 from p2p.history.precedence import live_tree, winner
 
 log = logging.getLogger("p2p.history")
 
-SNAPSHOT_NAME = "index.snapshot"
-SNAPSHOT_VERSION = 2
+INDEX_NAME = "index.db"
+OLD_SNAPSHOT_NAME = "index.snapshot"     # the index file of earlier versions: removed at open
 EVENT_CACHE = 16384         # parsed events kept for repeated heads()/current()/tree() calls (~25 MB)
 
 
@@ -71,19 +74,20 @@ class History:
         self.device_id = device_id
         self._log = event_log
         self._offsets: Dict[str, array] = {}        # origin -> offsets by seq-1
-        self._heads = HeadIndex()                   # path -> head offsets
+        self._index: Optional[IndexDB] = None       # path -> heads; stores the offsets too
+        self._unindexed: Set[int] = set()           # offsets of log lines waiting in the causal buffer
+        self._index_failing = False                 # the last save of the index failed (warned once)
         self._lamport = 0
         self._pending: Dict[str, Dict[int, Tuple[Event, Optional[int]]]] = {}
         self._pending_count = 0
         self._pending_bytes = 0                     # serialized size of the events waiting from peers
         self._sizes: Dict[Tuple[str, int], int] = {}   # (origin, seq) waiting -> its serialized size
         self._brought: Dict[Tuple[str, int], tuple] = {}   # (origin, seq) waiting -> the sources that sent it
-        self._since_snapshot = 0
         self._cache: "OrderedDict[int, Event]" = OrderedDict()
         self._mark: Optional[SeqMark] = None
         self.lost_own_events: Optional[str] = None   # why our own seq cannot go on (see the module doc)
         self.own_offered = 0                         # highest seq of ours a peer offered that we lack
-        self.replayed = 0                            # events read from the log at open (beyond the snapshot)
+        self.replayed = 0                            # events read from the log at open (beyond the index)
 
     # -- opening and closing ----------------------------------------------
     @classmethod
@@ -99,12 +103,17 @@ class History:
                 raise ValueError(f"device id {device_id!r} is not 32 characters A-Z2-7")
             (home / ".p2p").mkdir(parents=True, exist_ok=True)
         history = cls(home, device_id, EventLog(home / "events.jsonl", read_only=read_only))
-        start = history._load_snapshot()
-        replayed = history.replayed = history._replay(start)
-        if not read_only:
-            history._open_mark()
-            if replayed >= limits.SNAPSHOT_EVERY:
-                history._try_snapshot()
+        try:
+            start = history._open_index(read_only)
+            history.replayed = history._replay(start)
+            history._save_index()
+            if not read_only:
+                history._open_mark()
+        except BaseException:
+            history._log.close()
+            if history._index is not None:
+                history._index.close()
+            raise
         return history
 
     def _open_mark(self) -> None:
@@ -131,22 +140,21 @@ class History:
         self._open_mark()
 
     def sync(self) -> None:
-        """fsync the log (group commit; ``LogBroken`` if that fails); snapshot the index when one is due."""
+        """fsync the log (group commit; ``LogBroken`` if that fails)."""
         self._log.sync()
-        if not self._log.read_only and self._since_snapshot >= limits.SNAPSHOT_EVERY:
-            self._try_snapshot()
 
     def close(self) -> None:
-        """Sync, snapshot and release the log; after a failed fsync only release it."""
+        """Sync the log, save what the index still holds, release both; after a failed fsync only release."""
         try:
             if not self._log.read_only and self._log.broken is None:
                 self._log.sync()
-                if self._since_snapshot:
-                    self._try_snapshot()
+                if self._index.pending:
+                    self._save_index()
                 if self._mark is not None and self.lost_own_events is None:
                     self._mark.close(self.own_count)
         finally:
             self._log.close()
+            self._index.close()
 
     @property
     def broken(self) -> Optional[LogBroken]:
@@ -177,45 +185,24 @@ class History:
 
     def heads(self, path: str) -> Tuple[Event, ...]:
         """The events of ``path`` no other event supersedes (deletes included), by id."""
-        events = (self._read(offset) for offset in self._heads.get(path_key(path)))
-        return tuple(sorted((e for e in events if e.path == path), key=lambda e: e.id))
+        return tuple(sorted((self._read(offset) for offset, _ in self._index.heads(path)), key=lambda e: e.id))
 
     def all_heads(self) -> Iterator[Tuple[str, Tuple[Event, ...]]]:
         """(path, heads) for every path that has ever had an event (reads every head event)."""
-        for key in list(self._heads.keys()):
-            by_path: Dict[str, List[Event]] = {}
-            for offset in self._heads.get(key):
-                event = self._read(offset)
-                by_path.setdefault(event.path, []).append(event)
-            for path, events in by_path.items():
-                yield path, tuple(sorted(events, key=lambda e: e.id))
+        for path, heads in self._index.groups():
+            yield path, tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
 
     def paths(self) -> Iterator[str]:
-        """Every path that has ever had an event: only the path of each head
-        line is read (the events are neither built nor validated again)."""
-        for key in list(self._heads.keys()):
-            names = {self._path_at(offset) for offset in self._heads.get(key)}
-            yield from sorted(names)   # several only when two paths share a key
+        """Every path that has ever had an event (from the index alone: no log line is read)."""
+        for path, _ in self._index.groups():
+            yield path
 
     def differing(self, recorded: Iterable[Tuple[str, str]]) -> Iterator[str]:
         """The paths whose heads are not exactly the one event ``recorded`` (path,
-        event id pairs: what the disk holds, each id an event of its own path)
-        names, and the paths of the history that ``recorded`` lacks: what may
-        need a write. Compares offsets; only the lines of the paths yielded for
-        lacking a record are read."""
-        settled = set()
-        for path, event_id in recorded:
-            key = path_key(path)
-            heads = self._heads.get(key)
-            if not heads:
-                continue   # not in the history (never synced): nothing to write
-            if len(heads) == 1 and event_id and heads[0] == self._offset_of(event_id):
-                settled.add(key)
-            else:
-                yield path
-        for key in list(self._heads.keys()):
-            if key not in settled:
-                yield from {self._path_at(offset) for offset in self._heads.get(key)}
+        event id pairs: what the disk holds) names, and the paths of the history
+        that ``recorded`` lacks: what may need a write. One join in the index's
+        database; no log line is read."""
+        return iter(self._index.differing(recorded))
 
     def current(self, path: str) -> Optional[Event]:
         """The winning head of ``path`` (possibly a delete), or None if never seen."""
@@ -376,6 +363,8 @@ class History:
     def _hold(self, event: Event, offset: Optional[int], source: object = None) -> None:
         self._pending.setdefault(event.origin, {})[event.seq] = (event, offset)
         self._pending_count += 1
+        if offset is not None:
+            self._unindexed.add(offset)
         if source is not None:
             self._brought[(event.origin, event.seq)] = (source,)
 
@@ -384,8 +373,10 @@ class History:
         self._brought.pop((origin, seq), None)
         self._pending_bytes -= self._sizes.pop((origin, seq), 0)
         waiting = self._pending.get(origin, {})
-        if waiting.pop(seq, None) is None:
+        entry = waiting.pop(seq, None)
+        if entry is None:
             return False
+        self._unindexed.discard(entry[1])
         self._pending_count -= 1
         if not waiting:
             del self._pending[origin]
@@ -423,15 +414,19 @@ class History:
 
     def _commit(self, entries: List[Tuple[Event, Optional[int]]], *, durable: bool) -> None:
         """Append the entries that are not in the log yet, then index all of them in order."""
+        if not entries:
+            return
         new = [event for event, offset in entries if offset is None]
         written = iter(self._log.append(new, durable=durable)) if new else iter(())
         for event, offset in entries:
             offset = next(written) if offset is None else offset
-            self._index(event, offset)
+            self._add(event, offset)
             self._remember(offset, event)
-        self._since_snapshot += len(new)
+        self._save_index()
 
-    def _index(self, event: Event, offset: int) -> None:
+    def _add(self, event: Event, offset: int) -> None:
+        """Index one event (in memory and in the index's pending heads)."""
+        self._unindexed.discard(offset)
         offsets = self._offsets.get(event.origin)
         if offsets is None:
             offsets = self._offsets[event.origin] = array("q")
@@ -439,8 +434,7 @@ class History:
         if event.lamport > self._lamport:
             self._lamport = event.lamport
         superseded = {self._offset_of(p) for p in event.parents}
-        key = path_key(event.path)
-        self._heads.set(key, tuple(o for o in self._heads.get(key) if o not in superseded) + (offset,))
+        self._index.add_head(event.path, offset, event.id, superseded)
 
     def _is_next(self, event: Event) -> bool:
         return event.seq == len(self._offsets.get(event.origin, ())) + 1 and all(self.knows(p) for p in event.parents)
@@ -459,133 +453,117 @@ class History:
             self._cache.move_to_end(offset)
         return event
 
-    def _path_at(self, offset: int) -> str:
-        event = self._cache.get(offset)
-        return event.path if event is not None else ujson.loads(self._log.line_at(offset))["path"]
-
     def _remember(self, offset: int, event: Event) -> None:
         self._cache[offset] = event
         if len(self._cache) > EVENT_CACHE:
             self._cache.popitem(last=False)
 
     def _replay(self, start: int) -> int:
-        """Index the log from byte ``start``; returns how many events were indexed."""
-        count = 0
+        """Index the log from byte ``start``; returns how many events were indexed.
+        A long replay (a rebuild) saves the index every ``limits.INDEX_REPLAY_FLUSH``
+        changed paths, so its memory stays bounded."""
+        count, save_at = 0, limits.INDEX_REPLAY_FLUSH
         for offset, event in self._log.iter_from(start, self._log.size):
-            if self.knows(event.id) or event.seq in self._pending.get(event.origin, ()):
+            if self.knows(event.id):
+                if self._offset_of(event.id) != offset:
+                    log.warning("events.jsonl: duplicate event %s at byte %d ignored", event.id, offset)
+                continue   # (else indexed already: the database covers more than it says)
+            if event.seq in self._pending.get(event.origin, ()):
                 log.warning("events.jsonl: duplicate event %s at byte %d ignored", event.id, offset)
                 continue
             if not self._pending and self._is_next(event):  # the log is in causal order: the usual case
-                self._index(event, offset)
+                self._add(event, offset)
                 count += 1
-                continue
-            self._hold(event, offset)
-            ready = self._release()
-            for ready_event, ready_offset in ready:
-                self._index(ready_event, ready_offset)
-            count += len(ready)
+            else:
+                self._hold(event, offset)
+                ready = self._release()
+                for ready_event, ready_offset in ready:
+                    self._add(ready_event, ready_offset)
+                count += len(ready)
+            if len(self._index.pending) >= save_at:
+                self._save_index(covered=start)
+                save_at = len(self._index.pending) + limits.INDEX_REPLAY_FLUSH   # (a failed save: not per event)
         if self._pending_count:
             log.warning("events.jsonl: %d events wait for missing parents (a corrupt line?)", self._pending_count)
         return count
 
-    # -- snapshot ----------------------------------------------------------
-    def _try_snapshot(self) -> None:
-        """Snapshot, or warn and try again after another ``SNAPSHOT_EVERY`` events (or at close)."""
-        try:
-            self.snapshot()
-        except OSError as exc:
-            if isinstance(exc, LogBroken):
-                raise
-            self._since_snapshot = 1   # still owed at close, not retried at every sync
-            log.warning("index snapshot not saved (%s): the next start replays more of events.jsonl", exc)
-
-    def snapshot(self) -> None:
-        """Save the index beside the log (atomically), covering the log as it is now."""
-        if any(offset is not None for waiting in self._pending.values() for _, offset in waiting.values()):
-            return  # lines of the log still wait for a gap to fill: the snapshot could not say so
-        self._log.sync()
-        size = self._log.size
-        last_start = self._log.last_line_start(size)
-        last_line = self._log.read_bytes(last_start, size - last_start)
-        origins = sorted(self._offsets)
-        keys, offsets, several = self._heads.parts()
-        several_json = ujson.dumps({str(k): list(v) for k, v in several.items()}).encode("utf-8")
-        header = {
-            "version": SNAPSHOT_VERSION, "byteorder": sys.byteorder, "log_size": size,
-            "last_line_offset": last_start, "last_line_sha256": hashlib.sha256(last_line).hexdigest(),
-            "lamport": self._lamport, "origins": [[o, len(self._offsets[o])] for o in origins],
-            "paths": len(keys), "several_bytes": len(several_json),
-        }
-        body = [ujson.dumps(header).encode("utf-8") + b"\n"]
-        body += [self._offsets[o].tobytes() for o in origins]
-        body += [keys.tobytes(), offsets.tobytes(), several_json]
-        crc = 0
-        for part in body:
-            crc = zlib.crc32(part, crc)
-        body.append(b"%08x" % crc)
-        target = self.home / ".p2p" / SNAPSHOT_NAME
-        temp = target.with_name(f".{SNAPSHOT_NAME}.tmp")
-        try:
-            with os.fdopen(create_private(temp, os.O_WRONLY | os.O_TRUNC), "wb") as out:
-                for part in body:
-                    out.write(part)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, target)
-        except OSError:
+    # -- the index's database ------------------------------------------------
+    def _open_index(self, read_only: bool) -> int:
+        """Open ``.p2p/index.db`` and check it against the log; returns the log
+        offset to replay from. A database that cannot be used is rebuilt (0)."""
+        path = self.home / ".p2p" / INDEX_NAME
+        if not read_only:
             try:
-                os.unlink(temp)
-            except OSError:
-                pass
-            raise
-        self._since_snapshot = 0
-
-    def _load_snapshot(self) -> int:
-        """Load a valid snapshot into the index; return the log offset to replay from (0 if none)."""
-        path = self.home / ".p2p" / SNAPSHOT_NAME
-        try:
-            data = path.read_bytes()
-        except OSError:
+                (self.home / ".p2p" / OLD_SNAPSHOT_NAME).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("%s not removed (%s): it is no longer used", OLD_SNAPSHOT_NAME, exc)
+        reason = "is missing"
+        if path.exists():
+            index = None
+            try:
+                index = IndexDB.open(path, read_only=read_only)
+                start = self._check_index(index)
+                self._index = index
+                return start
+            except (sqlite3.Error, BadIndex) as exc:
+                reason = f"cannot be used ({exc})"
+                if index is not None:
+                    index.close()
+                self._offsets, self._lamport = {}, 0
+        if self._log.size:
+            log.warning("%s %s: rebuilding it from events.jsonl", path, reason)
+        if read_only:
+            self._index = IndexDB.in_memory()
             return 0
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            name.unlink(missing_ok=True)
         try:
-            return self._apply_snapshot(data)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            log.warning("index snapshot ignored (%s); rebuilding from events.jsonl", exc)
-            self._offsets, self._heads, self._lamport = {}, HeadIndex(), 0
-            return 0
+            self._index = IndexDB.open(path)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("%s cannot be created (%s): the index stays in memory until the next start", path, exc)
+            self._index = IndexDB.in_memory()
+        return 0
 
-    def _apply_snapshot(self, data: bytes) -> int:
-        if len(data) < 9 or int(data[-8:], 16) != zlib.crc32(memoryview(data)[:-8]):
-            raise ValueError("checksum mismatch")
-        header_end = data.index(b"\n") + 1
-        header = ujson.loads(data[:header_end])
-        if header["version"] != SNAPSHOT_VERSION or header["byteorder"] != sys.byteorder:
-            raise ValueError("other format")
-        size, last_start = header["log_size"], header["last_line_offset"]
-        if size > self._log.size:
-            self._log.refresh()  # a reader beside a running writer: the snapshot may be newer
-        if size > self._log.size:
-            raise ValueError("stale: the log is shorter than the snapshot")
-        if size:
-            last_line = self._log.read_bytes(last_start, size - last_start)
-            if (hashlib.sha256(last_line).hexdigest() != header["last_line_sha256"]
-                    or self._log.last_line_start(size) != last_start or not last_line.endswith(b"\n")):
-                raise ValueError("stale: the log differs from the one it indexed")
-        position = header_end
+    def _check_index(self, index: IndexDB) -> int:
+        """Load the offsets if the database covers a prefix of this log (else ``BadIndex``); returns ``covered``."""
+        end, covered = index.meta("end") or 0, index.meta("covered") or 0
+        if not isinstance(end, int) or not isinstance(covered, int) or not 0 <= covered <= end:
+            raise BadIndex(f"covers bytes {covered!r}..{end!r}")
+        if end > self._log.size:
+            self._log.refresh()  # a reader beside a running writer: the database may be newer
+        if end > self._log.size:
+            raise BadIndex(f"it is ahead of the log (it covers {end} bytes, events.jsonl has {self._log.size}: "
+                           "a crash cut the log's unsynced tail)")
+        if end:
+            line_start = index.meta("end_line_offset")
+            line = self._log.read_bytes(line_start, end - line_start) if isinstance(line_start, int) else b""
+            if (self._log.last_line_start(end) != line_start or not line.endswith(b"\n")
+                    or hashlib.sha256(line).hexdigest() != index.meta("end_line_sha256")):
+                raise BadIndex("it indexes another log (its last line differs from events.jsonl's)")
+        elif not index.is_empty():
+            raise BadIndex("it holds offsets but covers no log")
+        self._offsets = index.load_offsets()
+        if any(values and values[-1] >= end for values in self._offsets.values()):
+            raise BadIndex("it holds offsets beyond the log it covers")
+        self._lamport = index.meta("lamport") or 0
+        return covered
 
-        def take(typecode: str, count: int) -> array:
-            nonlocal position
-            values = array(typecode)
-            values.frombytes(data[position:position + 8 * count])
-            if len(values) != count:
-                raise ValueError("truncated snapshot")
-            position += 8 * count
-            return values
-
-        for origin, count in header["origins"]:
-            self._offsets[origin] = take("q", count)
-        keys, offsets = take("Q", header["paths"]), take("q", header["paths"])
-        several = ujson.loads(data[position:position + header["several_bytes"]])
-        self._heads = HeadIndex(keys, offsets, {int(k): tuple(v) for k, v in several.items()})
-        self._lamport = header["lamport"]
-        return size
+    def _save_index(self, covered: Optional[int] = None) -> None:
+        """Save the index's changes with the log prefix they cover, in one
+        transaction; a failure is warned about once and retried with the next batch."""
+        if not self._index.writable or self._log.read_only:
+            return
+        size = self._log.size
+        line_start = self._log.last_line_start(size)
+        if covered is None:
+            covered = min(self._unindexed, default=size)
+        meta = {"covered": covered, "end": size, "end_line_offset": line_start, "lamport": self._lamport,
+                "end_line_sha256": hashlib.sha256(self._log.read_bytes(line_start, size - line_start)).hexdigest()}
+        try:
+            self._index.flush(self._offsets, meta)
+        except (sqlite3.Error, OSError) as exc:
+            if not self._index_failing:
+                log.warning("history index not saved (%s): kept in memory, saved with a later batch", exc)
+            self._index_failing = True
+            return
+        self._index_failing = False
