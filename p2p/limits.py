@@ -116,6 +116,8 @@ SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, th
                                  # query: a job and a lookup per path cost more than the path's lstat
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
+RECONCILE_CHUNK = 1000           # paths whose winning versions are read at a time: 200,000 dirty paths at
+                                 # start hold 1,000 events in memory, not all of them
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes
 
 MAX_IGNORE_BYTES = 1 * MiB       # a larger .p2pignore is not used: it is read in the hub, and no real one is this big

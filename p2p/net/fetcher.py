@@ -150,7 +150,7 @@ class Fetcher:
             self._retry_later(job.path, f"cannot write it: {exc.strerror or exc}")
         except Exception:
             log.exception("fetching %s failed", job.path)
-            gevent.spawn_later(RETRY_DELAY, self.reconciler.mark_dirty, [job.path])
+            self.reconciler.look_again_at(time.time() + RETRY_DELAY, job.path)
         finally:
             if pending is not None:
                 pending.abort()
@@ -162,9 +162,8 @@ class Fetcher:
     def _retry_later(self, path: str, reason: str) -> float:
         """List ``path`` as not synced (one warning) and fetch it again after the back-off."""
         problem = self.unsynced.report(path, reason, time.time())
-        delay = max(0.0, problem.retry_at - time.time())
-        gevent.spawn_later(delay, self.reconciler.mark_dirty, [path])
-        return delay
+        self.reconciler.look_again_at(problem.retry_at, path)
+        return max(0.0, problem.retry_at - time.time())
 
     def _fetch_all(self, job: FileJob, pending, remote: dict, sizes: dict) -> int:
         """Fetch every block of ``remote`` in parallel; how many no peer could give.

@@ -163,11 +163,19 @@ class Reconciler:
         self.blocked: dict = {}     # path -> when to retry it (listed in node.unsynced by this loop)
         self._conflicts_said: dict = {}   # path -> the ids of the concurrent versions announced
         self._retries: list = []    # heap of (retry time, path); stale once blocked[path] moved
+        self._later: list = []      # heap of (time, path) to look at again (a fetch that waits for a peer)
 
     def mark_dirty(self, paths) -> None:
         self.dirty.update(paths)
         if self.dirty:
             self._wake.set()
+
+    def look_again_at(self, at: float, path: str) -> None:
+        """Mark ``path`` dirty at time ``at``: one heap entry, not a timer
+        (a greenlet) per path, so 200,000 files waiting for a peer cost
+        little memory."""
+        heapq.heappush(self._later, (at, path))
+        self._wake.set()
 
     def run(self) -> None:
         scanned, *open_gates = self.gates
@@ -177,27 +185,34 @@ class Reconciler:
             for gate in open_gates:   # the folder is there (never write beside a missing one), not paused
                 gate.wait()
             self._wake.clear()
-            paths, self.dirty = self.dirty | self._due_retries(), set()
-            targets = self._targets(paths)
-            alive = sorted(p for p, t in targets.items() if t is not None and t.type != "delete")
-            gone = sorted((p for p, t in targets.items() if t is None or t.type == "delete"),
-                          key=lambda p: p.count("/"), reverse=True)
-            for path in alive + gone:
-                try:
-                    self._reconcile(path, targets[path])
-                except LocalChanged as exc:
-                    self.rescan([str(exc)])
-                except UnsafeTarget as exc:
-                    self._cannot_write(path, exc.reason)
-                except OSError as exc:
-                    self._cannot_write(path, f"cannot write it: {exc.strerror or exc}")
-                except Exception as exc:  # a bug: this path waits, the others go on
-                    self._cannot_write(path, f"unexpected error: {exc!r}", exc)
-                else:
-                    if self.blocked.pop(path, None) is not None:
-                        self.unsynced.clear(path)
-                        # what waited for this directory can be written now
-                        self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
+            paths, self.dirty = sorted(self.dirty | self._due_retries()), set()
+            gone = []   # written after every path that has content, deepest first
+            for start in range(0, len(paths), limits.RECONCILE_CHUNK):
+                targets = self._targets(paths[start:start + limits.RECONCILE_CHUNK])
+                gone += (p for p, t in targets.items() if t is None or t.type == "delete")
+                self._reconcile_all((p, t) for p, t in targets.items() if t is not None and t.type != "delete")
+            gone.sort(key=lambda p: p.count("/"), reverse=True)
+            for start in range(0, len(gone), limits.RECONCILE_CHUNK):
+                self._reconcile_all(self._targets(gone[start:start + limits.RECONCILE_CHUNK]).items())
+
+    def _reconcile_all(self, targets) -> None:
+        """Reconcile each (path, target) in turn; one path's failure is reported, never the others'."""
+        for path, target in targets:
+            try:
+                self._reconcile(path, target)
+            except LocalChanged as exc:
+                self.rescan([str(exc)])
+            except UnsafeTarget as exc:
+                self._cannot_write(path, exc.reason)
+            except OSError as exc:
+                self._cannot_write(path, f"cannot write it: {exc.strerror or exc}")
+            except Exception as exc:  # a bug: this path waits, the others go on
+                self._cannot_write(path, f"unexpected error: {exc!r}", exc)
+            else:
+                if self.blocked.pop(path, None) is not None:
+                    self.unsynced.clear(path)
+                    # what waited for this directory can be written now
+                    self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
 
     def _targets(self, paths) -> dict:
         """path -> its winning version (None if none); a path whose history
@@ -222,7 +237,9 @@ class Reconciler:
         """Seconds until the earliest back-off ends (None: none is waiting)."""
         while self._retries and self.blocked.get(self._retries[0][1]) != self._retries[0][0]:
             heapq.heappop(self._retries)   # stale: retried or cleared meanwhile
-        return max(0.0, self._retries[0][0] - time.time()) if self._retries else None
+        first = min(heap[0][0] for heap in (self._retries, self._later) if heap) \
+            if self._retries or self._later else None
+        return None if first is None else max(0.0, first - time.time())
 
     def _due_retries(self) -> set:
         now, due = time.time(), set()
@@ -230,6 +247,8 @@ class Reconciler:
             at, path = heapq.heappop(self._retries)
             if self.blocked.get(path) == at:
                 due.add(path)
+        while self._later and self._later[0][0] <= now:
+            due.add(heapq.heappop(self._later)[1])
         return due
 
     def _on_disk(self, write, *args):
@@ -350,7 +369,7 @@ class Reconciler:
             log.debug("%s", exc)
             problem = self.unsynced.report(path, "the content fetched does not match its event's hash",
                                                 time.time())
-            gevent.spawn_later(max(0.0, problem.retry_at - time.time()), self.mark_dirty, [path])
+            self.look_again_at(problem.retry_at, path)
             return
         self.unsynced.clear(path)
         origin = self.label(event.origin)
