@@ -251,11 +251,14 @@ class LocalChanges:
         if changes and self.disk.held:   # scanned again once the history can be written
             self.disk.defer(c.path for c in changes)
             return
+        entries = dict.fromkeys(c.path for c in changes)   # path -> its entry (None: none), one query
+        entries.update(self.state.get_many(list(entries)))
+        pending = {}   # path -> entry (None: forget it): this batch's local state, one transaction
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
         for c in deleted.values():
-            entry = self.state.get(c.path)
+            entry = entries[c.path]
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
         new_events = []
@@ -263,18 +266,21 @@ class LocalChanges:
             try:
                 for c in created:
                     moved_from = None
-                    if c.kind == "file" and c.size and self.state.get(c.path) is None:
-                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                    if c.kind == "file" and c.size and entries[c.path] is None:
+                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash,
+                                                                                                         pending)
                         if source is not None:
                             deleted.pop(source.path, None)
-                            new_events += self._local_event(source, moved_to=c.path)
+                            new_events += self._local_event(source, self._entry(source.path, entries), pending,
+                                                            moved_to=c.path)
                             moved_from = source.path
-                    new_events += self._local_event(c, moved_from=moved_from)
+                    new_events += self._local_event(c, entries[c.path], pending, moved_from=moved_from)
                 for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-                    new_events += self._local_event(c)
+                    new_events += self._local_event(c, entries[c.path], pending)
+                self.state.set_many(pending.items())   # only once their events are written
             except LogBroken:
                 raise
-            except OSError as exc:   # the history, or the local state's journal, refused a write
+            except OSError as exc:   # the history, or the local state's database, refused a write
                 if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
                     raise
                 self.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
@@ -290,39 +296,46 @@ class LocalChanges:
                     continue
                 say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
-    def _vanished_with(self, digest: str):
-        """A recorded file with this content that is gone from disk: the source of a
-        move whose two halves reached us in different batches (a moved directory)."""
+    def _vanished_with(self, digest: str, pending: dict):
+        """A recorded file with this content that is gone from disk (and not
+        forgotten by this batch, ``pending``): the source of a move whose two
+        halves reached us in different batches (a moved directory)."""
         for path in self.state.with_hash(digest):
-            if not os.path.lexists(self.root / path):
+            if path not in pending and not os.path.lexists(self.root / path):
                 return Change(path, "file", deleted=True)
         return None
 
-    def _local_event(self, change, moved_from=None, moved_to=None) -> list:
+    def _entry(self, path: str, entries: dict):
+        """``path``'s entry: read with the batch (``entries``), or now (a move's source from another batch)."""
+        return entries[path] if path in entries else self.state.get(path)
+
+    def _local_event(self, change, entry, pending: dict, moved_from=None, moved_to=None) -> list:
+        """The event ``change`` makes (none if the history has it already) given
+        the path's local ``entry``; what the local state must then hold goes
+        into ``pending``, written by the caller once the events are."""
         path = change.path
-        entry = self.state.get(path)
         heads = self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
             if not live or entry is None:
-                self.state.pop(path)
+                pending[path] = None
                 return []
             parents = local_parents(entry.event_id, True, heads)
             event = self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
                                                  moved_to=moved_to, durable=False)
-            self.state.pop(path)   # only once its event is written
+            pending[path] = None
             return [event]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
-            self.state.set(path, change.entry(current.id))   # already what the history says
+            pending[path] = change.entry(current.id)   # already what the history says
             return []
         parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
         event = self.history.make_local(
             "update" if live and entry is not None else "create", change.kind, path,
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
             parents=parents, time=time.time(), moved_from=moved_from, durable=False)
-        self.state.set(path, change.entry(event.id))
+        pending[path] = change.entry(event.id)
         if not change.stored:
             self.reconciler.archive_later(path, change.blocks)
         return [event]

@@ -1,0 +1,70 @@
+"""The local loop records a scanned batch with work that does not grow per
+path: one local-state transaction per batch, the same events and entries as
+before, moves within one batch paired once."""
+
+from test_bad_names import local_loop, make
+
+
+def count_transactions(state, monkeypatch) -> list:
+    """A list that grows by one per local-state transaction."""
+    writes = []
+    real = state._write
+
+    def counted(statements):
+        writes.append(1)
+        return real(statements)
+
+    monkeypatch.setattr(state, "_write", counted)
+    return writes
+
+
+def test_a_batch_of_new_files_is_recorded_in_one_local_state_transaction(tmp_path, monkeypatch):
+    loop = local_loop(tmp_path)
+    names = [f"f{i:03d}.txt" for i in range(100)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    writes = count_transactions(loop.state, monkeypatch)
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert len(writes) == 1                      # not one per path
+    by_path = {e.path: e for e in loop.sent}
+    for name in names:
+        entry = loop.state.get(name)
+        assert entry.event_id == by_path[name].id and entry.hash == by_path[name].hash
+    assert loop.state.totals()["files"] == 100
+    loop.sent.clear()
+    loop._scan(names)                            # unchanged: no event, no transaction
+    assert loop.sent == [] and len(writes) == 1
+
+
+def test_deletes_and_already_recorded_content_are_one_transaction_too(tmp_path, monkeypatch):
+    loop = local_loop(tmp_path)
+    names = [f"f{i:02d}.txt" for i in range(20)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    loop._scan(names)
+    loop.sent.clear()
+    for name in names[:10]:
+        (loop.root / name).unlink()
+    writes = count_transactions(loop.state, monkeypatch)
+    loop._scan(names)
+    assert sorted((e.type, e.path) for e in loop.sent) == [("delete", n) for n in names[:10]]
+    assert len(writes) == 1
+    assert sorted(loop.state.paths()) == names[10:]
+
+
+def test_one_vanished_file_is_the_source_of_one_move_only(tmp_path):
+    """A recorded file gone from disk, and two new files with its content in a
+    later batch than its deletion would be: one rename, one create, never two
+    deletes of the same path."""
+    loop = local_loop(tmp_path)
+    make(loop.root, "old.txt", b"same content")
+    loop._scan(["old.txt"])
+    loop.sent.clear()
+    (loop.root / "old.txt").rename(loop.root / "new1.txt")
+    make(loop.root, "new2.txt", b"same content")
+    loop._scan(["new1.txt", "new2.txt"])        # old.txt is not in this batch
+    kinds = sorted((e.type, e.path, e.moved_from or e.moved_to or "") for e in loop.sent)
+    assert kinds == [("create", "new1.txt", "old.txt"), ("create", "new2.txt", ""),
+                     ("delete", "old.txt", "new1.txt")]
+    assert sorted(loop.state.paths()) == ["new1.txt", "new2.txt"]
