@@ -125,7 +125,7 @@ def test_threads_changing_and_reading_the_state_at_once_lose_nothing(tmp_path):
         state.paths()
         state.get("t1/p1")
         state.under("t1")
-        state.with_hash(base.hash)
+        state.with_hashes([base.hash])
     for t in threads:
         t.join()
     assert errors == []

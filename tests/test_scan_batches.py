@@ -5,6 +5,13 @@ before, moves within one batch paired once."""
 from test_bad_names import local_loop, make
 
 
+def count_queries(state) -> list:
+    """The SELECTs the local state runs from now on (SQLite's trace of every statement)."""
+    queries = []
+    state._db.set_trace_callback(lambda sql: queries.append(sql) if sql.lstrip().upper().startswith("SELECT") else None)
+    return queries
+
+
 def count_transactions(state, monkeypatch) -> list:
     """A list that grows by one per local-state transaction."""
     writes = []
@@ -24,9 +31,11 @@ def test_a_batch_of_new_files_is_recorded_in_one_local_state_transaction(tmp_pat
     for name in names:
         make(loop.root, name, name.encode())
     writes = count_transactions(loop.state, monkeypatch)
+    queries = count_queries(loop.state)
     loop._scan(names)
     assert sorted(e.path for e in loop.sent) == names
     assert len(writes) == 1                      # not one per path
+    assert len(queries) <= 10, queries            # the entries, the moves' sources, the totals: not per path
     by_path = {e.path: e for e in loop.sent}
     for name in names:
         entry = loop.state.get(name)

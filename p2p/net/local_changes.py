@@ -217,15 +217,16 @@ class LocalChanges:
     def _expand(self, paths):
         """Each reported path plus, for directories, everything under it (disk or record)."""
         out = {}
+        entries = self.state.get_many(list(dict.fromkeys(paths)))   # one query for the batch
         for path in paths:
             try:
-                self._expand_one(path, out)
+                self._expand_one(path, entries.get(path), out)
             except Exception as exc:  # one path never stops the batch
                 self._not_synced(path, f"unexpected error while listing: {exc!r}", exc)
                 out.pop(path, None)
         return sorted(out)
 
-    def _expand_one(self, path: str, out: dict) -> None:
+    def _expand_one(self, path: str, entry, out: dict) -> None:
         full = self.root / path
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
         if on_disk_dir:
@@ -234,7 +235,6 @@ class LocalChanges:
                 out[p] = None
         elif path:
             out[path] = None
-        entry = self.state.get(path)
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
             for p in self.state.under(path):  # children that may be gone
                 out[p] = None
@@ -261,14 +261,16 @@ class LocalChanges:
             entry = entries[c.path]
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
+        elsewhere = self.state.with_hashes(   # recorded files with a new file's content, one query
+            c.hash for c in created if c.kind == "file" and c.size and entries[c.path] is None)
         new_events = []
         try:
             try:
                 for c in created:
                     moved_from = None
                     if c.kind == "file" and c.size and entries[c.path] is None:
-                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash,
-                                                                                                         pending)
+                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(
+                            elsewhere.get(c.hash, ()), pending)
                         if source is not None:
                             deleted.pop(source.path, None)
                             new_events += self._local_event(source, self._entry(source.path, entries), pending,
@@ -296,11 +298,11 @@ class LocalChanges:
                     continue
                 say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
-    def _vanished_with(self, digest: str, pending: dict):
-        """A recorded file with this content that is gone from disk (and not
-        forgotten by this batch, ``pending``): the source of a move whose two
-        halves reached us in different batches (a moved directory)."""
-        for path in self.state.with_hash(digest):
+    def _vanished_with(self, recorded, pending: dict):
+        """Of the ``recorded`` files with a new file's content, one gone from disk
+        (and not forgotten by this batch, ``pending``): the source of a move
+        whose two halves reached us in different batches (a moved directory)."""
+        for path in recorded:
             if path not in pending and not os.path.lexists(self.root / path):
                 return Change(path, "file", deleted=True)
         return None
