@@ -77,3 +77,58 @@ def test_one_vanished_file_is_the_source_of_one_move_only(tmp_path):
     assert kinds == [("create", "new1.txt", "old.txt"), ("create", "new2.txt", ""),
                      ("delete", "old.txt", "new1.txt")]
     assert sorted(loop.state.paths()) == ["new1.txt", "new2.txt"]
+
+
+def count_statements(db, *verbs: str) -> list:
+    """The statements starting with one of ``verbs`` that ``db`` runs from now on."""
+    seen = []
+    db.set_trace_callback(lambda sql: seen.append(sql) if sql.lstrip().upper().startswith(verbs) else None)
+    return seen
+
+
+def test_small_files_blocks_are_stored_with_one_lookup_per_scan_job(tmp_path):
+    loop = local_loop(tmp_path)
+    names = [f"f{i:03d}.txt" for i in range(200)]
+    for name in names:
+        make(loop.root, name, name.encode() * 10)
+    store = loop.scanner.store
+    lookups = count_statements(store._db, "SELECT", "UPDATE")
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert len(lookups) <= 200 // 64 + 1     # not a lookup (an UPDATE that finds no row) per block
+    for e in loop.sent:
+        assert store.get(e.blocks[0][0]) == e.path.encode() * 10
+    loop.sent.clear()
+    before = dict(store._db.execute("SELECT hash, stored FROM packed"))
+    for name in names[:100]:                    # new files with content the store has: stored again
+        make(loop.root, f"copy-{name}", name.encode() * 10)
+    lookups = count_statements(store._db, "SELECT")
+    loop._scan([f"copy-{name}" for name in names[:100]])
+    assert len(loop.sent) == 100 and len(lookups) <= 100 // 64 + 1
+    after = dict(store._db.execute("SELECT hash, stored FROM packed"))
+    assert after.keys() == before.keys()        # no second record
+    assert sum(after[k] > before[k] for k in after) == 100   # their time renewed: recent content
+
+
+def test_a_store_that_refuses_a_jobs_blocks_records_none_of_its_files_until_it_has_room(tmp_path, monkeypatch):
+    import errno
+    import types
+    loop = local_loop(tmp_path)
+    held = []
+    loop.disk = types.SimpleNamespace(held=False, hold=lambda exc, paths=(): held.append(exc))
+    for name in ("a.txt", "b.txt"):
+        make(loop.root, name, name.encode())
+    store = loop.scanner.store
+    real = store.put_many
+
+    def full(blocks):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "put_many", full)
+    loop._scan(["a.txt", "b.txt"])
+    assert loop.sent == [] and held and loop.state.paths() == []    # the node is held, nothing recorded
+    assert loop.coalescer.count(lambda path: True) == 2              # both looked at again later
+    monkeypatch.setattr(store, "put_many", real)
+    loop._scan(["a.txt", "b.txt"])
+    assert sorted(e.path for e in loop.sent) == ["a.txt", "b.txt"]
+    assert all(store.has(e.blocks[0][0]) for e in loop.sent)

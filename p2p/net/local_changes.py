@@ -189,15 +189,35 @@ class LocalChanges:
             entries = self.state.get_many(paths)
         except Exception as exc:   # each path is reported with it (the hub logs it once per path)
             return [exc] * len(paths)
-        return [self._observe(path, entries.get(path)) for path in paths]
+        results, held, since = [], [], 0   # held: small files' blocks, stored together
+        for path in paths:
+            results.append(self._observe(path, entries.get(path), held))
+            if sum(len(data) for _, data in held) >= limits.SCAN_HELD_BYTES:
+                results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
+                held, since = [], len(results)
+        results[since:] = self._store_held(paths[since:], results[since:], held)
+        return results
 
-    def _observe(self, path: str, entry):
-        """Scan one path (in a pool thread): its Change, None if unchanged, or
-        the exception it raised (FileBusy, NotSynced, Renamed or an unexpected
-        one: handled in the hub)."""
+    def _store_held(self, paths, results, held) -> list:
+        """Store the blocks ``held`` for these paths (in a pool thread): their
+        results, each file's change replaced by why it cannot be recorded yet
+        if the store refused them (a full home disk: scanned again later)."""
+        try:
+            self.scanner.store.put_many(held)
+        except OSError as exc:
+            return [(StoreFull(path, exc) if exc.errno in DISK_ERRNOS else
+                     NotSynced(path, f"cannot store it: {exc.strerror or exc}"))
+                    if isinstance(result, Change) and result.kind == "file" and not result.deleted else result
+                    for path, result in zip(paths, results)]
+        return results
+
+    def _observe(self, path: str, entry, held: list):
+        """Scan one path (in a pool thread; a small file's block into ``held``):
+        its Change, None if unchanged, or the exception it raised (FileBusy,
+        NotSynced, Renamed or an unexpected one: handled in the hub)."""
         started = time.monotonic()
         try:
-            change = self.scanner.observe(path, entry)
+            change = self.scanner.observe(path, entry, held)
             if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
                 log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
             return change
