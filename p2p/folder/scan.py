@@ -75,8 +75,9 @@ class Scanner:
             return None
         if entry is LOOK_UP:
             entry = self.state.get(path)
+        full = os.path.join(self.root, path)   # (a str: a Path per path costs more than its lstat)
         try:
-            st = os.lstat(self.root / path)
+            st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is None or statmod.S_ISLNK(st.st_mode) or not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
@@ -92,13 +93,13 @@ class Scanner:
         large = st.st_size > limits.ARCHIVE_LATER_MIN
         try:
             if held is not None and st.st_size <= limits.PACKED_BLOCK_MAX:
-                size, digest, blocks = read_blocks(self.root / path, on_block=lambda block_hash, data, fd, offset:
+                size, digest, blocks = read_blocks(full, on_block=lambda block_hash, data, fd, offset:
                                                    held.append((block_hash, bytes(data))))
             else:
-                size, digest, blocks = (hash_file if large else self.store.ingest_file)(self.root / path)
+                size, digest, blocks = (hash_file if large else self.store.ingest_file)(full)
         except FileChanged:
             raise FileBusy(path) from None
-        after = os.lstat(self.root / path)
+        after = os.lstat(full)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
             raise FileBusy(path)  # still being written: the watcher will report it again
         return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS,
