@@ -141,7 +141,9 @@ def test_entries_naming_lost_events_are_rehashed(tmp_path):
     state = LocalState(tmp_path / "local.db")
     state.set("f", entry(tmp_path / "f", "A:9"))
     state.set("g", entry(tmp_path / "f", "A:1"))
-    assert state.forget_unknown(lambda event_id: event_id == "A:1") == 1
+    state.set("h", entry(tmp_path / "f", "B:1"))
+    assert state.forget_unknown({"A": 1}) == 2                 # A:9 beyond A's count, B unknown
+    assert state.get("h").event_id == ""
     assert not state.get("f").same_stat(os.lstat(tmp_path / "f")) and state.get("f").event_id == ""
     assert state.get("g").event_id == "A:1"
 

@@ -45,7 +45,7 @@ import stat as statmod
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import ujson
 
@@ -160,9 +160,10 @@ class LocalState:
             paths.sort()
         return found
 
-    def paths(self) -> List[str]:
+    def paths(self, limit: int = -1) -> List[str]:
+        """Every recorded path (at most ``limit`` of them, when given)."""
         with self._lock:
-            return [_path(k) for (k,) in self._db.execute("SELECT path FROM entries")]
+            return [_path(k) for (k,) in self._db.execute("SELECT path FROM entries LIMIT ?", (limit,))]
 
     def under(self, prefix: str) -> List[str]:
         """Paths strictly inside directory ``prefix`` ("" is the whole folder),
@@ -319,18 +320,23 @@ class LocalState:
                 self.set(path, new)    # renamed (or neither: what a rescan then looks at)
         return len(intents)
 
-    def forget_unknown(self, known: Callable[[str], bool]) -> int:
+    def forget_unknown(self, vv: Dict[str, int]) -> int:
         """Entries naming an event the history does not hold (it was lost with
         the last unsynced moment of the log) are rescanned rather than trusted:
-        their stat is cleared, so the next scan hashes the file again."""
+        their stat is cleared, so the next scan hashes the file again. ``vv``:
+        the history's count of events per origin (an id ``ORIGIN:SEQ`` is held
+        when SEQ <= vv[ORIGIN]). One query finds them (no Python loop over the
+        entries), one transaction clears them."""
+        known = " UNION ALL ".join(["SELECT ? AS origin, ? AS count"] * len(vv)) or "SELECT NULL, NULL WHERE 0"
         with self._lock:
-            named = self._db.execute("SELECT path, event_id FROM entries WHERE event_id != ''").fetchall()
-        doubtful = [_path(k) for k, event_id in named if not known(event_id)]
-        for path in doubtful:
-            entry = self.get(path)
-            if entry is not None:
-                self.set(path, replace(entry, event_id="", ino=-1))
-        return len(doubtful)
+            rows = self._db.execute(
+                f"WITH known(origin, count) AS ({known}) SELECT path, {COLUMNS} FROM entries "
+                "LEFT JOIN known ON known.origin = substr(event_id, 1, instr(event_id, ':') - 1) "
+                "WHERE event_id != '' AND (known.origin IS NULL "
+                "OR CAST(substr(event_id, instr(event_id, ':') + 1) AS INTEGER) > known.count)",
+                [value for origin, count in vv.items() for value in (origin, count)]).fetchall()
+        self.set_many((_path(row[0]), replace(Entry(*row[1:]), event_id="", ino=-1)) for row in rows)
+        return len(rows)
 
     def close(self) -> None:
         """Checkpoint the WAL into the database (a clean stop leaves one file) and close."""
