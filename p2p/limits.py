@@ -114,6 +114,8 @@ RECORD_EVERY = 256               # a long scan records (and sends) its changes t
 RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
 SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, their entries read in one
                                  # query: a job and a lookup per path cost more than the path's lstat
+SCAN_AHEAD = 8                   # scan jobs whose results may wait for the hub to record them: the pool
+                                 # never runs far ahead of the recording (each change held is memory)
 SCAN_HELD_BYTES = 1 * MiB        # small files' blocks a scan job holds before storing them together (one
                                  # lookup for many blocks), bounding its memory
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory

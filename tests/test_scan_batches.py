@@ -132,3 +132,35 @@ def test_a_store_that_refuses_a_jobs_blocks_records_none_of_its_files_until_it_h
     loop._scan(["a.txt", "b.txt"])
     assert sorted(e.path for e in loop.sent) == ["a.txt", "b.txt"]
     assert all(store.has(e.blocks[0][0]) for e in loop.sent)
+
+
+def test_the_scan_jobs_never_run_far_ahead_of_the_recording(tmp_path, monkeypatch):
+    """Each change waiting for the hub is memory: with a slow recording, the
+    pool observes at most a few jobs more than the hub has taken."""
+    import time
+
+    from p2p import limits
+    loop = local_loop(tmp_path)
+    names = [f"f{i:02d}.txt" for i in range(60)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    monkeypatch.setattr(limits, "SCAN_CHUNK", 1)
+    monkeypatch.setattr(limits, "RECORD_EVERY", 1)
+    observed, taken, ahead = [], [], []
+    observe_chunk, record = loop._observe_chunk, loop._record_each_path_apart
+
+    def counted_observe(paths):
+        observed.append(paths)
+        return observe_chunk(paths)
+
+    def slow_record(changes):
+        taken.extend(changes)
+        ahead.append(len(observed) - len(taken))
+        time.sleep(0.005)                       # the hub busy (blocking): the pool threads go on
+        record(changes)
+
+    monkeypatch.setattr(loop, "_observe_chunk", counted_observe)
+    monkeypatch.setattr(loop, "_record_each_path_apart", slow_record)
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert max(ahead) <= limits.SCAN_AHEAD + 12, ahead   # the jobs waiting, plus those running (pool threads)

@@ -179,9 +179,10 @@ class LocalChanges:
 
     def _observed(self, paths):
         """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
-        paths per pool job (several jobs at once), their entries read in one query."""
+        paths per pool job (several jobs at once), their entries read in one
+        query; at most ``limits.SCAN_AHEAD`` jobs' results wait for the hub."""
         chunks = [paths[i:i + limits.SCAN_CHUNK] for i in range(0, len(paths), limits.SCAN_CHUNK)]
-        for results in self.threadpool.imap(self._observe_chunk, chunks):
+        for results in self.threadpool.imap(self._observe_chunk, chunks, maxsize=limits.SCAN_AHEAD):
             yield from results
 
     def _observe_chunk(self, paths):
