@@ -26,6 +26,8 @@ def count_transactions(state, monkeypatch) -> list:
 
 
 def test_a_batch_of_new_files_is_recorded_in_one_local_state_transaction(tmp_path, monkeypatch):
+    from p2p import limits
+    monkeypatch.setattr(limits, "RECORD_INTERVAL", 60.0)   # one batch however slow the machine
     loop = local_loop(tmp_path)
     names = [f"f{i:03d}.txt" for i in range(100)]
     for name in names:
