@@ -123,7 +123,7 @@ def test_a_store_that_refuses_a_jobs_blocks_records_none_of_its_files_until_it_h
     store = loop.scanner.store
     real = store.put_many
 
-    def full(blocks):
+    def full(blocks, verified=False):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store, "put_many", full)

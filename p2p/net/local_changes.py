@@ -193,7 +193,7 @@ class LocalChanges:
         results, held, since = [], [], 0   # held: small files' blocks, stored together
         for path in paths:
             results.append(self._observe(path, entries.get(path), held))
-            if sum(len(data) for _, data in held) >= limits.SCAN_HELD_BYTES:
+            if sum(len(data) for _, data in held) >= limits.PACK_WRITE_BYTES:
                 results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
                 held, since = [], len(results)
         results[since:] = self._store_held(paths[since:], results[since:], held)
@@ -204,7 +204,7 @@ class LocalChanges:
         results, each file's change replaced by why it cannot be recorded yet
         if the store refused them (a full home disk: scanned again later)."""
         try:
-            self.scanner.store.put_many(held)
+            self.scanner.store.put_many(held, verified=True)   # hashed by the scanner just now
         except OSError as exc:
             return [(StoreFull(path, exc) if exc.errno in DISK_ERRNOS else
                      NotSynced(path, f"cannot store it: {exc.strerror or exc}"))
