@@ -59,8 +59,8 @@ VERIFY_CHUNK = 1 * MiB           # the whole-file check before a rename reads th
 PACKED_BLOCK_MAX = SMALL_BLOCK    # blocks this small are appended to a pack file (p2p/blocks/store.py), not
                                  # one file each: a small file's history costs no file creation
 PACK_MAX_BYTES = 64 * MiB        # a pack is closed and a new one started past this: repacking one copies at most this
-PACK_WRITE_BYTES = 1 * MiB       # a scanned file's small blocks are packed this much at a time: one write (and one
-                                 # index query) each, and little memory held per scanning thread
+PACK_WRITE_BYTES = 1 * MiB       # a scanned file's (or scan job's files') small blocks are packed this much at a time:
+                                 # one write (and one index query) each, and little memory held per scanning thread
 INDEX_COMMIT_ROWS = 512          # the pack index (blocks.db) commits this many changes at once ...
 INDEX_COMMIT_INTERVAL = 0.2      # ... or this often (s): one commit per small file cost more than the file
 INDEX_CHECKPOINT_ROWS = 4096     # ... and merges its WAL into the database after this many (a write and an fsync,
@@ -114,6 +114,8 @@ RECORD_EVERY = 256               # a long scan records (and sends) its changes t
 RECORD_INTERVAL = 0.05           # ... or this often (s), so the receivers start while it goes on
 SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, their entries read in one
                                  # query: a job and a lookup per path cost more than the path's lstat
+SCAN_AHEAD = 8                   # scan jobs whose results may wait for the hub to record them: the pool
+                                 # never runs far ahead of the recording (each change held is memory)
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 RECONCILE_CHUNK = 1000           # paths whose winning versions are read at a time: 200,000 dirty paths at

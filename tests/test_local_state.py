@@ -125,7 +125,7 @@ def test_threads_changing_and_reading_the_state_at_once_lose_nothing(tmp_path):
         state.paths()
         state.get("t1/p1")
         state.under("t1")
-        state.with_hash(base.hash)
+        state.with_hashes([base.hash])
     for t in threads:
         t.join()
     assert errors == []
@@ -141,7 +141,9 @@ def test_entries_naming_lost_events_are_rehashed(tmp_path):
     state = LocalState(tmp_path / "local.db")
     state.set("f", entry(tmp_path / "f", "A:9"))
     state.set("g", entry(tmp_path / "f", "A:1"))
-    assert state.forget_unknown(lambda event_id: event_id == "A:1") == 1
+    state.set("h", entry(tmp_path / "f", "B:1"))
+    assert state.forget_unknown({"A": 1}) == 2                 # A:9 beyond A's count, B unknown
+    assert state.get("h").event_id == ""
     assert not state.get("f").same_stat(os.lstat(tmp_path / "f")) and state.get("f").event_id == ""
     assert state.get("g").event_id == "A:1"
 

@@ -1,7 +1,8 @@
 """Turn what is on disk into change records, by comparing it with the local state.
 
 ``Scanner.observe(path)`` stats one path and, when it differs from what the
-local state remembers, hashes it into the block store and returns a
+local state remembers, hashes it into the block store (or, for a small file
+and a caller that stores many at once, into its ``held`` list) and returns a
 ``Change``; ``Scanner.walk()`` lists every syncable path for the start-up
 scan. Blocking code: the node runs it in the thread pool. Symbolic links are
 skipped (never followed), as are internal and ignored paths.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Tuple
 
 from p2p import limits
-from p2p.blocks.chunking import FileChanged, hash_file
+from p2p.blocks.chunking import FileChanged, hash_file, read_blocks
 from p2p.blocks.store import BlockStore
 from p2p.folder.state import PERMISSIONS, Entry, LocalState
 from p2p.history.paths import UnsafePath, check_path, is_internal, is_temp_name
@@ -64,15 +65,19 @@ class Scanner:
     def syncable(self, path: str) -> bool:
         return bool(path) and not is_internal(path) and not self.ignored(path)
 
-    def observe(self, path: str, entry=LOOK_UP) -> Optional[Change]:
+    def observe(self, path: str, entry=LOOK_UP, held: Optional[list] = None) -> Optional[Change]:
         """The change at ``path`` since the local state (``entry``, when the
-        caller read it already), or None if unchanged."""
+        caller read it already), or None if unchanged. With ``held``, a file
+        of at most ``limits.PACKED_BLOCK_MAX`` bytes is not stored: its block
+        is appended to ``held`` as (hash, bytes), for the caller to store
+        (``BlockStore.put_many``) before it uses the change."""
         if not self.syncable(path):
             return None
         if entry is LOOK_UP:
             entry = self.state.get(path)
+        full = os.path.join(self.root, path)   # (a str: a Path per path costs more than its lstat)
         try:
-            st = os.lstat(self.root / path)
+            st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is None or statmod.S_ISLNK(st.st_mode) or not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
@@ -87,11 +92,14 @@ class Scanner:
             return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS, mtime=st.st_mtime_ns, stat=st)
         large = st.st_size > limits.ARCHIVE_LATER_MIN
         try:
-            read = hash_file if large else self.store.ingest_file
-            size, digest, blocks = read(self.root / path)
+            if held is not None and st.st_size <= limits.PACKED_BLOCK_MAX:
+                size, digest, blocks = read_blocks(full, on_block=lambda block_hash, data, fd, offset:
+                                                   held.append((block_hash, bytes(data))))
+            else:
+                size, digest, blocks = (hash_file if large else self.store.ingest_file)(full)
         except FileChanged:
             raise FileBusy(path) from None
-        after = os.lstat(self.root / path)
+        after = os.lstat(full)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
             raise FileBusy(path)  # still being written: the watcher will report it again
         return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS,

@@ -179,9 +179,10 @@ class LocalChanges:
 
     def _observed(self, paths):
         """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
-        paths per pool job (several jobs at once), their entries read in one query."""
+        paths per pool job (several jobs at once), their entries read in one
+        query; at most ``limits.SCAN_AHEAD`` jobs' results wait for the hub."""
         chunks = [paths[i:i + limits.SCAN_CHUNK] for i in range(0, len(paths), limits.SCAN_CHUNK)]
-        for results in self.threadpool.imap(self._observe_chunk, chunks):
+        for results in self.threadpool.imap(self._observe_chunk, chunks, maxsize=limits.SCAN_AHEAD):
             yield from results
 
     def _observe_chunk(self, paths):
@@ -189,15 +190,35 @@ class LocalChanges:
             entries = self.state.get_many(paths)
         except Exception as exc:   # each path is reported with it (the hub logs it once per path)
             return [exc] * len(paths)
-        return [self._observe(path, entries.get(path)) for path in paths]
+        results, held, since = [], [], 0   # held: small files' blocks, stored together
+        for path in paths:
+            results.append(self._observe(path, entries.get(path), held))
+            if sum(len(data) for _, data in held) >= limits.PACK_WRITE_BYTES:
+                results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
+                held, since = [], len(results)
+        results[since:] = self._store_held(paths[since:], results[since:], held)
+        return results
 
-    def _observe(self, path: str, entry):
-        """Scan one path (in a pool thread): its Change, None if unchanged, or
-        the exception it raised (FileBusy, NotSynced, Renamed or an unexpected
-        one: handled in the hub)."""
+    def _store_held(self, paths, results, held) -> list:
+        """Store the blocks ``held`` for these paths (in a pool thread): their
+        results, each file's change replaced by why it cannot be recorded yet
+        if the store refused them (a full home disk: scanned again later)."""
+        try:
+            self.scanner.store.put_many(held, verified=True)   # hashed by the scanner just now
+        except OSError as exc:
+            return [(StoreFull(path, exc) if exc.errno in DISK_ERRNOS else
+                     NotSynced(path, f"cannot store it: {exc.strerror or exc}"))
+                    if isinstance(result, Change) and result.kind == "file" and not result.deleted else result
+                    for path, result in zip(paths, results)]
+        return results
+
+    def _observe(self, path: str, entry, held: list):
+        """Scan one path (in a pool thread; a small file's block into ``held``):
+        its Change, None if unchanged, or the exception it raised (FileBusy,
+        NotSynced, Renamed or an unexpected one: handled in the hub)."""
         started = time.monotonic()
         try:
-            change = self.scanner.observe(path, entry)
+            change = self.scanner.observe(path, entry, held)
             if change is not None and change.size > limits.ARCHIVE_LATER_MIN:
                 log.debug("scanned %s (%s) in %.3fs", path, human_size(change.size), time.monotonic() - started)
             return change
@@ -217,15 +238,16 @@ class LocalChanges:
     def _expand(self, paths):
         """Each reported path plus, for directories, everything under it (disk or record)."""
         out = {}
+        entries = self.state.get_many(list(dict.fromkeys(paths)))   # one query for the batch
         for path in paths:
             try:
-                self._expand_one(path, out)
+                self._expand_one(path, entries.get(path), out)
             except Exception as exc:  # one path never stops the batch
                 self._not_synced(path, f"unexpected error while listing: {exc!r}", exc)
                 out.pop(path, None)
         return sorted(out)
 
-    def _expand_one(self, path: str, out: dict) -> None:
+    def _expand_one(self, path: str, entry, out: dict) -> None:
         full = self.root / path
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
         if on_disk_dir:
@@ -234,7 +256,6 @@ class LocalChanges:
                 out[p] = None
         elif path:
             out[path] = None
-        entry = self.state.get(path)
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
             for p in self.state.under(path):  # children that may be gone
                 out[p] = None
@@ -251,30 +272,38 @@ class LocalChanges:
         if changes and self.disk.held:   # scanned again once the history can be written
             self.disk.defer(c.path for c in changes)
             return
+        entries = dict.fromkeys(c.path for c in changes)   # path -> its entry (None: none), one query
+        entries.update(self.state.get_many(list(entries)))
+        pending = {}   # path -> entry (None: forget it): this batch's local state, one transaction
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
         by_hash = {}
         for c in deleted.values():
-            entry = self.state.get(c.path)
+            entry = entries[c.path]
             if entry is not None and entry.kind == "file":
                 by_hash.setdefault(entry.hash, []).append(c)
+        elsewhere = self.state.with_hashes(   # recorded files with a new file's content, one query
+            c.hash for c in created if c.kind == "file" and c.size and entries[c.path] is None)
         new_events = []
         try:
             try:
                 for c in created:
                     moved_from = None
-                    if c.kind == "file" and c.size and self.state.get(c.path) is None:
-                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(c.hash)
+                    if c.kind == "file" and c.size and entries[c.path] is None:
+                        source = by_hash[c.hash].pop(0) if by_hash.get(c.hash) else self._vanished_with(
+                            elsewhere.get(c.hash, ()), pending)
                         if source is not None:
                             deleted.pop(source.path, None)
-                            new_events += self._local_event(source, moved_to=c.path)
+                            new_events += self._local_event(source, self._entry(source.path, entries), pending,
+                                                            moved_to=c.path)
                             moved_from = source.path
-                    new_events += self._local_event(c, moved_from=moved_from)
+                    new_events += self._local_event(c, entries[c.path], pending, moved_from=moved_from)
                 for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-                    new_events += self._local_event(c)
+                    new_events += self._local_event(c, entries[c.path], pending)
+                self.state.set_many(pending.items())   # only once their events are written
             except LogBroken:
                 raise
-            except OSError as exc:   # the history, or the local state's journal, refused a write
+            except OSError as exc:   # the history, or the local state's database, refused a write
                 if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
                     raise
                 self.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
@@ -290,39 +319,46 @@ class LocalChanges:
                     continue
                 say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
 
-    def _vanished_with(self, digest: str):
-        """A recorded file with this content that is gone from disk: the source of a
-        move whose two halves reached us in different batches (a moved directory)."""
-        for path in self.state.with_hash(digest):
-            if not os.path.lexists(self.root / path):
+    def _vanished_with(self, recorded, pending: dict):
+        """Of the ``recorded`` files with a new file's content, one gone from disk
+        (and not forgotten by this batch, ``pending``): the source of a move
+        whose two halves reached us in different batches (a moved directory)."""
+        for path in recorded:
+            if path not in pending and not os.path.lexists(self.root / path):
                 return Change(path, "file", deleted=True)
         return None
 
-    def _local_event(self, change, moved_from=None, moved_to=None) -> list:
+    def _entry(self, path: str, entries: dict):
+        """``path``'s entry: read with the batch (``entries``), or now (a move's source from another batch)."""
+        return entries[path] if path in entries else self.state.get(path)
+
+    def _local_event(self, change, entry, pending: dict, moved_from=None, moved_to=None) -> list:
+        """The event ``change`` makes (none if the history has it already) given
+        the path's local ``entry``; what the local state must then hold goes
+        into ``pending``, written by the caller once the events are."""
         path = change.path
-        entry = self.state.get(path)
         heads = self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
             if not live or entry is None:
-                self.state.pop(path)
+                pending[path] = None
                 return []
             parents = local_parents(entry.event_id, True, heads)
             event = self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
                                                  moved_to=moved_to, durable=False)
-            self.state.pop(path)   # only once its event is written
+            pending[path] = None
             return [event]
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
-            self.state.set(path, change.entry(current.id))   # already what the history says
+            pending[path] = change.entry(current.id)   # already what the history says
             return []
         parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
         event = self.history.make_local(
             "update" if live and entry is not None else "create", change.kind, path,
             size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
             parents=parents, time=time.time(), moved_from=moved_from, durable=False)
-        self.state.set(path, change.entry(event.id))
+        pending[path] = change.entry(event.id)
         if not change.stored:
             self.reconciler.archive_later(path, change.blocks)
         return [event]

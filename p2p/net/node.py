@@ -44,7 +44,7 @@ from p2p.config import LAN, Config
 from p2p.blocks.store import BlockMissing, BlockStore
 from p2p.folder.apply import FolderWriter
 from p2p.folder.archive import PendingArchive
-from p2p.folder.marker import MARKER, FolderUnavailable, prepare as prepare_folder
+from p2p.folder.marker import ADOPT_SAMPLE, MARKER, FolderUnavailable, prepare as prepare_folder
 from p2p.folder.marker import present as folder_marker_present
 from p2p.folder.partials import Partials
 from p2p.folder.scan import Scanner
@@ -108,7 +108,7 @@ class Node:
             log.warning("%s: the start-up scan rebuilds the local state from the folder and events.jsonl",
                         self.state.fresh)
         try:
-            prepare_folder(self.root, self.home, len(self.history), self.state.paths())
+            prepare_folder(self.root, self.home, len(self.history), self.state.paths(ADOPT_SAMPLE))
         except FolderUnavailable:
             self.history.close()
             self.state.close()
@@ -118,7 +118,7 @@ class Node:
         self.registry = PeerRegistry()
         self._check_device_id()                                # before the state forgets lost events
         settled = self.state.settle(self.root)                 # replaces a crash interrupted
-        doubtful = self.state.forget_unknown(self.history.knows)  # versions the log lost: rehash
+        doubtful = self.state.forget_unknown(self.history.vv)  # versions the log lost: rehash
         if settled or doubtful:
             log.info("local state: %d interrupted writes settled, %d entries to rehash", settled, doubtful)
         self.ignore = IgnoreRules(self.root)

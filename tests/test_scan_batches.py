@@ -1,0 +1,168 @@
+"""The local loop records a scanned batch with work that does not grow per
+path: one local-state transaction per batch, the same events and entries as
+before, moves within one batch paired once."""
+
+from test_bad_names import local_loop, make
+
+
+def count_queries(state) -> list:
+    """The SELECTs the local state runs from now on (SQLite's trace of every statement)."""
+    queries = []
+    state._db.set_trace_callback(lambda sql: queries.append(sql) if sql.lstrip().upper().startswith("SELECT") else None)
+    return queries
+
+
+def count_transactions(state, monkeypatch) -> list:
+    """A list that grows by one per local-state transaction."""
+    writes = []
+    real = state._write
+
+    def counted(statements):
+        writes.append(1)
+        return real(statements)
+
+    monkeypatch.setattr(state, "_write", counted)
+    return writes
+
+
+def test_a_batch_of_new_files_is_recorded_in_one_local_state_transaction(tmp_path, monkeypatch):
+    from p2p import limits
+    monkeypatch.setattr(limits, "RECORD_INTERVAL", 60.0)   # one batch however slow the machine
+    loop = local_loop(tmp_path)
+    names = [f"f{i:03d}.txt" for i in range(100)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    writes = count_transactions(loop.state, monkeypatch)
+    queries = count_queries(loop.state)
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert len(writes) == 1                      # not one per path
+    assert len(queries) <= 10, queries            # the entries, the moves' sources, the totals: not per path
+    by_path = {e.path: e for e in loop.sent}
+    for name in names:
+        entry = loop.state.get(name)
+        assert entry.event_id == by_path[name].id and entry.hash == by_path[name].hash
+    assert loop.state.totals()["files"] == 100
+    loop.sent.clear()
+    loop._scan(names)                            # unchanged: no event, no transaction
+    assert loop.sent == [] and len(writes) == 1
+
+
+def test_deletes_and_already_recorded_content_are_one_transaction_too(tmp_path, monkeypatch):
+    loop = local_loop(tmp_path)
+    names = [f"f{i:02d}.txt" for i in range(20)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    loop._scan(names)
+    loop.sent.clear()
+    for name in names[:10]:
+        (loop.root / name).unlink()
+    writes = count_transactions(loop.state, monkeypatch)
+    loop._scan(names)
+    assert sorted((e.type, e.path) for e in loop.sent) == [("delete", n) for n in names[:10]]
+    assert len(writes) == 1
+    assert sorted(loop.state.paths()) == names[10:]
+
+
+def test_one_vanished_file_is_the_source_of_one_move_only(tmp_path):
+    """A recorded file gone from disk, and two new files with its content in a
+    later batch than its deletion would be: one rename, one create, never two
+    deletes of the same path."""
+    loop = local_loop(tmp_path)
+    make(loop.root, "old.txt", b"same content")
+    loop._scan(["old.txt"])
+    loop.sent.clear()
+    (loop.root / "old.txt").rename(loop.root / "new1.txt")
+    make(loop.root, "new2.txt", b"same content")
+    loop._scan(["new1.txt", "new2.txt"])        # old.txt is not in this batch
+    kinds = sorted((e.type, e.path, e.moved_from or e.moved_to or "") for e in loop.sent)
+    assert kinds == [("create", "new1.txt", "old.txt"), ("create", "new2.txt", ""),
+                     ("delete", "old.txt", "new1.txt")]
+    assert sorted(loop.state.paths()) == ["new1.txt", "new2.txt"]
+
+
+def count_statements(db, *verbs: str) -> list:
+    """The statements starting with one of ``verbs`` that ``db`` runs from now on."""
+    seen = []
+    db.set_trace_callback(lambda sql: seen.append(sql) if sql.lstrip().upper().startswith(verbs) else None)
+    return seen
+
+
+def test_small_files_blocks_are_stored_with_one_lookup_per_scan_job(tmp_path):
+    loop = local_loop(tmp_path)
+    names = [f"f{i:03d}.txt" for i in range(200)]
+    for name in names:
+        make(loop.root, name, name.encode() * 10)
+    store = loop.scanner.store
+    lookups = count_statements(store._db, "SELECT", "UPDATE")
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert len(lookups) <= 200 // 64 + 1     # not a lookup (an UPDATE that finds no row) per block
+    for e in loop.sent:
+        assert store.get(e.blocks[0][0]) == e.path.encode() * 10
+    loop.sent.clear()
+    before = dict(store._db.execute("SELECT hash, stored FROM packed"))
+    for name in names[:100]:                    # new files with content the store has: stored again
+        make(loop.root, f"copy-{name}", name.encode() * 10)
+    lookups = count_statements(store._db, "SELECT")
+    loop._scan([f"copy-{name}" for name in names[:100]])
+    assert len(loop.sent) == 100 and len(lookups) <= 100 // 64 + 1
+    after = dict(store._db.execute("SELECT hash, stored FROM packed"))
+    assert after.keys() == before.keys()        # no second record
+    assert sum(after[k] > before[k] for k in after) == 100   # their time renewed: recent content
+
+
+def test_a_store_that_refuses_a_jobs_blocks_records_none_of_its_files_until_it_has_room(tmp_path, monkeypatch):
+    import errno
+    import types
+    loop = local_loop(tmp_path)
+    held = []
+    loop.disk = types.SimpleNamespace(held=False, hold=lambda exc, paths=(): held.append(exc))
+    for name in ("a.txt", "b.txt"):
+        make(loop.root, name, name.encode())
+    store = loop.scanner.store
+    real = store.put_many
+
+    def full(blocks, verified=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "put_many", full)
+    loop._scan(["a.txt", "b.txt"])
+    assert loop.sent == [] and held and loop.state.paths() == []    # the node is held, nothing recorded
+    assert loop.coalescer.count(lambda path: True) == 2              # both looked at again later
+    monkeypatch.setattr(store, "put_many", real)
+    loop._scan(["a.txt", "b.txt"])
+    assert sorted(e.path for e in loop.sent) == ["a.txt", "b.txt"]
+    assert all(store.has(e.blocks[0][0]) for e in loop.sent)
+
+
+def test_the_scan_jobs_never_run_far_ahead_of_the_recording(tmp_path, monkeypatch):
+    """Each change waiting for the hub is memory: with a slow recording, the
+    pool observes at most a few jobs more than the hub has taken."""
+    import time
+
+    from p2p import limits
+    loop = local_loop(tmp_path)
+    names = [f"f{i:02d}.txt" for i in range(60)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    monkeypatch.setattr(limits, "SCAN_CHUNK", 1)
+    monkeypatch.setattr(limits, "RECORD_EVERY", 1)
+    observed, taken, ahead = [], [], []
+    observe_chunk, record = loop._observe_chunk, loop._record_each_path_apart
+
+    def counted_observe(paths):
+        observed.append(paths)
+        return observe_chunk(paths)
+
+    def slow_record(changes):
+        taken.extend(changes)
+        ahead.append(len(observed) - len(taken))
+        time.sleep(0.005)                       # the hub busy (blocking): the pool threads go on
+        record(changes)
+
+    monkeypatch.setattr(loop, "_observe_chunk", counted_observe)
+    monkeypatch.setattr(loop, "_record_each_path_apart", slow_record)
+    loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    assert max(ahead) <= limits.SCAN_AHEAD + 12, ahead   # the jobs waiting, plus those running (pool threads)
