@@ -221,3 +221,33 @@ def test_fuzz_the_index_database_matches_a_dict_across_flushes_and_reopens(steps
         expected = {p for p, h in model.items() if not (len(h) == 1 and recorded.get(p) == h[0][1])}
         assert sorted(index.differing(recorded.items())) == sorted(expected)
         index.close()
+
+
+def test_a_batch_of_local_events_is_indexed_in_one_transaction_at_its_sync(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    history = History.open(home, Q)
+    flushes = []
+    real_flush = history._index.flush
+    monkeypatch.setattr(history._index, "flush", lambda *a, **k: flushes.append(1) or real_flush(*a, **k))
+    events = [history.make_local("create", "dir", f"d{i}", time=1.0, durable=False) for i in range(200)]
+    assert flushes == []                                   # not one transaction per event
+    assert [e.id for e in history.heads("d7")] == [events[7].id]   # read before the save all the same
+    history.sync()
+    assert flushes == [1]
+    history.close()
+    reopened = History.open(home, Q)
+    assert reopened.replayed == 0 and len(list(reopened.paths())) == 200
+    reopened.close()
+
+
+def test_a_batch_a_kill_interrupts_before_its_sync_is_replayed_from_the_log(tmp_path):
+    home = tmp_path / "home"
+
+    def work():
+        history = History.open(home, Q)
+        for i in range(50):
+            history.make_local("create", "dir", f"d{i}", time=1.0, durable=False)
+    in_child(work)
+    reopened = History.open(home, Q)
+    assert reopened.replayed == 50 and len(list(reopened.paths())) == 50
+    reopened.close()

@@ -140,8 +140,12 @@ class History:
         self._open_mark()
 
     def sync(self) -> None:
-        """fsync the log (group commit; ``LogBroken`` if that fails)."""
+        """fsync the log (group commit; ``LogBroken`` if that fails), then save
+        the index's changes a batch of ``make_local(durable=False)`` left
+        (one transaction for the batch, not one per event)."""
         self._log.sync()
+        if self._index.pending:
+            self._save_index()
 
     def close(self) -> None:
         """Sync the log, save what the index still holds, release both; after a failed fsync only release."""
@@ -262,7 +266,7 @@ class History:
         if unknown:
             raise ValueError(f"parents not in the history: {unknown}")
         self._mark.reserve(seq)   # durable before an event with this seq can exist
-        self._commit([(event, None)], durable=durable)
+        self._commit([(event, None)], durable=durable, save=durable)
         return event
 
     def merge(self, items: Iterable[Union[dict, Event]], source: object = None
@@ -412,8 +416,9 @@ class History:
                     del self._pending[origin]
         return ready
 
-    def _commit(self, entries: List[Tuple[Event, Optional[int]]], *, durable: bool) -> None:
-        """Append the entries that are not in the log yet, then index all of them in order."""
+    def _commit(self, entries: List[Tuple[Event, Optional[int]]], *, durable: bool, save: bool = True) -> None:
+        """Append the entries that are not in the log yet, then index all of them
+        in order; the index is saved now, or (``save=False``) at the next ``sync``."""
         if not entries:
             return
         new = [event for event, offset in entries if offset is None]
@@ -422,7 +427,8 @@ class History:
             offset = next(written) if offset is None else offset
             self._add(event, offset)
             self._remember(offset, event)
-        self._save_index()
+        if save:
+            self._save_index()
 
     def _add(self, event: Event, offset: int) -> None:
         """Index one event (in memory and in the index's pending heads)."""
