@@ -212,18 +212,13 @@ class LocalState:
 
     # -- changing ------------------------------------------------------------
     def set(self, path: str, entry: Entry) -> None:
-        key = _key(path)
-        with self._lock:
-            old = self._get(key)
-            self._write([("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (key,) + entry.row())]
-                        + self._settled(path, key))
-            self._count(old, -1)
-            self._count(entry, 1)
+        self.set_many([(path, entry)])
 
-    def set_many(self, changes: Iterable[Tuple[str, Optional[Entry]]]) -> None:
+    def set_many(self, changes: Iterable[Tuple[str, Optional[Entry]]]) -> Dict[str, Entry]:
         """Record many paths in one transaction (an entry, or None to forget the
         path): all of them or, on an error, none. One commit for a batch of
-        recorded or landed paths instead of one per path."""
+        recorded or landed paths instead of one per path. Returns the entries
+        the paths had before."""
         changes = list(changes)
         if not changes:
             return
@@ -244,33 +239,22 @@ class LocalState:
             except BaseException:
                 self._intended = intended   # nothing was written: the intents stand
                 raise
+            before = {path: old[key] for (path, _), key in zip(changes, keys) if key in old}
             for (path, entry), key in zip(changes, keys):
                 self._count(old.pop(key, None), -1)
                 self._count(entry, 1)
                 if entry is not None:
                     old[key] = entry         # a path named twice counts once
+        return before
 
     def pop(self, path: str) -> Optional[Entry]:
-        key = _key(path)
-        with self._lock:
-            entry = self._get(key)
-            if entry is None:
-                settled = self._settled(path, key)
-                if settled:
-                    self._write(settled)
-                return None
-            self._write([("DELETE FROM entries WHERE path = ?", (key,))] + self._settled(path, key))
-            self._count(entry, -1)
-            return entry
+        """Forget ``path``; returns the entry it had (None if none)."""
+        return self.set_many([(path, None)]).get(path)
 
     def intend(self, path: str, entry: Entry) -> None:
         """Record, before a rename puts ``entry``'s file at ``path``, that the
         path holds either it or what it held before; ``set`` follows the rename."""
-        key = _key(path)
-        with self._lock:
-            old = self._get(key)
-            self._write([("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (key, _to_json(entry), _to_json(old)))])
-            self._intended.add(path)
+        self.intend_many([(path, entry)])
 
     def intend_many(self, changes: Iterable[Tuple[str, Entry]]) -> None:
         """``intend`` for a batch of paths (before their renames), in one
