@@ -107,6 +107,8 @@ class Fetcher:
             event = job.event
             if not self.reconciler.still_wanted(job.path, event):
                 return
+            if not self._source_possible(job.path, event):
+                raise BlocksUnavailable("no peer is connected")
             if event.size > limits.RESUME_MIN:
                 temp, stale = self.partials.begin(job.path, event.id)
                 for old in stale:   # an older version's interrupted transfer: superseded
@@ -158,6 +160,18 @@ class Fetcher:
                 self.partials.end(temp)
             self.jobs.pop(job.path, None)
             self.reconciler.fetch_finished(job)
+
+    def _source_possible(self, path: str, event) -> bool:
+        """Whether this version can be brought here now: a peer is connected,
+        or every block is here already (the store, a file not archived yet, our
+        copy re-cut). Otherwise nothing is created for it (no temporary file,
+        no parent directory): 200,000 files no peer has must not leave a tree
+        of empty directories to walk and watch."""
+        if any(not session.closed.is_set() for session in self.registry.sessions()):
+            return True
+        if all(self.store.has(h) or h in self.archive for h, _ in event.blocks):
+            return True
+        return self._recut_worthwhile(path, event)
 
     def _retry_later(self, path: str, reason: str) -> float:
         """List ``path`` as not synced (one warning) and fetch it again after the back-off."""

@@ -835,10 +835,12 @@ class Node:
         ``limits.HAVE_INTERVAL`` seconds, and at most ``limits.HAVE_RATE`` a
         second in all (a large mesh waits longer), so the traffic per change
         stays O(N)."""
+        sessions = [s for s in self.registry.sessions() if s.ready]
+        if not sessions:
+            return   # (what we lack is not worked out for nobody: a lookup per waiting path)
         need = self.need()
         counts = (need["files"], need["bytes"])
         vv = self.history.vv
-        sessions = [s for s in self.registry.sessions() if s.ready]
         interval = max(limits.HAVE_INTERVAL, len(sessions) / limits.HAVE_RATE)
         now = time.monotonic()
         for session in sessions:
