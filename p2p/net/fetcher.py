@@ -11,7 +11,8 @@ the event, falling back to the others. Each block is verified on arrival (the
 session checks its hash), kept in the store for history, and written at its
 offsets; the file is written once, then fsynced and renamed into place. Jobs
 run in a bounded pool. A job that cannot finish (no connected peer has a
-block) is listed as "waiting for a peer that has its content" (one warning),
+block; with no peer connected at all it creates nothing: no temporary file,
+no parent directory) is listed as "waiting for a peer that has its content" (one warning),
 retried with a back-off and at once when a peer connects; a large file keeps
 what arrived (``p2p.folder.partials``), so the transfer resumes.
 """

@@ -4,7 +4,10 @@ or hand the file to the fetcher; keep our losing versions as conflict copies;
 archive large files into the block store once transfers are quiet.
 
 The decisions are the pure functions of ``p2p.sync.plan``; this is the gevent
-glue that applies them (file work in the node's thread pools).
+glue that applies them (file work in the node's thread pools). A pass reads
+the winners of its dirty paths ``limits.RECONCILE_CHUNK`` at a time, so
+memory does not grow with how many paths differ; paths to look at again
+later wait in heaps (one entry each, not a timer each).
 
 A path it cannot write (a symbolic link, FIFO or other special file in the
 way, an I/O error, an unexpected error) is listed in ``node.unsynced`` (one
