@@ -118,6 +118,8 @@ SCAN_AHEAD = 8                   # scan jobs whose results may wait for the hub 
                                  # never runs far ahead of the recording (each change held is memory)
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
+IN_CHUNK = 500                   # keys per SQLite "IN (...)" statement: under its bound on parameters
+                                 # (999 before SQLite 3.32)
 RECONCILE_CHUNK = 1000           # paths whose winning versions are read at a time: 200,000 dirty paths at
                                  # start hold 1,000 events in memory, not all of them
 UNSYNCED_RETRY_MAX = 300.0       # retry cap: a FIFO in the way costs one attempt per 5 minutes

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Set, Tuple
 
 from p2p import limits
+from p2p.sqlite_in import rows_in
 from p2p.blocks.chunking import Block, read_blocks
 from p2p.history.paths import TEMP_PREFIX
 from p2p.security.private import PRIVATE_DIR, PRIVATE_FILE, create_private
@@ -349,11 +350,7 @@ class BlockStore:
             now = time.time()
             keys = [bytes.fromhex(block_hash) for block_hash, _ in blocks]
             self._begin()
-            present = set()
-            for start in range(0, len(keys), 500):   # SQLite's bound on parameters per statement
-                chunk = keys[start:start + 500]
-                present.update(key for (key,) in self._db.execute(
-                    f"SELECT hash FROM packed WHERE hash IN ({','.join('?' * len(chunk))})", chunk))
+            present = {key for (key,) in rows_in(self._db, "SELECT hash FROM packed WHERE hash IN ({})", keys)}
             if present:
                 self._db.executemany("UPDATE packed SET stored = ? WHERE hash = ?", ((now, key) for key in present))
                 self._changed(len(present))
@@ -415,13 +412,9 @@ class BlockStore:
         found: dict = {}
         if self._db is not None:
             keys = list({bytes.fromhex(block_hash) for block_hash in hashes})
-            rows: list = []
             fds: dict = {}
             with self._lock:   # (opened with the lock: see _read_packed)
-                for start in range(0, len(keys), 500):   # SQLite's bound on parameters per statement
-                    chunk = keys[start:start + 500]
-                    rows += self._db.execute(f"SELECT hash, pack, offset, size FROM packed "
-                                             f"WHERE hash IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                rows = list(rows_in(self._db, "SELECT hash, pack, offset, size FROM packed WHERE hash IN ({})", keys))
                 for pack in {row[1] for row in rows}:
                     try:
                         fds[pack] = os.open(self._pack_path(pack), os.O_RDONLY)

@@ -49,6 +49,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import ujson
 
+from p2p.sqlite_in import rows_in
+
 log = logging.getLogger("p2p.state")
 
 PERMISSIONS = 0o777   # the mode bits that are synced: never setuid, setgid or sticky
@@ -136,14 +138,8 @@ class LocalState:
 
     def get_many(self, paths: List[str]) -> Dict[str, Entry]:
         """The entries of those of ``paths`` that have one, in one query per 500 paths."""
-        keys = [_key(p) for p in paths]
-        found: Dict[str, Entry] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):     # SQLite's bound on parameters per statement
-                chunk = keys[start:start + 500]
-                found.update((_path(row[0]), Entry(*row[1:])) for row in self._db.execute(
-                    f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(chunk))})", chunk))
-        return found
+            return {_path(key): entry for key, entry in self._entries_of([_key(p) for p in paths]).items()}
 
     def with_hashes(self, digests: Iterable[str]) -> Dict[str, List[str]]:
         """The files recorded with each of these contents (digest -> sorted
@@ -151,11 +147,9 @@ class LocalState:
         digests = sorted(set(digests))
         found: Dict[str, List[str]] = {}
         with self._lock:
-            for start in range(0, len(digests), 500):     # SQLite's bound on parameters per statement
-                chunk = digests[start:start + 500]
-                for digest, key in self._db.execute(f"SELECT hash, path FROM entries WHERE kind = 'file' AND hash IN "
-                                                    f"({','.join('?' * len(chunk))})", chunk):
-                    found.setdefault(digest, []).append(_path(key))
+            for digest, key in rows_in(self._db, "SELECT hash, path FROM entries WHERE kind = 'file' AND hash IN ({})",
+                                       digests):
+                found.setdefault(digest, []).append(_path(key))
         for paths in found.values():
             paths.sort()
         return found
@@ -373,12 +367,8 @@ class LocalState:
 
     def _entries_of(self, keys: List[bytes]) -> Dict[bytes, Entry]:
         """key -> Entry of those of ``keys`` recorded (call with the lock): a query per 500 keys."""
-        found = {}
-        for start in range(0, len(keys), 500):     # SQLite's bound on parameters per statement
-            chunk = keys[start:start + 500]
-            found.update((row[0], Entry(*row[1:])) for row in self._db.execute(
-                f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({','.join('?' * len(chunk))})", chunk))
-        return found
+        return {row[0]: Entry(*row[1:])
+                for row in rows_in(self._db, f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({{}})", keys)}
 
     def _settled(self, path: str, key: bytes) -> List[Tuple[str, tuple]]:
         """The statement that drops ``path``'s intent, if it has one (in the same transaction)."""
