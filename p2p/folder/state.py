@@ -174,9 +174,9 @@ class LocalState:
         return [_path(k) for (k,) in rows]
 
     def recorded(self) -> List[Tuple[str, str]]:
-        """(path, event id) of every entry."""
+        """(path, event id) of every entry, in path order (the primary key's)."""
         with self._lock:
-            rows = self._db.execute("SELECT path, event_id FROM entries").fetchall()
+            rows = self._db.execute("SELECT path, event_id FROM entries ORDER BY path").fetchall()
         return [(_path(k), event_id) for k, event_id in rows]
 
     def files_over(self, size: int) -> List[str]:

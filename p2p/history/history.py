@@ -204,8 +204,8 @@ class History:
     def differing(self, recorded: Iterable[Tuple[str, str]]) -> Iterator[str]:
         """The paths whose heads are not exactly the one event ``recorded`` (path,
         event id pairs: what the disk holds) names, and the paths of the history
-        that ``recorded`` lacks: what may need a write. One join in the index's
-        database; no log line is read."""
+        that ``recorded`` lacks: what may need a write. One ordered pass over the
+        index's heads; no log line is read."""
         return iter(self._index.differing(recorded))
 
     def current(self, path: str) -> Optional[Event]:
