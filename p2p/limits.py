@@ -118,6 +118,8 @@ SCAN_AHEAD = 8                   # scan jobs whose results may wait for the hub 
                                  # never runs far ahead of the recording (each change held is memory)
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
+STATE_RANGE_ROWS = 4             # a local-state read of n paths first reads one key range of at most
+                                 # 4n rows (a sorted chunk of the scan: n), then looks up the rest
 IN_CHUNK = 500                   # keys per SQLite "IN (...)" statement: under its bound on parameters
                                  # (999 before SQLite 3.32)
 RECONCILE_CHUNK = 1000           # paths whose winning versions are read at a time: 200,000 dirty paths at

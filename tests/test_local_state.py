@@ -3,16 +3,22 @@ before the call returns, a transaction a crash interrupted leaves the old
 state, a replace interrupted between its intent and its rename is settled from
 the disk, threads changing and reading it at once lose nothing, a database
 deleted or corrupt is rebuilt empty (with one warning) and the older
-local.json + journals are imported, and entries naming events the log lost
-are rehashed."""
+local.json + journals are imported, entries naming events the log lost
+are rehashed, and a read of many paths finds exactly those recorded."""
 
 import os
 import subprocess
 import sys
 import textwrap
+import tempfile
 import threading
 from dataclasses import replace
+from pathlib import Path
+from unittest import mock
 
+from hypothesis import given, settings, strategies as st
+
+from p2p import limits
 from p2p.folder.state import Entry, LocalState
 
 
@@ -262,3 +268,21 @@ def test_a_batch_of_intents_that_fails_records_none(tmp_path):
     else:
         raise AssertionError("the refused intent did not fail the batch")
     assert state._intended == set() and reopen(state).settle(tmp_path) == 0
+
+
+NAMES = st.text(alphabet="ab/é\udcff", min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(recorded=st.lists(NAMES, max_size=40), asked=st.lists(NAMES, max_size=30), range_rows=st.sampled_from([1, 4]))
+def test_get_many_finds_exactly_the_recorded_paths_asked_for_wherever_they_lie(recorded, asked, range_rows):
+    """A read of many paths (one key range, then lookups past its end) returns
+    every recorded path asked for and nothing else, the paths close together
+    or spread among many others (``range_rows`` 1: the range runs out at once)."""
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(limits, "STATE_RANGE_ROWS", range_rows):
+        state = LocalState(Path(tmp) / "local.db")
+        model = {path: Entry("file", number, number, number, 0o644, "h" * 64, f"A:{number + 1}")
+                 for number, path in enumerate(dict.fromkeys(recorded))}
+        state.set_many(model.items())
+        assert state.get_many(asked) == {path: model[path] for path in asked if path in model}
+        state.close()
