@@ -616,6 +616,10 @@ class BlockStore:
                 rows = self._db.execute("SELECT hash, stored, size FROM packed").fetchall()
             for digest, stored, size in rows:
                 yield digest.hex(), stored, size
+        yield from self._block_files()
+
+    def _block_files(self) -> Iterator[Tuple[str, float, int]]:
+        """(hash, mtime, size) of every block stored as a file of its own."""
         try:
             fans = list(os.scandir(self.root))
         except FileNotFoundError:
@@ -633,12 +637,14 @@ class BlockStore:
                 yield entry.name, st.st_mtime, st.st_size
 
     def total_bytes(self) -> int:
-        """The bytes of every stored block: counted once (a walk of the
-        store's files and its index), then kept as a running total by every
+        """The bytes of every stored block: counted once (a sum in the index,
+        a walk of the block files), then kept as a running total by every
         store and removal."""
         with self._lock:
             if self._bytes is None:
-                self._bytes = sum(size for _, _, size in self._entries())
+                (packed,) = self._db.execute("SELECT coalesce(sum(size), 0) FROM packed").fetchone() \
+                    if self._db is not None else (0,)
+                self._bytes = packed + sum(size for _, _, size in self._block_files())
             return self._bytes
 
     def _remove(self, path: Path) -> None:
