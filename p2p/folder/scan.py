@@ -57,6 +57,7 @@ class Scanner:
     def __init__(self, root: Path, state: LocalState, store: BlockStore,
                  ignored: Callable[[str], bool] = lambda path: False):
         self.root = root
+        self._root = os.path.join(root, "")   # with its final separator: a path is appended
         self.state = state
         self.store = store
         self.ignored = ignored
@@ -75,19 +76,19 @@ class Scanner:
             return None
         if entry is LOOK_UP:
             entry = self.state.get(path)
-        full = os.path.join(self.root, path)   # (a str: a Path per path costs more than its lstat)
+        full = self._root + path   # (a str: a Path per path costs more than its lstat)
         try:
             st = os.lstat(full)
         except (FileNotFoundError, NotADirectoryError):
             st = None
+        if entry is not None and st is not None and entry.same_stat(st):
+            return None   # (the common case first: a regular file or a directory, as recorded)
         if st is None or statmod.S_ISLNK(st.st_mode) or not (statmod.S_ISREG(st.st_mode) or statmod.S_ISDIR(st.st_mode)):
             if entry is None:
                 return None
             return Change(path, entry.kind, deleted=True)
         if entry is None and not self._check_name(path, st):
             return None  # inside a directory whose own name is reported (or renamed)
-        if entry is not None and entry.same_stat(st):
-            return None
         if statmod.S_ISDIR(st.st_mode):
             return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS, mtime=st.st_mtime_ns, stat=st)
         large = st.st_size > limits.ARCHIVE_LATER_MIN

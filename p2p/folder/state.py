@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS intents (path BLOB PRIMARY KEY, new TEXT NOT NULL, ol
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 """
 COLUMNS = "kind, size, mtime, ino, mode, hash, event_id"
+_TYPE_AND_PERMISSIONS = statmod.S_IFMT(0o177777) | PERMISSIONS   # the file type and the synced bits of st_mode
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,8 @@ class Entry:
         """True when ``st`` shows the path unchanged since this entry (a chmod counts as a change)."""
         if self.kind == "dir":
             return statmod.S_ISDIR(st.st_mode)
-        return (statmod.S_ISREG(st.st_mode) and st.st_size == self.size
-                and st.st_mtime_ns == self.mtime and st.st_ino == self.ino
-                and statmod.S_IMODE(st.st_mode) & PERMISSIONS == self.mode)
+        return (st.st_size == self.size and st.st_mtime_ns == self.mtime and st.st_ino == self.ino
+                and st.st_mode & _TYPE_AND_PERMISSIONS == statmod.S_IFREG | self.mode)   # a regular file, same bits
 
     @classmethod
     def from_stat(cls, st: os.stat_result, hash: str, event_id: str) -> "Entry":
