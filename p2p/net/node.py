@@ -207,13 +207,21 @@ class Node:
         self.spawn(self._rescan_loop)
         self.scanner.keep_temporaries = frozenset(self.partials.to_keep(self._wanted_id))
         self.local_changes.rescan([""])  # the start-up scan: the whole folder
-        differing = set(self.history.differing(self.state.recorded()))   # what may need a write
-        log.debug("%d paths of the history differ from the local state at start", len(differing))
-        self.reconciler.mark_dirty(differing)
+        self.spawn(self._mark_differing)  # (runs once the scan's first job is in the pool, not before it)
         for address in self.config.peers:
             self._dial(address, static=True)
         if self.config.discovery is not None:
             self._start_discovery()
+
+    def _mark_differing(self) -> None:
+        """Mark for the reconciler what the history and the local state disagree
+        on at start (what may need a write). It runs on the hub while the
+        start-up scan's walk runs in the pool, and in one go (it never yields),
+        so before the scan ends; the reconciler waits for the scan anyway. A
+        path the scan changes meanwhile is marked by the scan too."""
+        differing = set(self.history.differing(self.state.recorded()))
+        log.debug("%d paths of the history differ from the local state at start", len(differing))
+        self.reconciler.mark_dirty(differing)
 
     def _start_gui(self) -> None:
         """Serve the dashboard. The default address may be taken (another peer on
