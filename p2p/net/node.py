@@ -62,7 +62,6 @@ from p2p.net.control import ControlServer
 from p2p.net.disk_guard import DiskGuard
 from p2p.net.discovery import Discovery
 from p2p.net.fetcher import WAITING, Fetcher
-from p2p.net.gui import GuiServer
 from p2p.net.local_changes import LocalChanges
 from p2p.net.pause import Pauses
 from p2p.net.peers import Failure, PeerRegistry
@@ -227,6 +226,8 @@ class Node:
         """Serve the dashboard. The default address may be taken (another peer on
         this machine): then a warning, and the peer runs without it; an address
         the user asked for that cannot be served stops the start."""
+        from p2p.net.gui import GuiServer   # (0.1 s of imports a peer with --gui off never needs)
+
         gui = GuiServer(self)
         try:
             gui.start()
