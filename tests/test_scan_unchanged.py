@@ -3,19 +3,24 @@ edited while the peer was down): every change of content, size, mtime,
 permissions, inode or kind is found, even one that keeps size and mtime;
 deleted paths, and files replaced by a symbolic link or a FIFO, read as
 deleted; an untouched file or directory is not a change. ``Entry.same_stat``
-(a few integer comparisons per path) agrees with its definition for any stat."""
+(a few integer comparisons per path) agrees with its definition for any stat,
+and the start-up listing (``Scanner.changed``) leaves out only unchanged paths."""
 
 import os
+import shutil
 import stat as statmod
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
-from hypothesis import given, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from p2p.blocks.store import BlockStore
 from p2p.folder.scan import Scanner
 from p2p.folder.state import PERMISSIONS, Entry, LocalState
 
 MTIME = 1_700_000_000_123_456_789
+EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "150"))
 
 
 def recorded_folder(tmp_path):
@@ -79,3 +84,91 @@ def test_same_stat_is_true_exactly_when_the_kind_and_for_a_file_size_mtime_inode
         expected = (statmod.S_ISREG(disk.st_mode) and (st_size, st_mtime, st_ino) == (size, mtime, ino)
                     and statmod.S_IMODE(disk.st_mode) & PERMISSIONS == entry.mode)
     assert entry.same_stat(disk) == expected
+
+
+NAMES = ["a", "b", "a-b"]   # (a name with a "-" sorts between "a" and "a/...")
+TREE = st.recursive(st.sampled_from([b"x", b"yy"]), lambda kids: st.dictionaries(st.sampled_from(NAMES), kids,
+                                                                                   max_size=3), max_leaves=8)
+EDITS = st.lists(st.tuples(st.sampled_from(["write", "chmod", "remove", "mkdir", "link", "fifo", "replace"]),
+                           st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)), max_size=6)
+
+
+def build(root, tree) -> None:
+    for name, sub in tree.items():
+        if isinstance(sub, dict):
+            (root / name).mkdir()
+            build(root / name, sub)
+        else:
+            (root / name).write_bytes(sub)
+
+
+def edit(root, kind, parts) -> None:
+    target = root.joinpath(*parts)
+    try:
+        if kind == "write":
+            target.write_bytes(b"edited")
+        elif kind == "chmod":
+            os.chmod(target, 0o600)
+        elif kind == "remove":
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+        elif kind == "mkdir":
+            target.mkdir()
+        elif kind == "link":
+            os.symlink(root, target)
+        elif kind == "fifo":
+            os.mkfifo(target)
+        else:                                      # same size and mtime, another inode
+            st_ = os.lstat(target)
+            (target.parent / "new").write_bytes(target.read_bytes())
+            os.utime(target.parent / "new", ns=(st_.st_mtime_ns, st_.st_mtime_ns))
+            os.replace(target.parent / "new", target)
+    except (OSError, ValueError):
+        pass                                       # (no such path, a parent that is a file, ...)
+
+
+def found_changes(scanner, paths) -> dict:
+    out = {}
+    for path in sorted(set(paths)):
+        try:
+            change = scanner.observe(path, scanner.state.get(path), held=[])
+        except Exception as exc:                   # NotSynced, Renamed: as the local loop reports them
+            out[path] = type(exc).__name__
+            continue
+        if change is not None:
+            out[path] = (change.kind, change.deleted, change.hash, change.mode)
+    return out
+
+
+NESTED = {"a": {"a": b"x", "b": {"a": b"yy"}}, "a-b": b"x", "b": b"yy"}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(tree=TREE.filter(lambda t: isinstance(t, dict)), edits=EDITS)
+@example(tree=NESTED, edits=[("remove", ["a"]), ("write", ["a"])])          # a directory replaced by a file
+@example(tree=NESTED, edits=[("remove", ["a"]), ("link", ["a"])])           # ... by a link to a directory
+@example(tree=NESTED, edits=[("remove", ["a", "b"]), ("fifo", ["a", "b"])])  # ... by a FIFO
+@example(tree=NESTED, edits=[("remove", ["a"])])                            # removed, with what it held
+@example(tree=NESTED, edits=[("remove", ["b"]), ("mkdir", ["b"]), ("write", ["b", "a"])])   # a file by a directory
+@example(tree=NESTED, edits=[("replace", ["a", "a"]), ("chmod", ["a-b"]), ("write", ["a", "b", "a"])])
+def test_the_start_up_listing_leads_to_the_same_changes_as_looking_at_every_path(tree, edits):
+    """``Scanner.changed()`` leaves out only paths ``observe`` finds unchanged:
+    whatever was edited while the peer was down, the changes found over its
+    paths are those found over every path on disk and in the local state."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "shared"
+        root.mkdir()
+        build(root, tree)
+        state = LocalState(Path(tmp) / "local.db")
+        scanner = Scanner(root, state, BlockStore(Path(tmp) / "blocks"))
+        for path in scanner.walk():
+            try:
+                change = scanner.observe(path)
+            except Exception:
+                continue
+            if change is not None:
+                state.set(path, change.entry("A:1"))
+        for kind, parts in edits:
+            edit(root, kind, parts)
+        everything = found_changes(scanner, list(scanner.walk()) + state.under(""))
+        assert found_changes(scanner, scanner.changed()) == everything
+        state.close()

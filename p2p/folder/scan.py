@@ -3,9 +3,10 @@
 ``Scanner.observe(path)`` stats one path and, when it differs from what the
 local state remembers, hashes it into the block store (or, for a small file
 and a caller that stores many at once, into its ``held`` list) and returns a
-``Change``; ``Scanner.walk()`` lists every syncable path for the start-up
-scan. Blocking code: the node runs it in the thread pool. Symbolic links are
-skipped (never followed), as are internal and ignored paths.
+``Change``; ``Scanner.walk()`` lists every syncable path, and
+``Scanner.changed()`` those of the start-up scan that may differ from the
+local state. Blocking code: the node runs it in the thread pool. Symbolic
+links are skipped (never followed), as are internal and ignored paths.
 
 A name that no event can carry (``check_path``: control characters,
 backslashes, Windows reserved names, names that are not UTF-8, ...) raises
@@ -23,7 +24,7 @@ import stat as statmod
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from p2p import limits
 from p2p.blocks.chunking import FileChanged, hash_file, read_blocks
@@ -122,25 +123,90 @@ class Scanner:
             yield top
             if not is_event_path(top):
                 return
-        for dirpath, dirnames, filenames in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+        for dirpath, rel_dir, dirnames, filenames in self._listing(base, remove_temporaries):
             keep = []
-            for name in sorted(dirnames):
+            for name in dirnames:
                 rel = self._join(rel_dir, name)
                 if self.syncable(rel) and not os.path.islink(os.path.join(dirpath, name)):
                     if is_event_path(rel):
                         keep.append(name)
                     yield rel
             dirnames[:] = keep
-            for name in sorted(filenames):
-                if is_temp_name(name):
-                    if remove_temporaries and self._join(rel_dir, name) not in self.keep_temporaries:
-                        _remove_quietly(os.path.join(dirpath, name))
-                    continue
+            for name in filenames:
                 rel = self._join(rel_dir, name)
                 if self.syncable(rel):
                     yield rel
+
+    def changed(self, remove_temporaries: bool = False) -> Iterator[str]:
+        """The start-up scan's paths: those of ``walk()`` but the ones ``observe``
+        would find as the local state recorded them (a file with the same
+        stat, a directory still a directory), which it leaves out, plus the
+        recorded paths gone from disk and what was recorded under them. One
+        ``LocalState.children`` query per directory and one lstat per file,
+        instead of a lookup of every path and a second pass over each."""
+        unlisted: List[OSError] = []   # directories os.walk could not list: observe says why, of each path
+        for dirpath, rel_dir, dirnames, filenames in self._listing(self.root, remove_temporaries, unlisted.append):
+            yield from self._recorded_inside(unlisted)
+            recorded = self.state.children(rel_dir)
+            keep = []
+            for name in dirnames:
+                rel, entry = self._join(rel_dir, name), recorded.pop(name, None)
+                if not self.syncable(rel) or os.path.islink(os.path.join(dirpath, name)):
+                    if entry is not None:   # (a directory replaced by a link: gone, as is what it held)
+                        yield rel
+                        yield from self._recorded_under(rel, entry)
+                    continue
+                if is_event_path(rel):
+                    keep.append(name)
+                elif entry is not None:
+                    yield from self._recorded_under(rel, entry)
+                if entry is None or entry.kind != "dir":
+                    yield rel
+            dirnames[:] = keep
+            for name in filenames:
+                rel, entry = self._join(rel_dir, name), recorded.pop(name, None)
+                if not self.syncable(rel):
+                    continue
+                if entry is not None:
+                    try:
+                        if entry.same_stat(os.lstat(f"{dirpath}/{name}")):
+                            continue
+                    except OSError:
+                        pass            # gone meanwhile: observe says so
+                    yield from self._recorded_under(rel, entry)   # (a directory replaced by a file)
+                yield rel
+            for name, entry in recorded.items():   # recorded, and no longer on disk
+                rel = self._join(rel_dir, name)
+                yield rel
+                yield from self._recorded_under(rel, entry)
+        yield from self._recorded_inside(unlisted)
+
+    def _listing(self, base, remove_temporaries: bool, onerror=None) -> Iterator[Tuple[str, str, list, list]]:
+        """``os.walk(base)``, top-down: (directory, its path in the folder, the
+        names of its directories, of its files), the names sorted; temporary
+        files left out (removed, with ``remove_temporaries``, unless kept). The
+        caller trims the directory names to those to enter."""
+        for dirpath, dirnames, filenames in os.walk(base, onerror=onerror):
+            rel_dir = os.path.relpath(dirpath, self.root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            files = []
+            for name in sorted(filenames):
+                if not is_temp_name(name):
+                    files.append(name)
+                elif remove_temporaries and self._join(rel_dir, name) not in self.keep_temporaries:
+                    _remove_quietly(os.path.join(dirpath, name))
+            dirnames.sort()
+            yield dirpath, rel_dir, dirnames, files
+
+    def _recorded_inside(self, unlisted: List[OSError]) -> Iterator[str]:
+        """What the local state records inside the directories os.walk could not list."""
+        while unlisted:
+            rel = os.path.relpath(unlisted.pop().filename, self.root).replace(os.sep, "/")
+            yield from self.state.under("" if rel == "." else rel)
+
+    def _recorded_under(self, path: str, entry) -> List[str]:
+        """What the local state records inside ``path``, if it recorded a directory there."""
+        return self.state.under(path) if entry.kind == "dir" else []
 
     @staticmethod
     def _join(rel_dir: str, name: str) -> str:

@@ -174,6 +174,20 @@ class LocalState:
                                         (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
         return [_path(k) for (k,) in rows]
 
+    def children(self, directory: str) -> Dict[str, Entry]:
+        """name -> Entry of the paths recorded directly inside ``directory``
+        ("" is the folder's top): one range of the primary key (the subtree),
+        filtered in SQLite to the names with no "/" after the prefix."""
+        low = _key(directory) + b"/" if directory else b""
+        with self._lock:
+            if directory:
+                rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path > ? AND path < ? "
+                                        "AND instr(substr(path, ?), X'2F') = 0",
+                                        (low, low[:-1] + b"0", len(low) + 1)).fetchall()   # "0" follows "/"
+            else:
+                rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE instr(path, X'2F') = 0").fetchall()
+        return {_path(row[0][len(low):]): Entry(*row[1:]) for row in rows}
+
     def recorded(self) -> List[Tuple[str, str]]:
         """(path, event id) of every entry, in path order (the primary key's)."""
         with self._lock:

@@ -249,10 +249,13 @@ class LocalChanges:
 
     def _expand_one(self, path: str, entry, out: dict) -> None:
         full = self.root / path
+        if path == "" and not self.scanned.is_set():   # the start-up scan: what may differ from the record
+            for p in self.threadpool.apply(lambda: list(self.scanner.changed(remove_temporaries=True))):
+                out[p] = None
+            return
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
         if on_disk_dir:
-            startup = path == "" and not self.scanned.is_set()
-            for p in self.threadpool.apply(lambda: list(self.scanner.walk(path, startup))):
+            for p in self.threadpool.apply(lambda: list(self.scanner.walk(path))):
                 out[p] = None
         elif path:
             out[path] = None
