@@ -189,12 +189,20 @@ class History:
 
     def heads(self, path: str) -> Tuple[Event, ...]:
         """The events of ``path`` no other event supersedes (deletes included), by id."""
-        return tuple(sorted((self._read(offset) for offset, _ in self._index.heads(path)), key=lambda e: e.id))
+        return self._events_of(self._index.heads(path))
+
+    def heads_many(self, paths: Iterable[str]) -> Dict[str, Tuple[Event, ...]]:
+        """``heads`` of many paths, read from the index in one query per
+        ``limits.IN_CHUNK`` (a batch of changes looks its paths up at once)."""
+        return {path: self._events_of(heads) for path, heads in self._index.heads_many(list(paths)).items()}
+
+    def _events_of(self, heads) -> Tuple[Event, ...]:
+        return tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
 
     def all_heads(self) -> Iterator[Tuple[str, Tuple[Event, ...]]]:
         """(path, heads) for every path that has ever had an event (reads every head event)."""
         for path, heads in self._index.groups():
-            yield path, tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
+            yield path, self._events_of(heads)
 
     def paths(self) -> Iterator[str]:
         """Every path that has ever had an event (from the index alone: no log line is read)."""

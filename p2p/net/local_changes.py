@@ -274,6 +274,7 @@ class LocalChanges:
             return
         entries = dict.fromkeys(c.path for c in changes)   # path -> its entry (None: none), one query
         entries.update(self.state.get_many(list(entries)))
+        heads = self.history.heads_many(entries)   # path -> its heads, one query; each used once (_local_event)
         pending = {}   # path -> entry (None: forget it): this batch's local state, one transaction
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
@@ -295,11 +296,11 @@ class LocalChanges:
                         if source is not None:
                             deleted.pop(source.path, None)
                             new_events += self._local_event(source, self._entry(source.path, entries), pending,
-                                                            moved_to=c.path)
+                                                            heads, moved_to=c.path)
                             moved_from = source.path
-                    new_events += self._local_event(c, entries[c.path], pending, moved_from=moved_from)
+                    new_events += self._local_event(c, entries[c.path], pending, heads, moved_from=moved_from)
                 for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-                    new_events += self._local_event(c, entries[c.path], pending)
+                    new_events += self._local_event(c, entries[c.path], pending, heads)
                 self.state.set_many(pending.items())   # only once their events are written
             except LogBroken:
                 raise
@@ -332,12 +333,14 @@ class LocalChanges:
         """``path``'s entry: read with the batch (``entries``), or now (a move's source from another batch)."""
         return entries[path] if path in entries else self.state.get(path)
 
-    def _local_event(self, change, entry, pending: dict, moved_from=None, moved_to=None) -> list:
+    def _local_event(self, change, entry, pending: dict, batch_heads: dict, moved_from=None, moved_to=None) -> list:
         """The event ``change`` makes (none if the history has it already) given
-        the path's local ``entry``; what the local state must then hold goes
+        the path's local ``entry`` and its heads as the batch read them
+        (``batch_heads``: taken out, as this event changes them; a path not
+        in it is looked up); what the local state must then hold goes
         into ``pending``, written by the caller once the events are."""
         path = change.path
-        heads = self.history.heads(path)
+        heads = batch_heads.pop(path) if path in batch_heads else self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
