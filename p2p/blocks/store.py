@@ -147,6 +147,7 @@ class BlockStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")   # a lost row is a block fetched again; the packs are the truth
             db.execute("PRAGMA wal_autocheckpoint=0")   # never in a commit (maybe the hub's): flush checkpoints
+            db.execute(f"PRAGMA cache_size=-{limits.INDEX_CACHE_KIB}")   # random keys: every page is hot
             for statement in SCHEMA:
                 db.execute(statement)
         except BaseException:
