@@ -260,14 +260,14 @@ def test_an_error_while_recording_one_change_loses_none_of_the_others(tmp_path, 
     loop = local_loop(tmp_path)
     for name in ("a.txt", "bad-record.txt", "z.txt"):
         make(loop.root, name, name.encode())
-    make_local = loop.history.make_local
+    make_local_many = loop.history.make_local_many
 
-    def faulty(type, kind, path, **fields):
-        if path == "bad-record.txt":
+    def faulty(specs, **options):
+        if any(spec["path"] == "bad-record.txt" for spec in specs):
             raise RuntimeError("a bug while recording")
-        return make_local(type, kind, path, **fields)
+        return make_local_many(specs, **options)
 
-    monkeypatch.setattr(loop.history, "make_local", faulty)
+    monkeypatch.setattr(loop.history, "make_local_many", faulty)
     loop._scan(["a.txt", "bad-record.txt", "z.txt"])
     assert sent_paths(loop) == ["a.txt", "z.txt"]            # made before the error, or after it
     assert "a bug while recording" in loop.unsynced.get("bad-record.txt").reason

@@ -367,3 +367,23 @@ def test_a_full_folder_disk_keeps_the_history_going_and_catches_up(make_peer, tm
             assert a.stop() == 0
         finally:
             a.stop()
+
+
+def test_a_batch_of_local_events_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    history = History.open(tmp_path, A)
+    first = history.make_local("create", "dir", "a", time=1.0)
+    specs = [dict(type="create", kind="dir", path="b", time=2.0), dict(type="delete", kind="dir", path="a", time=2.0)]
+    size = (tmp_path / "events.jsonl").stat().st_size
+    monkeypatch.setattr(os, "write", FailingWrite(150))   # the disk fills half way through the batch's line
+    with pytest.raises(LogWriteFailed):
+        history.make_local_many(specs, durable=False)
+    assert history.vv == {A: 1} and history.heads("b") == () and (tmp_path / "events.jsonl").stat().st_size == size
+    monkeypatch.undo()
+    with pytest.raises(ValueError):   # one path twice: the second's parents would miss the first
+        history.make_local_many(specs + [dict(type="create", kind="dir", path="b", time=3.0)])
+    assert history.vv == {A: 1}
+    made = history.make_local_many(specs)
+    assert [e.seq for e in made] == [2, 3] and made[0].lamport < made[1].lamport
+    assert made[1].parents == (first.id,) and history.heads("a") == (made[1],)   # parents: the heads before
+    assert [e.id for e in lines_valid(tmp_path / "events.jsonl")] == [first.id] + [e.id for e in made]
+    history.close()

@@ -3,7 +3,9 @@ each appended batch is one transaction; a start replays only the log's tail
 beyond what it covers; a crash in the middle of a batch or of a rebuild loses
 nothing; a database ahead of the log (a crash cut the log's unsynced tail),
 over another log or with a damaged page is rebuilt; a batch writes only the
-rows it changes; the start and ``differing`` read no line of the log."""
+rows it changes; the start and ``differing`` read no line of the log; a
+batch's look-up of its paths' heads (``heads_many``) agrees with ``heads``
+across the index's saves."""
 
 import os
 import tempfile
@@ -210,6 +212,9 @@ def test_fuzz_the_index_database_matches_a_dict_across_flushes_and_reopens(steps
             model[name] = tuple(h for h in heads if h[0] not in superseded) + ((number, f"A:{number + 1}"),)
             if flush:
                 index.flush(offsets, {"end": number})
+            if data.draw(st.booleans()):   # a batch's look-up: its rows serve the next add_head until a flush
+                asked = data.draw(st.lists(st.sampled_from(["a", "b", "dir/c", "é", "never"]), unique=True))
+                assert index.heads_many(asked) == {p: model.get(p, ()) for p in asked}
             if data.draw(st.booleans()) and not index.pending:   # reopen what was saved
                 index.close()
                 index = IndexDB.open(path)

@@ -240,3 +240,15 @@ def test_reading_a_batch_leaves_a_torn_block_out_and_forgets_it(tmp_path):
     assert not store.has(sha(blobs[2])) and store.total_bytes() == sum(len(b) for i, b in enumerate(blobs) if i != 2)
     with pytest.raises(CorruptBlock):
         store.put_many([(sha(blobs[1]), blobs[2])])   # data checked against the hash named, unless verified
+
+
+def test_a_small_block_an_older_store_kept_as_a_file_stays_one_and_is_not_packed_again(tmp_path):
+    old, new = b"kept as a file by an older store", b"a block of this version"
+    fan = tmp_path / "blocks" / sha(old)[:2]
+    fan.mkdir(parents=True)
+    (fan / sha(old)).write_bytes(old)
+    store = BlockStore(tmp_path / "blocks")   # lists the fan-out directories once
+    store.put_many([(sha(old), old), (sha(new), new)])
+    assert store._packed(sha(old)) is None and store._packed(sha(new)) is not None
+    assert store.get(sha(old)) == old and store.total_bytes() == len(old) + len(new)
+    store.close()

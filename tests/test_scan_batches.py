@@ -1,5 +1,6 @@
 """The local loop records a scanned batch with work that does not grow per
-path: one local-state transaction per batch, the same events and entries as
+path: one local-state transaction, one write of the history's log and one
+look-up of the paths' heads per batch, the same events and entries as
 before, moves within one batch paired once."""
 
 from test_bad_names import local_loop, make
@@ -29,20 +30,29 @@ def test_a_batch_of_new_files_is_recorded_in_one_local_state_transaction(tmp_pat
     from p2p import limits
     monkeypatch.setattr(limits, "RECORD_INTERVAL", 60.0)   # one batch however slow the machine
     loop = local_loop(tmp_path)
+    make(loop.root, "before.txt", b"first")
+    loop._scan(["before.txt"])                   # the history's index holds heads: each path is looked up
+    loop.sent.clear()
     names = [f"f{i:03d}.txt" for i in range(100)]
     for name in names:
         make(loop.root, name, name.encode())
     writes = count_transactions(loop.state, monkeypatch)
     queries = count_queries(loop.state)
+    heads_queries = count_queries(loop.history._index)
+    appends = []
+    real_append = loop.history._log.append
+    monkeypatch.setattr(loop.history._log, "append", lambda events, **kw: appends.append(1) or real_append(events, **kw))
     loop._scan(names)
     assert sorted(e.path for e in loop.sent) == names
     assert len(writes) == 1                      # not one per path
     assert len(queries) <= 10, queries            # the entries, the moves' sources, the totals: not per path
+    assert len(appends) == 1                     # the batch's events: one write of the log
+    assert len([q for q in heads_queries if "FROM heads" in q]) <= 2, heads_queries   # not one (or two) per path
     by_path = {e.path: e for e in loop.sent}
     for name in names:
         entry = loop.state.get(name)
         assert entry.event_id == by_path[name].id and entry.hash == by_path[name].hash
-    assert loop.state.totals()["files"] == 100
+    assert loop.state.totals()["files"] == 101   # with before.txt
     loop.sent.clear()
     loop._scan(names)                            # unchanged: no event, no transaction
     assert loop.sent == [] and len(writes) == 1

@@ -100,6 +100,7 @@ class BlockStore:
         self._since = 0.0            # monotonic time of the first of them
         self._unmerged = 0           # index changes committed since the last checkpoint
         self._checkpointer: Optional[sqlite3.Connection] = None   # checkpoints off the lock (flush)
+        self._fans: Optional[Set[str]] = None   # the fan-out directories of block files (listed once: _fan_outs)
         if create:
             self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             self.packs.mkdir(mode=PRIVATE_DIR, exist_ok=True)
@@ -146,6 +147,7 @@ class BlockStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")   # a lost row is a block fetched again; the packs are the truth
             db.execute("PRAGMA wal_autocheckpoint=0")   # never in a commit (maybe the hub's): flush checkpoints
+            db.execute(f"PRAGMA cache_size=-{limits.INDEX_CACHE_KIB}")   # random keys: every page is hot
             for statement in SCHEMA:
                 db.execute(statement)
         except BaseException:
@@ -355,11 +357,13 @@ class BlockStore:
                 self._db.executemany("UPDATE packed SET stored = ? WHERE hash = ?", ((now, key) for key in present))
                 self._changed(len(present))
             loose, new = [], []
+            fans = self._fan_outs()
             for (block_hash, data), key in zip(blocks, keys):
                 if key in present:
                     continue
                 present.add(key)   # a block named twice is packed once
-                if os.path.exists(self._path(block_hash)):
+                fan = block_hash[:2]
+                if fan in fans and os.path.exists(os.path.join(self.root, fan, block_hash)):
                     loose.append((block_hash, data))
                 else:
                     new.append((key, _record(key, data)))
@@ -383,6 +387,18 @@ class BlockStore:
                     self._bytes += size - len(part) * RECORD.size
                 self._changed(len(part))
             return loose
+
+    def _fan_outs(self) -> Set[str]:
+        """The names of the fan-out directories (``ab/``) that exist: a block not
+        under one is no file of its own, without a ``stat`` per block. Listed
+        once; this store is the only one that makes them (``_store``) and
+        none is ever removed. Call with the lock."""
+        if self._fans is None:
+            try:
+                self._fans = {name for name in os.listdir(self.root) if len(name) == 2}
+            except FileNotFoundError:
+                self._fans = set()
+        return self._fans
 
     # -- single blocks -----------------------------------------------------
     def _path(self, block_hash: str) -> Path:
@@ -491,6 +507,8 @@ class BlockStore:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
             except FileNotFoundError:  # the first block of its fan-out directory
                 path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+                with self._lock:
+                    self._fan_outs().add(path.parent.name)
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
             try:
                 if source_fd is None or not _copy_range(source_fd, fd, len(data), offset, 0):

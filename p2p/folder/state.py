@@ -38,6 +38,7 @@ guards the one connection (SQLite itself releases the GIL while it works).
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import sqlite3
@@ -408,13 +409,14 @@ class LocalState:
         return [("DELETE FROM intents WHERE path = ?", (key,))]
 
     def _write(self, statements: Iterable[Tuple[str, tuple]]) -> None:
-        """One transaction: all of ``statements`` or, on an error, none of them."""
+        """One transaction: all of ``statements`` or, on an error, none of them
+        (in order; a run of the same statement is one ``executemany``)."""
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    db.execute(sql, args)
+                for sql, run in itertools.groupby(statements, key=lambda statement: statement[0]):
+                    db.executemany(sql, [args for _, args in run])
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:   # a failed COMMIT (a full disk) may have rolled back already

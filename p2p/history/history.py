@@ -189,12 +189,20 @@ class History:
 
     def heads(self, path: str) -> Tuple[Event, ...]:
         """The events of ``path`` no other event supersedes (deletes included), by id."""
-        return tuple(sorted((self._read(offset) for offset, _ in self._index.heads(path)), key=lambda e: e.id))
+        return self._events_of(self._index.heads(path))
+
+    def heads_many(self, paths: Iterable[str]) -> Dict[str, Tuple[Event, ...]]:
+        """``heads`` of many paths, read from the index in one query per
+        ``limits.IN_CHUNK`` (a batch of changes looks its paths up at once)."""
+        return {path: self._events_of(heads) for path, heads in self._index.heads_many(list(paths)).items()}
+
+    def _events_of(self, heads) -> Tuple[Event, ...]:
+        return tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
 
     def all_heads(self) -> Iterator[Tuple[str, Tuple[Event, ...]]]:
         """(path, heads) for every path that has ever had an event (reads every head event)."""
         for path, heads in self._index.groups():
-            yield path, tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
+            yield path, self._events_of(heads)
 
     def paths(self) -> Iterator[str]:
         """Every path that has ever had an event (from the index alone: no log line is read)."""
@@ -251,23 +259,44 @@ class History:
         leaves this machine: a local event must never be lost after peers saw it.
         ``LogWriteFailed``: nothing was written or indexed; try again later.
         """
+        return self.make_local_many([dict(type=type, kind=kind, path=path, size=size, mode=mode, mtime=mtime,
+                                          hash=hash, blocks=blocks, parents=parents, time=time,
+                                          moved_from=moved_from, moved_to=moved_to, target=target)],
+                                    durable=durable)[0]
+
+    def make_local_many(self, specs: List[dict], *, durable: bool = True) -> List[Event]:
+        """``make_local`` for a batch of events, each given by ``make_local``'s
+        keyword arguments (``durable`` is for the whole batch): stamped in
+        order, appended in one write and indexed; all of them or, on
+        ``LogWriteFailed``, none. Each event's parents (its path's heads when
+        None) are events already in the history, so a batch names a path once."""
         if self._log.read_only:
             raise PermissionError("read-only history")
         if self.lost_own_events is not None:
             raise PermissionError(f"not issuing events as {self.device_id}: {self.lost_own_events}")
-        if parents is None:
-            parents = tuple(event.id for event in self.heads(path))
-        seq = len(self._offsets.get(self.device_id, ())) + 1
-        event = Event(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
-                      lamport=self._lamport + 1, type=type, kind=kind, path=path, size=size, mode=mode,
-                      mtime=mtime, hash=hash, blocks=tuple(blocks), parents=tuple(parents), time=time,
-                      moved_from=moved_from, moved_to=moved_to, target=target)
-        unknown = [p for p in event.parents if not self.knows(p)]
-        if unknown:
-            raise ValueError(f"parents not in the history: {unknown}")
-        self._mark.reserve(seq)   # durable before an event with this seq can exist
-        self._commit([(event, None)], durable=durable, save=durable)
-        return event
+        if len({spec["path"] for spec in specs}) != len(specs):
+            raise ValueError("a batch of local events names a path twice")
+        first = len(self._offsets.get(self.device_id, ())) + 1
+        events = []
+        for number, spec in enumerate(specs):
+            seq = first + number
+            parents = spec.get("parents")
+            if parents is None:
+                parents = tuple(event.id for event in self.heads(spec["path"]))
+            event = Event(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
+                          lamport=self._lamport + 1 + number, type=spec["type"], kind=spec["kind"],
+                          path=spec["path"], size=spec.get("size", 0), mode=spec.get("mode", 0),
+                          mtime=spec.get("mtime", 0), hash=spec.get("hash", ""), blocks=tuple(spec.get("blocks", ())),
+                          parents=tuple(parents), time=spec["time"], moved_from=spec.get("moved_from"),
+                          moved_to=spec.get("moved_to"), target=spec.get("target"))
+            unknown = [p for p in event.parents if not self.knows(p)]
+            if unknown:
+                raise ValueError(f"parents not in the history: {unknown}")
+            events.append(event)
+        if events:
+            self._mark.reserve(events[-1].seq)   # durable before an event with this seq can exist
+            self._commit([(event, None) for event in events], durable=durable, save=durable)
+        return events
 
     def merge(self, items: Iterable[Union[dict, Event]], source: object = None
               ) -> Tuple[List[Event], List[Tuple[object, Union[str, InvalidEvent]]]]:

@@ -29,11 +29,12 @@ import sqlite3
 import sys
 from array import array
 from pathlib import Path
-from typing import Collection, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import ujson
 
 from p2p import limits
+from p2p.sqlite_in import rows_in
 from p2p.security.private import create_private
 
 Heads = Tuple[Tuple[int, str], ...]     # (offset, event id) of each head
@@ -63,6 +64,7 @@ class IndexDB:
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
         self._no_heads = False                # the table holds no head at all (a rebuild): no lookups
+        self._looked: Dict[str, Heads] = {}   # heads_many's rows (as the table holds them until the next flush)
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
         self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
 
@@ -135,12 +137,29 @@ class IndexDB:
     # -- heads ---------------------------------------------------------------
     def heads(self, path: str) -> Heads:
         value = self.pending.get(path)
+        if value is None:
+            value = self._looked.get(path)
         if value is not None:
             return value
         if self._no_heads:
             return ()
         row = self._db.execute("SELECT offset, id, more FROM heads WHERE path = ?", (path,)).fetchone()
         return () if row is None else _heads(*row)
+
+    def heads_many(self, paths: Sequence[str]) -> Dict[str, Heads]:
+        """``heads`` of each of ``paths``: one query per ``IN_CHUNK`` of those not
+        pending. The rows read are kept until the next ``heads_many`` or flush
+        (the table changes only then), so indexing the batch's new events
+        (``add_head``) does not read them again."""
+        self._looked = {}
+        wanted = [path for path in paths if path not in self.pending]
+        if not self._no_heads:
+            for path, offset, event_id, more in rows_in(
+                    self._db, "SELECT path, offset, id, more FROM heads WHERE path IN ({})", wanted):
+                self._looked[path] = _heads(offset, event_id, more)
+        for path in wanted:
+            self._looked.setdefault(path, ())
+        return {path: self.heads(path) for path in paths}
 
     def add_head(self, path: str, offset: int, event_id: str, superseded: Collection[int]) -> None:
         """``path`` gains the head (offset, event_id), which supersedes the heads at ``superseded``."""
@@ -227,5 +246,6 @@ class IndexDB:
             raise
         self._no_heads = self._no_heads and not self.pending
         self.pending = {}
+        self._looked = {}
         self._saved = {origin: len(values) for origin, values in offsets.items()}
         self._meta = meta if meta is not None else self._meta

@@ -277,6 +277,7 @@ class LocalChanges:
             return
         entries = dict.fromkeys(c.path for c in changes)   # path -> its entry (None: none), one query
         entries.update(self.state.get_many(list(entries)))
+        batch = _Batch(self.history.heads_many(entries))   # the paths' heads, one query
         pending = {}   # path -> entry (None: forget it): this batch's local state, one transaction
         deleted = {c.path: c for c in changes if c.deleted}
         created = [c for c in changes if not c.deleted]
@@ -287,7 +288,6 @@ class LocalChanges:
                 by_hash.setdefault(entry.hash, []).append(c)
         elsewhere = self.state.with_hashes(   # recorded files with a new file's content, one query
             c.hash for c in created if c.kind == "file" and c.size and entries[c.path] is None)
-        new_events = []
         try:
             try:
                 for c in created:
@@ -297,12 +297,13 @@ class LocalChanges:
                             elsewhere.get(c.hash, ()), pending)
                         if source is not None:
                             deleted.pop(source.path, None)
-                            new_events += self._local_event(source, self._entry(source.path, entries), pending,
-                                                            moved_to=c.path)
+                            self._local_event(source, self._entry(source.path, entries), pending, batch,
+                                              moved_to=c.path)
                             moved_from = source.path
-                    new_events += self._local_event(c, entries[c.path], pending, moved_from=moved_from)
+                    self._local_event(c, entries[c.path], pending, batch, moved_from=moved_from)
                 for c in sorted(deleted.values(), key=lambda c: c.path.count("/"), reverse=True):
-                    new_events += self._local_event(c, entries[c.path], pending)
+                    self._local_event(c, entries[c.path], pending, batch)
+                self._make(batch, pending)
                 self.state.set_many(pending.items())   # only once their events are written
             except LogBroken:
                 raise
@@ -310,6 +311,7 @@ class LocalChanges:
                 if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
                     raise
                 self.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
+            new_events = batch.events
             if new_events:
                 self.history.sync()  # one fsync for the batch, before any of it leaves this machine
         except LogBroken as exc:   # nothing of this batch may leave this machine
@@ -335,33 +337,58 @@ class LocalChanges:
         """``path``'s entry: read with the batch (``entries``), or now (a move's source from another batch)."""
         return entries[path] if path in entries else self.state.get(path)
 
-    def _local_event(self, change, entry, pending: dict, moved_from=None, moved_to=None) -> list:
-        """The event ``change`` makes (none if the history has it already) given
-        the path's local ``entry``; what the local state must then hold goes
-        into ``pending``, written by the caller once the events are."""
+    def _local_event(self, change, entry, pending: dict, batch: _Batch, moved_from=None, moved_to=None) -> None:
+        """Plan the event ``change`` makes in ``batch`` (none if the history has
+        it already) given the path's local ``entry`` and its heads as the
+        batch read them; what the local state must then hold goes into
+        ``pending`` (``_make``, once the event exists), written by the caller
+        once the events are."""
         path = change.path
-        heads = self.history.heads(path)
+        if path in batch.paths:   # planned already (the disk changed under the batch): its heads change first
+            self._make(batch, pending)
+        heads = batch.heads.pop(path) if path in batch.heads else self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
         if change.deleted:
-            if not live or entry is None:
-                pending[path] = None
-                return []
-            parents = local_parents(entry.event_id, True, heads)
-            event = self.history.make_local("delete", entry.kind, path, parents=parents, time=time.time(),
-                                                 moved_to=moved_to, durable=False)
             pending[path] = None
-            return [event]
+            if live and entry is not None:
+                batch.plan(dict(type="delete", kind=entry.kind, path=path, time=time.time(), moved_to=moved_to,
+                                parents=local_parents(entry.event_id, True, heads)), None)
+            return
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
             pending[path] = change.entry(current.id)   # already what the history says
-            return []
-        parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
-        event = self.history.make_local(
-            "update" if live and entry is not None else "create", change.kind, path,
-            size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash, blocks=change.blocks,
-            parents=parents, time=time.time(), moved_from=moved_from, durable=False)
-        pending[path] = change.entry(event.id)
-        if not change.stored:
-            self.reconciler.archive_later(path, change.blocks)
-        return [event]
+            return
+        batch.plan(dict(type="update" if live and entry is not None else "create", kind=change.kind, path=path,
+                        size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash,
+                        blocks=change.blocks, time=time.time(), moved_from=moved_from,
+                        parents=local_parents(entry.event_id if entry else None, entry is not None, heads)), change)
+
+    def _make(self, batch: _Batch, pending: dict) -> None:
+        """Make the events ``batch`` planned (one log write; fsynced by the
+        caller's ``sync``); each created or updated path's entry goes into
+        ``pending``, a large file's blocks to be archived."""
+        events = self.history.make_local_many([spec for spec, _ in batch.planned], durable=False)
+        for event, (_, change) in zip(events, batch.planned):
+            if change is not None:
+                pending[event.path] = change.entry(event.id)
+                if not change.stored:
+                    self.reconciler.archive_later(event.path, change.blocks)
+        batch.events += events
+        batch.planned, batch.paths = [], set()
+
+
+class _Batch:
+    """One ``_record`` call's events: the heads of its paths as read at its
+    start (each taken once), the events planned and not made yet (with the
+    change whose entry waits for its id), and those made."""
+
+    def __init__(self, heads: dict):
+        self.heads = heads
+        self.planned: list = []
+        self.paths: set = set()
+        self.events: list = []
+
+    def plan(self, spec: dict, change) -> None:
+        self.planned.append((spec, change))
+        self.paths.add(spec["path"])
