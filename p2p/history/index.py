@@ -12,6 +12,10 @@ rewrites at most one partial blob per origin, never a whole table.
 Writes go to ``pending`` (path -> heads, shadowing the table) and reach the
 database in one transaction per ``flush``: the heads, the new offsets and the
 meta rows together, so the database always describes one prefix of the log.
+The writer (the only one) keeps the last ``limits.HEADS_CACHE`` paths' heads it
+read or flushed in memory: a path just merged is looked up several times
+while it is written (its winner, its conflicts, whether its fetch is still
+wanted), one query at most.
 A flush that fails (a full disk) is rolled back and kept pending; readers see
 the pending heads either way. A read-only index (beside a running writer)
 never flushes.
@@ -28,6 +32,7 @@ import os
 import sqlite3
 import sys
 from array import array
+from collections import OrderedDict
 from pathlib import Path
 from typing import Collection, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -62,6 +67,7 @@ class IndexDB:
         self._db = db
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
+        self._recent: "OrderedDict[str, Heads]" = OrderedDict()   # the table's rows last read or flushed (writer)
         self._no_heads = False                # the table holds no head at all (a rebuild): no lookups
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
         self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
@@ -139,8 +145,26 @@ class IndexDB:
             return value
         if self._no_heads:
             return ()
+        value = self._recent.get(path)
+        if value is not None:
+            self._recent.move_to_end(path)
+            return value
         row = self._db.execute("SELECT offset, id, more FROM heads WHERE path = ?", (path,)).fetchone()
-        return () if row is None else _heads(*row)
+        value = () if row is None else _heads(*row)
+        self._keep_recent(((path, value),))
+        return value
+
+    def _keep_recent(self, items) -> None:
+        """Remember these (path, heads) as the table holds them (a read-only index,
+        beside the writer, never does: the table changes under it)."""
+        if not self.writable:
+            return
+        recent = self._recent
+        for path, heads in items:
+            recent[path] = heads
+            recent.move_to_end(path)
+        while len(recent) > limits.HEADS_CACHE:
+            recent.popitem(last=False)
 
     def add_head(self, path: str, offset: int, event_id: str, superseded: Collection[int]) -> None:
         """``path`` gains the head (offset, event_id), which supersedes the heads at ``superseded``."""
@@ -213,6 +237,7 @@ class IndexDB:
                 db.execute("ROLLBACK")
             raise
         self._no_heads = self._no_heads and not self.pending
+        self._keep_recent(list(self.pending.items())[-limits.HEADS_CACHE:])
         self.pending = {}
         self._saved = {origin: len(values) for origin, values in offsets.items()}
         self._meta = meta if meta is not None else self._meta
