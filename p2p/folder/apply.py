@@ -386,8 +386,8 @@ class PendingFile:
 
     def finish(self, durable: bool) -> None:
         """Check the whole content against the event's hash (``ContentMismatch``),
-        set mode and mtime and close; fsync unless the caller makes a whole
-        batch durable at once (``sync_filesystem``) before placing it."""
+        set mode and mtime and close; fsync if ``durable`` (the caller
+        wants the file durable before it is placed)."""
         event = self.event
         try:
             self._check_content()
@@ -454,25 +454,6 @@ class PendingFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def sync_filesystem(directory: Path) -> bool:
-    """Make every write on ``directory``'s file system durable (Linux syncfs):
-    one journal commit for a batch of files instead of an fsync each. False
-    where syncfs is not available (the caller fsyncs each file instead)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(directory, os.O_RDONLY)
-    except (OSError, AttributeError):
-        return False
-    try:
-        return libc.syncfs(fd) == 0
-    except AttributeError:
-        return False
-    finally:
-        os.close(fd)
 
 
 _SYNC_FILE_RANGE_WRITE = 2    # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
