@@ -201,23 +201,66 @@ class Reconciler:
                 self._reconcile_all(self._targets(gone[start:start + limits.RECONCILE_CHUNK]).items())
 
     def _reconcile_all(self, targets) -> None:
-        """Reconcile each (path, target) in turn; one path's failure is reported, never the others'."""
+        """Reconcile each (path, target); one path's failure is reported, never
+        the others'. The directories to make come first, made together (one
+        pool hand-off and one local-state transaction for the chunk, not one
+        each); one in the way of something (LocalChanged: a file where a
+        parent goes, replaced later in this chunk) is tried again alone after
+        the rest."""
+        targets = list(targets)
+        entries = self.state.get_many([path for path, _ in targets])
+        dirs, rest = [], []
         for path, target in targets:
-            try:
-                self._reconcile(path, target)
-            except LocalChanged as exc:
-                self.rescan([str(exc)])
-            except UnsafeTarget as exc:
-                self._cannot_write(path, exc.reason)
-            except OSError as exc:
-                self._cannot_write(path, f"cannot write it: {exc.strerror or exc}")
-            except Exception as exc:  # a bug: this path waits, the others go on
-                self._cannot_write(path, f"unexpected error: {exc!r}", exc)
+            if path and not self.ignored(path) and self._makes_dir(target, entries.get(path)):
+                dirs.append((path, target))
             else:
-                if self.blocked.pop(path, None) is not None:
-                    self.unsynced.clear(path)
-                    # what waited for this directory can be written now
-                    self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
+                rest.append((path, target))
+        kept = []
+        for path, target in dirs:
+            try:
+                self._keep_conflict_copies(path)
+            except Exception as exc:
+                self._settle(path, exc)
+            else:
+                kept.append((path, target))
+        if kept:
+            for (path, target), outcome in zip(kept, self.threadpool.apply(self.writer.make_dirs, (kept,))):
+                if isinstance(outcome, LocalChanged):
+                    rest.append((path, target))
+                else:
+                    self._settle(path, outcome)
+        for path, target in rest:
+            self._attempt(path, self._reconcile, path, target)
+
+    @staticmethod
+    def _makes_dir(target, entry) -> bool:
+        return target is not None and folder_action(target, entry.kind if entry else None, "",
+                                                    entry.event_id if entry else "") == MAKE_DIR
+
+    def _attempt(self, path: str, fn, *args) -> None:
+        """``fn(*args)`` for ``path``, its outcome settled (``_settle``)."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._settle(path, exc)
+        else:
+            self._settle(path, None)
+
+    def _settle(self, path: str, error) -> None:
+        """What writing ``path`` ended with: ``error`` (None: done) is reported
+        and retried, or a path that waited is cleared, and what waited for it dirtied."""
+        if isinstance(error, LocalChanged):
+            self.rescan([str(error)])
+        elif isinstance(error, UnsafeTarget):
+            self._cannot_write(path, error.reason)
+        elif isinstance(error, OSError):
+            self._cannot_write(path, f"cannot write it: {error.strerror or error}")
+        elif error is not None:  # a bug: this path waits, the others go on
+            self._cannot_write(path, f"unexpected error: {error!r}", error)
+        elif self.blocked.pop(path, None) is not None:
+            self.unsynced.clear(path)
+            # what waited for this directory can be written now
+            self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
 
     def _targets(self, paths) -> dict:
         """path -> its winning version (None if none); a path whose history
