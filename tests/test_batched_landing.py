@@ -1,6 +1,7 @@
 """Small files finished together land as one batch (SmallCommits._commit_all):
-their intents are one local-state transaction before the syncfs, the placed
-files one more after the renames. A path the user changed meanwhile is not
+each is fsynced (several at once) before any is renamed, their intents are
+one local-state transaction made durable before the renames, the placed
+files one more after them. A path the user changed meanwhile is not
 overwritten (the others land), and a kill -9 between the renames and their
 record leaves every file whole (old or new, never partial) and the local
 state agreeing with the disk once the intents are settled at the next start."""
@@ -9,6 +10,8 @@ import os
 import subprocess
 import sys
 import textwrap
+
+import gevent
 from pathlib import Path
 
 from p2p.blocks.store import BlockStore
@@ -45,7 +48,7 @@ def folder(tmp_path: Path):
 
 def test_a_batch_is_two_transactions_and_spares_a_path_changed_meanwhile(tmp_path):
     root, state, writer = folder(tmp_path)
-    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)
     pendings = batch(writer, "old", 1)
     assert all(outcome.event_id for outcome in commits._commit_all(pendings))
     edited = root / "d/f07.txt"
@@ -65,12 +68,13 @@ def test_a_batch_is_two_transactions_and_spares_a_path_changed_meanwhile(tmp_pat
 
 def test_a_kill_between_the_renames_and_their_record_leaves_whole_files_and_a_true_state(tmp_path):
     root, state, writer = folder(tmp_path)
-    SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)._commit_all(
+    SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)._commit_all(
         batch(writer, "old", 1))
     state.close()
     script = textwrap.dedent(f"""
         import os, sys
         sys.path[:0] = {sys.path!r}
+        import gevent
         import test_batched_landing as t
         from pathlib import Path
         root, state, writer = t.folder(Path({str(tmp_path)!r}))
@@ -81,7 +85,7 @@ def test_a_kill_between_the_renames_and_their_record_leaves_whole_files_and_a_tr
             renames[0] += 1
             real(src, dst)
         os.replace = replace
-        t.SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)._commit_all(
+        t.SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)._commit_all(
             t.batch(writer, "new", 100))
     """)
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
@@ -107,7 +111,7 @@ def test_the_blocks_received_for_a_batch_are_stored_with_it_or_nothing_is_placed
     (not stored one by one in the hub): the batch keeps them in the store
     before the renames; when the store refuses them, no file of it is placed."""
     root, state, writer = folder(tmp_path)
-    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=None)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)
     pendings = batch(writer, "old", 1)
     for pending, content in zip(pendings, contents("old").values()):
         pending.to_store.append((pending.event.hash, content))
@@ -125,6 +129,27 @@ def test_the_blocks_received_for_a_batch_are_stored_with_it_or_nothing_is_placed
         pending.to_store.append((pending.event.hash, content))
     assert all(isinstance(outcome, OSError) for outcome in commits._commit_all(pendings))
     assert all((root / path).read_bytes() == content for path, content in contents("old").items())
+
+
+def test_every_file_of_a_batch_is_fsynced_before_any_is_renamed(tmp_path, monkeypatch):
+    root, state, writer = folder(tmp_path)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer,
+                           threadpool=gevent.get_hub().threadpool)
+    pendings = batch(writer, "old", 1)
+    synced, renamed, real_fsync, real_replace = set(), [], os.fsync, os.replace
+
+    def fsync(fd):
+        real_fsync(fd)
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def replace(src, dst):
+        renamed.append(str(src))
+        assert {str(pending.tmp) for pending in pendings} <= synced, "renamed before every file was durable"
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    assert all(outcome.event_id for outcome in commits._commit_all(pendings))
+    assert len(renamed) == FILES
 
 
 def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):

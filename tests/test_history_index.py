@@ -10,6 +10,7 @@ across the index's saves."""
 import os
 import tempfile
 from array import array
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,41 @@ def test_a_reader_beside_a_writer_uses_its_database_and_never_writes_one(tmp_pat
     assert db.read_bytes() == b"not a database"
 
 
+class CountingDb:
+    """A database connection that counts the lookups of one path's heads."""
+
+    def __init__(self, db):
+        self.db, self.lookups = db, 0
+
+    def execute(self, sql, *args):
+        self.lookups += "FROM heads WHERE path = ?" in sql
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_path_just_merged_is_looked_up_without_a_query_however_often(tmp_path):
+    history = History.open(tmp_path / "home", Q)
+    events = scripted(40)
+    history.merge(events)
+    history.sync()   # the heads are in the database now, not pending
+    history._index._db = counting = CountingDb(history._index._db)
+    paths = sorted({event["path"] if isinstance(event, dict) else event.path for event in events})
+    for _ in range(6):   # the winner, the conflicts, still wanted, ... of a file being received
+        for path in paths:
+            history.current(path)
+    assert counting.lookups == 0
+    history.close()
+    reopened = History.open(tmp_path / "home", Q)   # a fresh process: one query per path, then none
+    reopened._index._db = counting = CountingDb(reopened._index._db)
+    for _ in range(6):
+        for path in paths:
+            reopened.current(path)
+    assert counting.lookups == len(paths)
+    reopened.close()
+
+
 def test_a_damaged_page_deep_in_the_database_is_found_at_open_and_rebuilt(tmp_path, caplog):
     home = tmp_path / "home"
     history = History.open(home, Q)
@@ -201,7 +237,7 @@ def test_a_damaged_page_deep_in_the_database_is_found_at_open_and_rebuilt(tmp_pa
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "dir/c", "é"]), st.integers(0, 3), st.booleans()),
                 max_size=60), st.data())
 def test_fuzz_the_index_database_matches_a_dict_across_flushes_and_reopens(steps, data):
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(limits, "HEADS_CACHE", data.draw(st.integers(1, 3))):
         path = Path(tmp) / INDEX_NAME
         index, model, offsets = IndexDB.open(path), {}, {"A": array("q")}
         for number, (name, keep, flush) in enumerate(steps):
@@ -215,6 +251,8 @@ def test_fuzz_the_index_database_matches_a_dict_across_flushes_and_reopens(steps
             if data.draw(st.booleans()):   # a batch's look-up: its rows serve the next add_head until a flush
                 asked = data.draw(st.lists(st.sampled_from(["a", "b", "dir/c", "é", "never"]), unique=True))
                 assert index.heads_many(asked) == {p: model.get(p, ()) for p in asked}
+            read = data.draw(st.sampled_from(["a", "b", "dir/c", "é"]))   # fills (and evicts from) the cache
+            assert sorted(index.heads(read)) == sorted(model.get(read, ()))
             if data.draw(st.booleans()) and not index.pending:   # reopen what was saved
                 index.close()
                 index = IndexDB.open(path)

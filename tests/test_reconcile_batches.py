@@ -1,17 +1,27 @@
 """The reconciler's pass over many dirty paths: winners read a bounded chunk
 at a time (200,000 dirty paths at start must not hold 200,000 events), every
-path with content written before any removal, removals deepest first, and a
-path to look at again later waits in one heap, not in a timer each."""
+path with content written before any removal, removals deepest first, a
+chunk's directories made together before its files (one hand-off to the
+pool and one local-state transaction, not one each), and a path to look at
+again later waits in one heap, not in a timer each."""
 
+import os
+import stat
 import time
 import types
 
 import gevent
 import pytest
-from gevent.event import Event
+from gevent.event import Event as Event_
 
 from p2p import limits
+from p2p.blocks.store import BlockStore
+from p2p.folder.apply import FolderWriter
+from p2p.folder.state import Entry, LocalState
+from p2p.folder.unsynced import Unsynced
+from p2p.history.event import Event
 from p2p.net.reconciler import Reconciler
+from rogue import dir_event, file_event
 
 
 def _reconciler(monkeypatch, versions: dict):
@@ -19,12 +29,14 @@ def _reconciler(monkeypatch, versions: dict):
     records, instead of writing, the order it reconciles paths in, and the
     size of each read of winners."""
     history = types.SimpleNamespace(current=lambda path: None if versions[path] is None
-                                    else types.SimpleNamespace(type=versions[path]))
-    scanned = Event()
+                                    else types.SimpleNamespace(type=versions[path], kind="file",
+                                                               is_delete=versions[path] == "delete"))
+    scanned = Event_()
     scanned.set()
     reconciler = Reconciler(
-        root=None, history=history, state=None, store=None, archive=None, writer=None, unsynced=None,
-        fetcher=None, rescan=None, pools=(None, None), gates=(scanned,), ignored=None, quiet=None,
+        root=None, history=history, state=types.SimpleNamespace(get_many=lambda paths: {}), store=None,
+        archive=None, writer=None, unsynced=None, fetcher=None, rescan=None, pools=(None, None), gates=(scanned,),
+        ignored=lambda path: False, quiet=None,
         label=None, spawn=gevent.spawn)
     done, reads = [], []
     monkeypatch.setattr(reconciler, "_reconcile", lambda path, target: done.append(path))
@@ -76,3 +88,52 @@ def test_a_path_looked_at_again_later_is_reconciled_then_and_not_before(monkeypa
     _wait(lambda: done == ["b", "a"])
     assert time.time() - asked >= 0.3
     assert not reconciler._later
+
+
+def test_a_chunks_directories_are_made_together_before_its_files(tmp_path, loop):
+    root, home = tmp_path / "shared", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    state = LocalState(home / "local.db")
+    writer = FolderWriter(root, state, BlockStore(home / "blocks"), case_folding=False)
+    dirs = ["a", "a/b", "a/b/c", "d", "x/y"]   # x is a file on disk, replaced by a directory in this chunk
+    events = {path: dir_event("R" * 32, n + 1, path) for n, path in enumerate(dirs + ["x"])}
+    events.update({path: file_event("R" * 32, 100 + n, path, b"content")
+                   for n, path in enumerate(["a/f.txt", "a/b/c/g.txt", "d/h.txt"])})
+    events = {path: Event.from_dict(event) for path, event in events.items()}
+    for path, event in events.items():
+        if event.kind == "dir":
+            events[path] = Event.from_dict({**event.to_dict(), "mode": 0o750})
+    (root / "x").write_bytes(b"ours")
+    state.set("x", Entry.from_stat(os.lstat(root / "x"), "somehash", "R" * 32 + ":999"))
+    wanted = []
+    fetcher = types.SimpleNamespace(want=lambda path, event: wanted.append(
+        (path, all((root / p).is_dir() for p in dirs if p != "x/y"))))
+    history = types.SimpleNamespace(current=events.get, heads=lambda path: (events[path],) if path in events else (),
+                                    get=lambda event_id: None, device_id="Q" * 32)
+    pool = gevent.get_hub().threadpool
+    handoffs = []
+    counting = types.SimpleNamespace(apply=lambda fn, args=(), kwargs=None: (
+        handoffs.append(getattr(fn, "__name__", fn)), pool.apply(fn, args, kwargs))[1])
+    transactions = []
+    state._db.set_trace_callback(lambda sql: transactions.append(sql) if sql == "COMMIT" else None)
+    scanned = Event_()
+    reconciler = Reconciler(
+        root=root, history=history, state=state, store=types.SimpleNamespace(missing=lambda blocks: []),
+        archive=(), writer=writer, unsynced=Unsynced(), fetcher=fetcher, rescan=lambda paths: None,
+        pools=(counting, None), gates=(scanned,), ignored=lambda path: False, quiet=None,
+        label=lambda device: device, spawn=gevent.spawn)
+    scanned.set()
+    loop(reconciler)
+    reconciler.mark_dirty(list(events))
+    _wait(lambda: len(wanted) == 3 and all(getattr(state.get(p), "event_id", "") == events[p].id
+                                           for p in dirs + ["x"]))
+    for path in dirs + ["x"]:
+        assert stat.S_IMODE(os.lstat(root / path).st_mode) == 0o750, path
+        assert state.get(path).event_id == events[path].id
+    assert sorted(path for path, _ in wanted) == ["a/b/c/g.txt", "a/f.txt", "d/h.txt"]
+    assert all(made for _, made in wanted), "a file was fetched before its chunk's directories were made"
+    # the chunk's directories together; then the file x removed, x/y made alone after it (its parent
+    # with it), and x's own version in the next pass
+    assert handoffs == ["make_dirs", "_outcome", "_outcome", "make_dirs"]
+    assert len(transactions) <= 5   # the same, and x made as x/y's parent

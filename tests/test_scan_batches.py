@@ -176,3 +176,28 @@ def test_the_scan_jobs_never_run_far_ahead_of_the_recording(tmp_path, monkeypatc
     loop._scan(names)
     assert sorted(e.path for e in loop.sent) == names
     assert max(ahead) <= limits.SCAN_AHEAD + 12, ahead   # the jobs waiting, plus those running (pool threads)
+
+
+def test_a_burst_of_new_directories_is_listed_in_one_hand_off_to_the_pool(tmp_path, monkeypatch):
+    """The receiver's watcher reports every directory it makes: listing each
+    (its files on disk, its recorded children) is one pool job for the batch,
+    not one per directory; what is found is the same."""
+    loop = local_loop(tmp_path)
+    dirs = [f"d{i:02d}" for i in range(30)]
+    for d in dirs:
+        (loop.root / d / "sub").mkdir(parents=True)
+        make(loop.root, f"{d}/sub/f.txt", d.encode())
+    jobs = []
+    pool = loop.threadpool
+    monkeypatch.setattr(loop, "threadpool", type("Counting", (), {
+        "apply": staticmethod(lambda fn, args=(), kwargs=None: (jobs.append(fn), pool.apply(fn, args, kwargs))[1]),
+        "imap": staticmethod(pool.imap)})())
+    loop._scan(dirs)
+    assert sorted(e.path for e in loop.sent) == sorted(
+        [*dirs, *(f"{d}/sub" for d in dirs), *(f"{d}/sub/f.txt" for d in dirs)])
+    assert len(jobs) == 1, jobs
+    (loop.root / "d00/sub/f.txt").unlink()
+    (loop.root / "d00/sub").rmdir()
+    loop.sent.clear()
+    loop._scan(["d00"])                          # its recorded children that are gone: deleted
+    assert sorted((e.path, e.type) for e in loop.sent) == [("d00/sub", "delete"), ("d00/sub/f.txt", "delete")]

@@ -100,8 +100,9 @@ def test_a_file_written_in_a_hundred_pieces_is_one_event(make_peer):
 
 
 def test_hundreds_of_small_files_at_once_arrive_intact(make_peer):
-    """Small files written together are made durable together (one syncfs per
-    batch on the receiver): every one still arrives byte for byte."""
+    """Small files written together are made durable together (fsynced several
+    at once, then renamed, per batch on the receiver): every one still arrives
+    byte for byte."""
     a = make_peer("a").start()
     b = make_peer("b", peers=[a]).start()
     files = {f"batch/d{i % 7}/f{i}.txt": os.urandom(100 + i) for i in range(300)}

@@ -214,6 +214,30 @@ class FolderWriter:
             raise
 
     def make_dir(self, path: str, event) -> None:
+        outcome, = self.make_dirs([(path, event)])
+        if outcome is not None:
+            raise outcome
+
+    def make_dirs(self, dirs) -> list:
+        """Make each (path, event) directory, parents first as listed, and
+        record those made in one transaction of the local state. Returns
+        each one's outcome: None, or what it raised (LocalChanged, UnsafeTarget, OSError, ...)."""
+        outcomes: list = []
+        made = []
+        for path, event in dirs:
+            try:
+                made.append((path, self._make_dir(path, event)))
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        try:
+            self.state.set_many(made)
+        except Exception as exc:   # made, not recorded: each is retried
+            outcomes = [exc if outcome is None else outcome for outcome in outcomes]
+        return outcomes
+
+    def _make_dir(self, path: str, event) -> Entry:
+        """Make the directory on disk with the version's permissions; the Entry to record."""
         self._check_case(path)
         self._ensure_parents(path)
         dest = self.root / path
@@ -229,7 +253,7 @@ class FolderWriter:
         if statmod.S_IMODE(st.st_mode) != mode:   # the version's permissions, not the umask's
             os.chmod(dest, mode)
             st = os.lstat(dest)
-        self.state.set(path, Entry.from_stat(st, "", event.id))
+        return Entry.from_stat(st, "", event.id)
 
     def intend_all(self, pendings) -> None:
         """``PendingFile.intend`` for a batch of finished files, in one
@@ -386,8 +410,8 @@ class PendingFile:
 
     def finish(self, durable: bool) -> None:
         """Check the whole content against the event's hash (``ContentMismatch``),
-        set mode and mtime and close; fsync unless the caller makes a whole
-        batch durable at once (``sync_filesystem``) before placing it."""
+        set mode and mtime and close; fsync if ``durable`` (the caller
+        wants the file durable before it is placed)."""
         event = self.event
         try:
             self._check_content()
@@ -454,25 +478,6 @@ class PendingFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def sync_filesystem(directory: Path) -> bool:
-    """Make every write on ``directory``'s file system durable (Linux syncfs):
-    one journal commit for a batch of files instead of an fsync each. False
-    where syncfs is not available (the caller fsyncs each file instead)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(directory, os.O_RDONLY)
-    except (OSError, AttributeError):
-        return False
-    try:
-        return libc.syncfs(fd) == 0
-    except AttributeError:
-        return False
-    finally:
-        os.close(fd)
 
 
 _SYNC_FILE_RANGE_WRITE = 2    # <linux/fs.h>: start writeback of the range's dirty pages, do not wait

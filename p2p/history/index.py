@@ -12,6 +12,10 @@ rewrites at most one partial blob per origin, never a whole table.
 Writes go to ``pending`` (path -> heads, shadowing the table) and reach the
 database in one transaction per ``flush``: the heads, the new offsets and the
 meta rows together, so the database always describes one prefix of the log.
+The writer (the only one) keeps the last ``limits.HEADS_CACHE`` paths' heads it
+read or flushed in memory: a path just merged is looked up several times
+while it is written (its winner, its conflicts, whether its fetch is still
+wanted), one query at most.
 A flush that fails (a full disk) is rolled back and kept pending; readers see
 the pending heads either way. A read-only index (beside a running writer)
 never flushes.
@@ -28,6 +32,7 @@ import os
 import sqlite3
 import sys
 from array import array
+from collections import OrderedDict
 from pathlib import Path
 from typing import Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -63,8 +68,8 @@ class IndexDB:
         self._db = db
         self.writable = writable
         self.pending: Dict[str, Heads] = {}
+        self._recent: "OrderedDict[str, Heads]" = OrderedDict()   # the table's rows last read or flushed (writer)
         self._no_heads = False                # the table holds no head at all (a rebuild): no lookups
-        self._looked: Dict[str, Heads] = {}   # heads_many's rows (as the table holds them until the next flush)
         self._saved: Dict[str, int] = {}      # origin -> offsets the database holds
         self._meta: Optional[Dict[str, object]] = None   # the meta rows this connection last wrote
 
@@ -137,29 +142,54 @@ class IndexDB:
     # -- heads ---------------------------------------------------------------
     def heads(self, path: str) -> Heads:
         value = self.pending.get(path)
-        if value is None:
-            value = self._looked.get(path)
         if value is not None:
             return value
         if self._no_heads:
             return ()
+        value = self._recent.get(path)
+        if value is not None:
+            self._recent.move_to_end(path)
+            return value
         row = self._db.execute("SELECT offset, id, more FROM heads WHERE path = ?", (path,)).fetchone()
-        return () if row is None else _heads(*row)
+        value = () if row is None else _heads(*row)
+        self._keep_recent(((path, value),))
+        return value
+
+    def _keep_recent(self, items) -> None:
+        """Remember these (path, heads) as the table holds them (a read-only index,
+        beside the writer, never does: the table changes under it)."""
+        if not self.writable:
+            return
+        recent = self._recent
+        for path, heads in items:
+            recent[path] = heads
+            recent.move_to_end(path)
+        while len(recent) > limits.HEADS_CACHE:
+            recent.popitem(last=False)
 
     def heads_many(self, paths: Sequence[str]) -> Dict[str, Heads]:
-        """``heads`` of each of ``paths``: one query per ``IN_CHUNK`` of those not
-        pending. The rows read are kept until the next ``heads_many`` or flush
-        (the table changes only then), so indexing the batch's new events
-        (``add_head``) does not read them again."""
-        self._looked = {}
-        wanted = [path for path in paths if path not in self.pending]
-        if not self._no_heads:
+        """``heads`` of each of ``paths``: one query per ``IN_CHUNK`` of those
+        neither pending nor recent. The rows read join the recent ones (the
+        writer's), so indexing the batch's new events (``add_head``) does not
+        read them again."""
+        found: Dict[str, Heads] = {}
+        wanted = []
+        for path in paths:
+            value = self.pending.get(path)
+            if value is None and not self._no_heads:
+                value = self._recent.get(path)
+            if value is None:
+                wanted.append(path)
+            else:
+                found[path] = value
+        if wanted and not self._no_heads:
+            read = {path: () for path in wanted}
             for path, offset, event_id, more in rows_in(
                     self._db, "SELECT path, offset, id, more FROM heads WHERE path IN ({})", wanted):
-                self._looked[path] = _heads(offset, event_id, more)
-        for path in wanted:
-            self._looked.setdefault(path, ())
-        return {path: self.heads(path) for path in paths}
+                read[path] = _heads(offset, event_id, more)
+            self._keep_recent(read.items())
+            found.update(read)
+        return {path: found.get(path, ()) for path in paths}
 
     def add_head(self, path: str, offset: int, event_id: str, superseded: Collection[int]) -> None:
         """``path`` gains the head (offset, event_id), which supersedes the heads at ``superseded``."""
@@ -245,7 +275,7 @@ class IndexDB:
                 db.execute("ROLLBACK")
             raise
         self._no_heads = self._no_heads and not self.pending
+        self._keep_recent(list(self.pending.items())[-limits.HEADS_CACHE:])
         self.pending = {}
-        self._looked = {}
         self._saved = {origin: len(values) for origin, values in offsets.items()}
         self._meta = meta if meta is not None else self._meta

@@ -236,32 +236,39 @@ class LocalChanges:
         return None
 
     def _expand(self, paths):
-        """Each reported path plus, for directories, everything under it (disk or record)."""
+        """Each reported path plus, for directories, everything under it (disk or
+        record): one pool job for the batch (a burst of new directories is one
+        hand-off, not one each)."""
         out = {}
-        entries = self.state.get_many(list(dict.fromkeys(paths)))   # one query for the batch
-        for path in paths:
-            try:
-                self._expand_one(path, entries.get(path), out)
-            except Exception as exc:  # one path never stops the batch
-                self._not_synced(path, f"unexpected error while listing: {exc!r}", exc)
+        startup = not self.scanned.is_set()
+        for path, found in self.threadpool.apply(self._expand_all, (list(dict.fromkeys(paths)), startup)):
+            if isinstance(found, Exception):   # one path never stops the batch
+                self._not_synced(path, f"unexpected error while listing: {found!r}", found)
                 out.pop(path, None)
+            else:
+                out.update(dict.fromkeys(found))
         return sorted(out)
 
-    def _expand_one(self, path: str, entry, out: dict) -> None:
-        full = self.root / path
-        if path == "" and not self.scanned.is_set():   # the start-up scan: what may differ from the record
-            for p in self.threadpool.apply(lambda: list(self.scanner.changed(remove_temporaries=True))):
-                out[p] = None
-            return
+    def _expand_all(self, paths, startup: bool) -> list:
+        """In a pool thread: (path, what it expands to, or the exception that raised) for each path."""
+        entries = self.state.get_many(paths)   # one query for the batch
+        expanded = []
+        for path in paths:
+            try:
+                expanded.append((path, self._expand_one(path, entries.get(path), startup)))
+            except Exception as exc:
+                expanded.append((path, exc))
+        return expanded
+
+    def _expand_one(self, path: str, entry, startup: bool) -> list:
+        if path == "" and startup:   # the start-up scan: what may differ from the record
+            return list(self.scanner.changed(remove_temporaries=True))
+        full = os.path.join(self.root, path)
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
-        if on_disk_dir:
-            for p in self.threadpool.apply(lambda: list(self.scanner.walk(path))):
-                out[p] = None
-        elif path:
-            out[path] = None
+        found = list(self.scanner.walk(path)) if on_disk_dir else [path] if path else []
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
-            for p in self.state.under(path):  # children that may be gone
-                out[p] = None
+            found += self.state.under(path)  # children that may be gone
+        return found
 
     def _record(self, changes) -> None:
         """Turn disk changes into events: renames paired by content, deletes children first.

@@ -29,7 +29,7 @@ from gevent.event import AsyncResult, Event
 
 from p2p import limits
 from p2p.units import human_size
-from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget, sync_filesystem
+from p2p.folder.apply import ContentMismatch, LocalChanged, UnsafeTarget
 from p2p.folder.archive import slices, warn_changed
 from p2p.history.precedence import why_wins, winner
 from p2p.logs import say
@@ -40,16 +40,17 @@ from p2p.sync.plan import (FETCH, MAKE_DIR, METADATA, RELABEL, REMOVE, REPLACE, 
 log = logging.getLogger("p2p.reconcile")
 
 class SmallCommits:
-    """Small files finished at about the same time are made durable together:
-    one syncfs for the batch, then each is renamed into place, instead of one
-    fsync (a journal commit) per file, which bounds how many small files a
-    second a peer can write. A lone file is fsynced as before. The blocks
-    received for the batch are kept in the store together (one pack write),
-    and the local state records the batch's intents in one transaction
-    (before the syncfs) and the placed files in one more, instead of a block
-    write in the hub and two transactions per file."""
+    """Small files finished at about the same time are committed together:
+    their temporary files are created, written and fsynced
+    ``limits.FSYNC_THREADS`` at once in the thread pool (concurrent fsyncs
+    share the file system's journal commits, and each waits for its own
+    file's data only, not for everything the disk has to write as a syncfs
+    did), then each is renamed into place. The blocks received for the batch
+    are kept in the store together (one pack write), and the local state
+    records the batch's intents in one transaction (made durable before the
+    renames) and the placed files in one more, instead of a block write in
+    the hub and two transactions per file."""
 
-    BATCH_MIN = 4          # fewer than this: an fsync each
     GATHER = 0.005         # s to let a batch form
 
     def __init__(self, *, root, history, state, writer, threadpool):
@@ -75,7 +76,7 @@ class SmallCommits:
             self._wake.clear()
             batch, self.waiting = self.waiting, []
             self.history.sync()   # the events these files are versions of, before the files
-            outcomes = self.threadpool.apply(self._commit_all, ([p for p, _ in batch],))
+            outcomes = self._commit_all([p for p, _ in batch])
             for (_, result), outcome in zip(batch, outcomes):
                 if isinstance(outcome, BaseException):
                     result.set_exception(outcome)
@@ -83,30 +84,27 @@ class SmallCommits:
                     result.set(outcome)
 
     def _commit_all(self, pendings) -> list:
-        """In a pool thread: durable first (syncfs, or fsync each) with the
-        local state's record of the coming renames, then placed."""
-        together = len(pendings) >= self.BATCH_MIN
+        """Each pending file's outcome (None, or what it raised): stored, then
+        written and fsynced (several threads at once), their intents recorded
+        and made durable, then placed (pool threads do the work)."""
+        pool = self.threadpool
         try:   # the blocks received for them (history), packed together
-            self.writer.store.put_many([block for pending in pendings for block in pending.to_store], verified=True)
+            pool.apply(self.writer.store.put_many, ([block for pending in pendings for block in pending.to_store],),
+                       {"verified": True})
         except OSError as exc:   # no room for the history: none is placed (each is retried)
             return [exc] * len(pendings)
-        outcomes = []
-        for pending in pendings:
-            try:
-                pending.finish(durable=not together)
-                outcomes.append(None)
-            except Exception as exc:
-                outcomes.append(exc)
+        groups = [pendings[i::limits.FSYNC_THREADS] for i in range(min(limits.FSYNC_THREADS, len(pendings)))]
+        outcomes = [None] * len(pendings)
+        for i, result in enumerate([pool.spawn(_finish_all, group) for group in groups]):
+            outcomes[i::limits.FSYNC_THREADS] = result.get()
+        return pool.apply(self._place_all, (pendings, outcomes))
+
+    def _place_all(self, pendings, outcomes) -> list:
+        """In a pool thread: the intents of the durable files recorded in one
+        transaction and made durable, then the files placed."""
         try:   # one transaction for the batch's intents
             self.writer.intend_all([pending for pending, outcome in zip(pendings, outcomes) if outcome is None])
-        except OSError as exc:   # nothing recorded: none is placed (each is retried)
-            return [exc if outcome is None else outcome for outcome in outcomes]
-        if together and not sync_filesystem(self.root):
-            for pending, outcome in zip(pendings, outcomes):
-                if outcome is None:
-                    _fsync_path(pending.tmp)
-        try:
-            self.state.sync()   # a no-op after syncfs when the home shares the folder's disk
+            self.state.sync()
         except OSError as exc:   # the record of the renames may not be durable: place none (each is retried)
             return [exc if outcome is None else outcome for outcome in outcomes]
         ready = [i for i, outcome in enumerate(outcomes) if outcome is None]
@@ -115,20 +113,24 @@ class SmallCommits:
         return outcomes
 
 
+def _finish_all(pendings) -> list:
+    """In a pool thread: each file's content written and fsynced (None), or what that raised."""
+    outcomes = []
+    for pending in pendings:
+        try:
+            pending.finish(durable=True)
+            outcomes.append(None)
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
 def _outcome(fn, args):
     """In a pool thread: (True, what ``fn`` returned) or (False, what it raised)."""
     try:
         return True, fn(*args)
     except Exception as exc:
         return False, exc
-
-
-def _fsync_path(path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Reconciler:
@@ -199,23 +201,66 @@ class Reconciler:
                 self._reconcile_all(self._targets(gone[start:start + limits.RECONCILE_CHUNK]).items())
 
     def _reconcile_all(self, targets) -> None:
-        """Reconcile each (path, target) in turn; one path's failure is reported, never the others'."""
+        """Reconcile each (path, target); one path's failure is reported, never
+        the others'. The directories to make come first, made together (one
+        pool hand-off and one local-state transaction for the chunk, not one
+        each); one in the way of something (LocalChanged: a file where a
+        parent goes, replaced later in this chunk) is tried again alone after
+        the rest."""
+        targets = list(targets)
+        entries = self.state.get_many([path for path, _ in targets])
+        dirs, rest = [], []
         for path, target in targets:
-            try:
-                self._reconcile(path, target)
-            except LocalChanged as exc:
-                self.rescan([str(exc)])
-            except UnsafeTarget as exc:
-                self._cannot_write(path, exc.reason)
-            except OSError as exc:
-                self._cannot_write(path, f"cannot write it: {exc.strerror or exc}")
-            except Exception as exc:  # a bug: this path waits, the others go on
-                self._cannot_write(path, f"unexpected error: {exc!r}", exc)
+            if path and not self.ignored(path) and self._makes_dir(target, entries.get(path)):
+                dirs.append((path, target))
             else:
-                if self.blocked.pop(path, None) is not None:
-                    self.unsynced.clear(path)
-                    # what waited for this directory can be written now
-                    self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
+                rest.append((path, target))
+        kept = []
+        for path, target in dirs:
+            try:
+                self._keep_conflict_copies(path)
+            except Exception as exc:
+                self._settle(path, exc)
+            else:
+                kept.append((path, target))
+        if kept:
+            for (path, target), outcome in zip(kept, self.threadpool.apply(self.writer.make_dirs, (kept,))):
+                if isinstance(outcome, LocalChanged):
+                    rest.append((path, target))
+                else:
+                    self._settle(path, outcome)
+        for path, target in rest:
+            self._attempt(path, self._reconcile, path, target)
+
+    @staticmethod
+    def _makes_dir(target, entry) -> bool:
+        return target is not None and folder_action(target, entry.kind if entry else None, "",
+                                                    entry.event_id if entry else "") == MAKE_DIR
+
+    def _attempt(self, path: str, fn, *args) -> None:
+        """``fn(*args)`` for ``path``, its outcome settled (``_settle``)."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            self._settle(path, exc)
+        else:
+            self._settle(path, None)
+
+    def _settle(self, path: str, error) -> None:
+        """What writing ``path`` ended with: ``error`` (None: done) is reported
+        and retried, or a path that waited is cleared, and what waited for it dirtied."""
+        if isinstance(error, LocalChanged):
+            self.rescan([str(error)])
+        elif isinstance(error, UnsafeTarget):
+            self._cannot_write(path, error.reason)
+        elif isinstance(error, OSError):
+            self._cannot_write(path, f"cannot write it: {error.strerror or error}")
+        elif error is not None:  # a bug: this path waits, the others go on
+            self._cannot_write(path, f"unexpected error: {error!r}", error)
+        elif self.blocked.pop(path, None) is not None:
+            self.unsynced.clear(path)
+            # what waited for this directory can be written now
+            self.mark_dirty([p for p in self.blocked if p.startswith(path + "/")])
 
     def _targets(self, paths) -> dict:
         """path -> its winning version (None if none); a path whose history
