@@ -360,5 +360,5 @@ class LocalChanges:
             parents=parents, time=time.time(), moved_from=moved_from, durable=False)
         pending[path] = change.entry(event.id)
         if not change.stored:
-            self.reconciler.archive_later(path, change.blocks)
+            self.reconciler.archive_later(path, change.blocks, pending[path])   # recorded after the event
         return [event]
