@@ -8,8 +8,11 @@ frame of one direction under one key, so ``Gcm`` keeps, per key, the expanded
 AES key (one ECB cipher) and the hash subkey H = E(K, 0^128), and composes
 each small message from pycryptodome's own primitives: the counter blocks
 J0, J0+1, ... encrypted by that ECB cipher in one call give the tag mask and
-the CTR keystream; the data is XORed with it (``strxor``); pycryptodome's C
-GHASH authenticates AAD and ciphertext. Payloads above ``COMPOSE_MAX`` go
+the CTR keystream; the data is XORed with it (as Python integers: a foreign
+call per XOR cost more, and each releases the GIL, which the hub then waits
+to get back from the bulk threads); pycryptodome's C GHASH, its key expanded
+once per key too, authenticates AAD and ciphertext: two foreign calls a
+message in all. Payloads above ``COMPOSE_MAX`` go
 through ``AES.new`` as before (its per-message cost is amortised there, and
 it hashes large inputs on several threads). Both paths give the same bytes:
 tests/test_gcm.py checks them against ``AES.new`` on random inputs, and
@@ -22,10 +25,10 @@ import hmac
 import struct
 
 from Crypto.Cipher import AES
-from Crypto.Util.strxor import strxor
 
 try:   # pycryptodome's C GHASH (carry-less multiplication when the CPU has it)
     from Crypto.Cipher._mode_gcm import _GHASH, _ghash_clmul, _ghash_portable
+    from Crypto.Util._raw_api import c_size_t, c_uint8_ptr, create_string_buffer
     GHASH_C = _ghash_clmul or _ghash_portable
 except ImportError:   # another pycryptodome layout: every message takes the AES.new path
     _GHASH = GHASH_C = None
@@ -43,7 +46,8 @@ class Gcm:
     def __init__(self, key: bytes):
         self._key = bytes(key)
         self._ecb = AES.new(self._key, AES.MODE_ECB)
-        self._subkey = self._ecb.encrypt(bytes(16))
+        # the GHASH key H = E(K, 0^128), expanded once (read-only: any thread may use it)
+        self._ghash_key = _GHASH(self._ecb.encrypt(bytes(16)), GHASH_C) if _GHASH is not None else None
 
     def seal(self, nonce: bytes, aad: bytes, plaintext) -> bytearray:
         """ciphertext + 16-byte tag, in one new buffer."""
@@ -57,9 +61,9 @@ class Gcm:
                 view[size:] = cipher.digest()
             return sealed
         mask, stream = self._keystream(nonce, size)
-        ciphertext = strxor(bytes(plaintext), stream) if size else b""
+        ciphertext = _xor(bytes(plaintext), stream)
         sealed[:size] = ciphertext
-        sealed[size:] = strxor(self._ghash(aad, ciphertext), mask)
+        sealed[size:] = _xor(self._ghash(aad, ciphertext), mask)
         return sealed
 
     def open(self, nonce: bytes, aad: bytes, sealed) -> bytes:
@@ -74,9 +78,9 @@ class Gcm:
                 return cipher.decrypt_and_verify(view[:size], view[size:])
             ciphertext, tag = bytes(view[:size]), bytes(view[size:])
         mask, stream = self._keystream(nonce, size)
-        if not hmac.compare_digest(strxor(self._ghash(aad, ciphertext), mask), tag):
+        if not hmac.compare_digest(_xor(self._ghash(aad, ciphertext), mask), tag):
             raise ValueError("MAC check failed")
-        return strxor(ciphertext, stream) if size else b""
+        return _xor(ciphertext, stream)
 
     def _keystream(self, nonce: bytes, size: int):
         """E(K, J0) (the tag mask) and the CTR keystream E(K, J0+1) ... for ``size`` bytes."""
@@ -87,10 +91,19 @@ class Gcm:
         return out[:16], out[16:16 + size]
 
     def _ghash(self, aad: bytes, ciphertext: bytes) -> bytes:
-        ghash = _GHASH(self._subkey, GHASH_C)
-        ghash.update(_padded(aad) + _padded(ciphertext) + _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext)))
-        return ghash.digest()
+        """GHASH_H(A || pad || C || pad || len(A) || len(C)) in one C call, its state a fresh 16 bytes."""
+        data = _padded(aad) + _padded(ciphertext) + _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext))
+        state = create_string_buffer(16)
+        if GHASH_C.ghash(state, c_uint8_ptr(data), c_size_t(len(data)), state, self._ghash_key._exp_key.get()):
+            raise ValueError("GHASH failed")
+        return state.raw
 
 
 def _padded(data: bytes) -> bytes:
     return data + bytes(-len(data) % 16)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    """``a`` XOR ``b`` (the same length, at most COMPOSE_MAX + a block): as
+    integers, in the interpreter (no foreign call, the GIL kept)."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
