@@ -67,20 +67,34 @@ class Gcm:
         return sealed
 
     def open(self, nonce: bytes, aad: bytes, sealed) -> bytes:
-        """The plaintext of ``sealed`` (ciphertext + tag); ValueError if anything was altered."""
+        """The plaintext of ``sealed`` (ciphertext + tag); ValueError if anything
+        was altered. A large ``sealed`` that is a bytearray (a received frame's
+        own buffer) is decrypted where it lies and becomes the plaintext
+        returned, its tag cut off: no new buffer (its content is undefined after
+        a ValueError; the caller drops it)."""
         size = len(sealed) - TAG_SIZE
         if size < 0:
             raise ValueError("shorter than its tag")
+        if size > COMPOSE_MAX or _GHASH is None:
+            return self._open_large(nonce, aad, sealed, size)
         with memoryview(sealed) as view:
-            if size > COMPOSE_MAX or _GHASH is None:
-                cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-                cipher.update(aad)
-                return cipher.decrypt_and_verify(view[:size], view[size:])
             ciphertext, tag = bytes(view[:size]), bytes(view[size:])
         mask, stream = self._keystream(nonce, size)
         if not hmac.compare_digest(_xor(self._ghash(aad, ciphertext), mask), tag):
             raise ValueError("MAC check failed")
         return _xor(ciphertext, stream)
+
+    def _open_large(self, nonce: bytes, aad: bytes, sealed, size: int):
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+        cipher.update(aad)
+        with memoryview(sealed) as view:
+            if not isinstance(sealed, bytearray):
+                return cipher.decrypt_and_verify(view[:size], view[size:])
+            tag = bytes(view[size:])
+            cipher.decrypt(view[:size], output=view[:size])   # it hashes the ciphertext (GHASH), then decrypts
+        cipher.verify(tag)
+        del sealed[size:]
+        return sealed
 
     def _keystream(self, nonce: bytes, size: int):
         """E(K, J0) (the tag mask) and the CTR keystream E(K, J0+1) ... for ``size`` bytes."""
