@@ -19,7 +19,7 @@ def reference(key, nonce, aad, data) -> bytes:
     return cipher.encrypt(data) + cipher.digest()
 
 
-sizes = st.one_of(st.integers(0, 64), st.integers(0, gcm.COMPOSE_MAX + 100))
+sizes = st.one_of(st.integers(0, 64), st.integers(0, gcm.COMPOSE_MAX + 100), st.integers(0, 4 * gcm.COMPOSE_MAX))
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
