@@ -98,6 +98,25 @@ def test_a_block_read_for_a_peer_from_the_unchanged_file_is_not_hashed_again(tra
     assert len(hashes) == 1 + len(blocks)
 
 
+def test_a_new_file_the_scan_found_is_served_from_its_file_without_a_second_hash(tmp_path, hashes):
+    """The scan registers a new large file before the local state records it:
+    the entry it has just hashed the file as is what a read for a peer trusts
+    (else the sender hashed each of its blocks once more as it served it)."""
+    from test_bad_names import local_loop, make
+    loop = local_loop(tmp_path)
+    archive = PendingArchive(loop.root, loop.scanner.store, loop.state)
+    loop.reconciler.archive_later = lambda path, blocks, entry=None: archive.register(path, blocks, entry)
+    data = os.urandom(limits.ARCHIVE_LATER_MIN + 4096)
+    make(loop.root, "big.bin", data)
+    loop._scan(["big.bin"])
+    (event,) = loop.sent
+    first, size = event.blocks[0]
+    assert first in archive and not loop.scanner.store.has(first)
+    hashes.clear()   # (the scan's own)
+    assert archive.read(first, trust_unchanged=True) == data[:size]
+    assert hashes == []
+
+
 def test_a_file_changed_with_its_mtime_put_back_is_hashed(tracked):
     root, store, archive, data, blocks = tracked
     archive.register("big.bin", blocks)

@@ -246,3 +246,11 @@ def test_event_batches_stay_under_the_frame_limit_whatever_the_block_lists():
         assert len(decode_message(Frame(MsgType.EVENTS, 0, payload)).events) == len(batch)
     assert list(event_batches([{"blocks": [block] * 100_000}])) == [({"blocks": [block] * 100_000},)]  # alone
     assert list(event_batches([])) == []
+
+
+def test_a_block_alone_in_its_frame_is_decoded_as_a_view_of_the_payload_not_a_copy():
+    data = os.urandom(limits.SMALL_BLOCK + 1)
+    payload = bytearray(encode_message(BlockData(req_id=7, status=0, hash=bytes(32), data=data)).payload)
+    msg = decode_message(Frame(MsgType.BLOCK_DATA, 0, payload))
+    assert msg.data == data and isinstance(msg.data, memoryview) and msg.data.obj is payload
+    assert encode_message(msg).payload == encode_message(BlockData(7, 0, bytes(32), data)).payload   # sent again alike

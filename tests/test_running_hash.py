@@ -20,6 +20,7 @@ from p2p.folder.running_hash import RunningHash
 from p2p.folder.state import LocalState
 from p2p.history.event import Event
 
+from peers import wait_until
 from rogue import file_event
 
 
@@ -68,6 +69,32 @@ def test_blocks_from_many_threads_hash_the_file():
     for thread in threads:
         thread.join()
     assert running.finish() == (hashlib.sha256(content).hexdigest(), len(content))
+
+
+def test_a_block_landing_while_the_one_before_is_hashed_is_hashed_from_memory_not_read_back():
+    """Several threads land a large file's blocks: the one next in line waits
+    for the hash of the block before (it is short) instead of leaving its bytes
+    to be read back from the file."""
+    content = os.urandom(2 * 4096)
+    reads, reading, go_on = [], threading.Event(), threading.Event()
+
+    def read(offset, count):
+        reads.append(offset)
+        reading.set()
+        go_on.wait(10)
+        return content[offset:offset + count]
+    running = RunningHash(len(content), read)
+    first = threading.Thread(target=running.written, args=(0, 4096))   # no data: hashed from the file, slowly
+    first.start()
+    assert reading.wait(10)
+    second = threading.Thread(target=running.written, args=(4096, 4096, content[4096:]))
+    second.start()
+    wait_until(lambda: getattr(running._lock, "_waiters", None) or not second.is_alive(), 10, "the second block to land")
+    go_on.set()
+    first.join(10)
+    second.join(10)
+    assert running.finish() == (hashlib.sha256(content).hexdigest(), len(content))
+    assert reads == [0]
 
 
 def test_a_short_file_is_told_apart():

@@ -52,12 +52,14 @@ class PendingArchive:
         # block hash -> (path, offset, size, the file's signature when its blocks were hashed, or None)
         self._where: Dict[str, Tuple[str, int, int, Optional[Signature]]] = {}
 
-    def register(self, path: str, blocks: Iterable[Tuple[str, int]]) -> bool:
+    def register(self, path: str, blocks: Iterable[Tuple[str, int]], entry=None) -> bool:
         """Remember where the blocks of ``path`` the store lacks are; True if any.
-        The latest location wins (a file moved before it was archived). The
-        local state holds the version of ``path`` those blocks were hashed from."""
+        The latest location wins (a file moved before it was archived).
+        ``entry``: the local entry of the version those blocks were hashed from,
+        when the caller has it before the local state does (a scan registers a
+        new file before it records the file); else the local state's."""
         blocks = list(blocks)
-        signature = self._hashed_as(path, sum(size for _hash, size in blocks))
+        signature = self._hashed_as(path, sum(size for _hash, size in blocks), entry)
         offset, added = 0, False
         for block_hash, size in blocks:
             if not self.store.has(block_hash):
@@ -66,10 +68,12 @@ class PendingArchive:
             offset += size
         return added
 
-    def _hashed_as(self, path: str, size: int) -> Optional[Signature]:
-        """The signature of the file at ``path`` if it is still the one the local
-        state recorded (``size`` bytes) when its blocks were hashed, else None."""
-        entry = self.state.get(path) if self.state is not None else None
+    def _hashed_as(self, path: str, size: int, entry=None) -> Optional[Signature]:
+        """The signature of the file at ``path`` if it is still the one ``entry``
+        (by default the local state's) recorded (``size`` bytes) when its blocks
+        were hashed, else None."""
+        if entry is None and self.state is not None:
+            entry = self.state.get(path)
         if entry is None or entry.kind != "file" or entry.size != size:
             return None
         try:

@@ -380,7 +380,7 @@ class LocalChanges:
             if change is not None:
                 pending[event.path] = change.entry(event.id)
                 if not change.stored:
-                    self.reconciler.archive_later(event.path, change.blocks)
+                    self.reconciler.archive_later(event.path, change.blocks, pending[event.path])   # recorded after the event
         batch.events += events
         batch.planned, batch.paths = [], set()
 

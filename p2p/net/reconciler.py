@@ -431,9 +431,10 @@ class Reconciler:
         if current is not None and current.id != job.event.id:
             self.mark_dirty([job.path])
 
-    def archive_later(self, path: str, blocks) -> None:
-        """Copy a large file's blocks into the store in the background (history)."""
-        if self.archive.register(path, blocks):
+    def archive_later(self, path: str, blocks, entry=None) -> None:
+        """Copy a large file's blocks into the store in the background (history);
+        ``entry``: the path's local entry for them, if the local state has not got it yet."""
+        if self.archive.register(path, blocks, entry):
             self.spawn(self._archive_job, path, tuple(blocks))
 
     def _archive_job(self, path: str, blocks) -> None:

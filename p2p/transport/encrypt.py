@@ -34,7 +34,9 @@ def seal(key, counter: int, aad: bytes, plaintext: BytesLike) -> bytearray:
 
 
 def open_sealed(key, counter: int, aad: bytes, sealed: BytesLike) -> bytes:
-    """Return the plaintext; AuthenticationError if anything was altered."""
+    """Return the plaintext; AuthenticationError if anything was altered. A
+    large bytearray (a received frame's buffer) is decrypted in place
+    (``Gcm.open``)."""
     if len(sealed) < TAG_SIZE:
         raise AuthenticationError(f"encrypted payload of {len(sealed)} bytes is shorter than its tag")
     cipher = key if isinstance(key, Gcm) else Gcm(key)

@@ -1,19 +1,23 @@
 """AES-256-GCM (NIST SP 800-38D) for one key, with its set-up done once.
 
 ``AES.new(key, AES.MODE_GCM, nonce=...)`` expands the AES key three times and
-the GHASH key once for every message: about 120 us, then about 290 us for a
-whole 200-byte frame on this project's 2-core VM, so a channel of small
-frames spent most of its time building cipher objects. A channel seals every
-frame of one direction under one key, so ``Gcm`` keeps, per key, the expanded
-AES key (one ECB cipher) and the hash subkey H = E(K, 0^128), and composes
-each small message from pycryptodome's own primitives: the counter blocks
-J0, J0+1, ... encrypted by that ECB cipher in one call give the tag mask and
-the CTR keystream; the data is XORed with it (``strxor``); pycryptodome's C
-GHASH authenticates AAD and ciphertext. Payloads above ``COMPOSE_MAX`` go
-through ``AES.new`` as before (its per-message cost is amortised there, and
-it hashes large inputs on several threads). Both paths give the same bytes:
-tests/test_gcm.py checks them against ``AES.new`` on random inputs, and
-tampering against both. Only 12-byte nonces (J0 = nonce || 0x00000001).
+the GHASH key once for every message, in Python: about 120-180 us, then about
+290 us for a whole 200-byte frame on this project's 2-core VM, and a fifth of
+the time of a 1 MiB block frame. A channel seals every frame of one direction
+under one key, so ``Gcm`` keeps, per key, the expanded AES key (one ECB
+cipher) and the expanded GHASH key (of H = E(K, 0^128)), and composes each
+message from pycryptodome's own C primitives. The tag mask is E(K, J0). A
+small message's keystream is the counter blocks J0+1, ... encrypted by that
+ECB cipher in the same call, XORed in as Python integers (a foreign call per
+XOR cost more, and each releases the GIL, which the hub then waits to get
+back from the bulk threads); a large one (over ``COMPOSE_MAX``) goes through
+a CTR cipher from J0+1 (inc32: a 4-byte counter after the nonce), written
+into the output buffer. pycryptodome's C GHASH authenticates AAD and
+ciphertext, chained over the parts in place (no joined copy of a large
+ciphertext); a large received frame's ciphertext is checked before it is
+decrypted in its own buffer. Both sizes give ``AES.new``'s bytes:
+tests/test_gcm.py checks them against it on random inputs, and tampering.
+Only 12-byte nonces (J0 = nonce || 0x00000001).
 """
 
 from __future__ import annotations
@@ -22,17 +26,17 @@ import hmac
 import struct
 
 from Crypto.Cipher import AES
-from Crypto.Util.strxor import strxor
 
 try:   # pycryptodome's C GHASH (carry-less multiplication when the CPU has it)
     from Crypto.Cipher._mode_gcm import _GHASH, _ghash_clmul, _ghash_portable
+    from Crypto.Util._raw_api import c_size_t, c_uint8_ptr, create_string_buffer
     GHASH_C = _ghash_clmul or _ghash_portable
-except ImportError:   # another pycryptodome layout: every message takes the AES.new path
+except ImportError:   # another pycryptodome layout: every message goes through AES.new
     _GHASH = GHASH_C = None
 
 TAG_SIZE = 16
 NONCE_SIZE = 12
-COMPOSE_MAX = 4096            # bytes: above this, AES.new is as fast (its set-up is amortised)
+COMPOSE_MAX = 4096            # bytes: up to this, the keystream comes from one ECB call (no CTR object)
 _COUNTERS = [struct.pack(">I", i) for i in range(1, COMPOSE_MAX // 16 + 3)]   # inc32 suffixes from 1
 _LENGTHS = struct.Struct(">QQ")
 
@@ -43,40 +47,63 @@ class Gcm:
     def __init__(self, key: bytes):
         self._key = bytes(key)
         self._ecb = AES.new(self._key, AES.MODE_ECB)
-        self._subkey = self._ecb.encrypt(bytes(16))
+        # the GHASH key H = E(K, 0^128), expanded once (read-only: any thread may use it)
+        self._ghash_key = _GHASH(self._ecb.encrypt(bytes(16)), GHASH_C) if _GHASH is not None else None
 
     def seal(self, nonce: bytes, aad: bytes, plaintext) -> bytearray:
         """ciphertext + 16-byte tag, in one new buffer."""
         size = len(plaintext)
         sealed = bytearray(size + TAG_SIZE)
-        if size > COMPOSE_MAX or _GHASH is None:
-            cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-            cipher.update(aad)
-            with memoryview(sealed) as view:
+        with memoryview(sealed) as view:
+            if _GHASH is None:
+                cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+                cipher.update(aad)
                 cipher.encrypt(plaintext, output=view[:size])
                 view[size:] = cipher.digest()
-            return sealed
-        mask, stream = self._keystream(nonce, size)
-        ciphertext = strxor(bytes(plaintext), stream) if size else b""
-        sealed[:size] = ciphertext
-        sealed[size:] = strxor(self._ghash(aad, ciphertext), mask)
+                return sealed
+            if size <= COMPOSE_MAX:
+                mask, stream = self._keystream(nonce, size)
+                view[:size] = _xor(bytes(plaintext), stream)
+            else:
+                mask = self._mask(nonce)
+                self._ctr(nonce).encrypt(plaintext, output=view[:size])
+            view[size:] = _xor(self._ghash(aad, view[:size]), mask)
         return sealed
 
     def open(self, nonce: bytes, aad: bytes, sealed) -> bytes:
-        """The plaintext of ``sealed`` (ciphertext + tag); ValueError if anything was altered."""
+        """The plaintext of ``sealed`` (ciphertext + tag); ValueError if anything
+        was altered. A large ``sealed`` that is a bytearray (a received frame's
+        own buffer) is decrypted where it lies, once its tag is checked, and
+        becomes the plaintext returned, its tag cut off: no new buffer."""
         size = len(sealed) - TAG_SIZE
         if size < 0:
             raise ValueError("shorter than its tag")
         with memoryview(sealed) as view:
-            if size > COMPOSE_MAX or _GHASH is None:
+            if _GHASH is None:
                 cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
                 cipher.update(aad)
                 return cipher.decrypt_and_verify(view[:size], view[size:])
-            ciphertext, tag = bytes(view[:size]), bytes(view[size:])
-        mask, stream = self._keystream(nonce, size)
-        if not hmac.compare_digest(strxor(self._ghash(aad, ciphertext), mask), tag):
-            raise ValueError("MAC check failed")
-        return strxor(ciphertext, stream) if size else b""
+            small = size <= COMPOSE_MAX
+            mask, stream = self._keystream(nonce, size) if small else (self._mask(nonce), None)
+            if not hmac.compare_digest(_xor(self._ghash(aad, view[:size]), mask), bytes(view[size:])):
+                raise ValueError("MAC check failed")
+            if small:
+                return _xor(bytes(view[:size]), stream)
+            if not isinstance(sealed, bytearray):
+                return self._ctr(nonce).decrypt(view[:size])
+            self._ctr(nonce).decrypt(view[:size], output=view[:size])
+        del sealed[size:]
+        return sealed
+
+    def _mask(self, nonce: bytes) -> bytes:
+        """E(K, J0): what the GHASH is XORed with to make the tag."""
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError("GCM here takes 12-byte nonces")
+        return self._ecb.encrypt(nonce + _COUNTERS[0])
+
+    def _ctr(self, nonce: bytes):
+        """The CTR cipher of the message's data: counter blocks J0+1, J0+2, ... (inc32)."""
+        return AES.new(self._key, AES.MODE_CTR, nonce=nonce, initial_value=2)
 
     def _keystream(self, nonce: bytes, size: int):
         """E(K, J0) (the tag mask) and the CTR keystream E(K, J0+1) ... for ``size`` bytes."""
@@ -86,11 +113,30 @@ class Gcm:
         out = self._ecb.encrypt(b"".join(nonce + counter for counter in _COUNTERS[:blocks]))
         return out[:16], out[16:16 + size]
 
-    def _ghash(self, aad: bytes, ciphertext: bytes) -> bytes:
-        ghash = _GHASH(self._subkey, GHASH_C)
-        ghash.update(_padded(aad) + _padded(ciphertext) + _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext)))
-        return ghash.digest()
+    def _ghash(self, aad: bytes, ciphertext: memoryview) -> bytes:
+        """GHASH_H(A || pad || C || pad || len(A) || len(C)): one C call for a
+        small message; for a large one the ciphertext's whole blocks are
+        hashed where they lie, between the padded AAD and the padded tail."""
+        size = len(ciphertext)
+        whole = size - size % 16
+        tail = _padded(bytes(ciphertext[whole:])) + _LENGTHS.pack(8 * len(aad), 8 * size)
+        if size <= COMPOSE_MAX:
+            parts = (_padded(aad) + bytes(ciphertext[:whole]) + tail,)
+        else:
+            parts = (_padded(aad), ciphertext[:whole], tail)
+        state = create_string_buffer(16)
+        for part in parts:
+            if len(part) and GHASH_C.ghash(state, c_uint8_ptr(part), c_size_t(len(part)), state,
+                                           self._ghash_key._exp_key.get()):
+                raise ValueError("GHASH failed")
+        return state.raw
 
 
 def _padded(data: bytes) -> bytes:
     return data + bytes(-len(data) % 16)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    """``a`` XOR ``b`` (the same length, at most COMPOSE_MAX + a block): as
+    integers, in the interpreter (no foreign call, the GIL kept)."""
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")

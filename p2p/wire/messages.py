@@ -223,9 +223,14 @@ def exact_bytes(size: int) -> FieldCheck:
 
 
 def any_bytes(value: Any) -> bytes:
+    return bytes(bytes_like(value))
+
+
+def bytes_like(value: Any):
+    """``value`` itself, if it is bytes, a bytearray or a memoryview (not copied)."""
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise ValueError(f"expected bytes, got {type(value).__name__}")
-    return bytes(value)
+    return value
 
 
 def version_vector(value: Any) -> Dict[str, int]:
@@ -283,16 +288,19 @@ class JsonCodec:
 
 class StructCodec:
     """Payload is fixed binary fields (``layout``), optionally after a constant
-    ``magic`` and before a ``trailing`` field that takes the remaining bytes."""
+    ``magic`` and before a ``trailing`` field that takes the remaining bytes:
+    decoded as a memoryview of the payload when ``trailing_view`` (a large
+    block's data is not copied; its field's check must keep it a view)."""
 
     def __init__(self, cls: type, layout: str, fields: Mapping[str, FieldCheck],
                  magic: bytes = b"", trailing: Optional[str] = None,
-                 rule: Optional[Callable[[Any], None]] = None):
+                 rule: Optional[Callable[[Any], None]] = None, trailing_view: bool = False):
         self.cls = cls
         self.layout = struct.Struct(layout)
         self.fields = dict(fields)
         self.magic = magic
         self.trailing = trailing
+        self.trailing_view = trailing_view
         self.rule = rule  # cross-field check: raises ValueError
         self.fixed_size = len(magic) + self.layout.size
         self.fixed_names = [name for name in self.fields if name != trailing]
@@ -314,7 +322,8 @@ class StructCodec:
                 raise MalformedMessage(f"{self.cls.__name__}: bad magic")
             raw = dict(zip(self.fixed_names, self.layout.unpack_from(view, len(self.magic))))
             if self.trailing:
-                raw[self.trailing] = bytes(view[self.fixed_size:])
+                rest = view[self.fixed_size:]
+                raw[self.trailing] = rest if self.trailing_view else bytes(rest)
         msg = _build(self.cls, self.fields, raw)
         if self.rule is not None:
             try:
@@ -415,13 +424,16 @@ _BLOCK_REQUEST = StructCodec(BlockRequest, ">II32s", {"req_id": _u32, "size": _u
 _BLOCK_DATA = StructCodec(BlockData, ">IB32s", {"req_id": _u32, "status": one_of(BlockStatus),
                                                 "hash": _hash, "data": any_bytes},
                           trailing="data", rule=_data_only_when_ok)
+# a BlockData alone in its frame (every large block): its data is a view of the payload, not a copy
+_BLOCK_DATA_ALONE = StructCodec(BlockData, ">IB32s", {**_BLOCK_DATA.fields, "data": bytes_like},
+                                trailing="data", rule=_data_only_when_ok, trailing_view=True)
 
 CODECS: Dict[int, Codec] = {
     MsgType.HELLO: JsonCodec(Hello, {"name": text, "port": _u16, "version": _u16}),
     MsgType.SUMMARY: JsonCodec(Summary, {"vv": version_vector}),
     MsgType.EVENTS: JsonCodec(Events, {"events": dict_list(limits.MAX_EVENTS_PER_BATCH)}),
     MsgType.BLOCK_REQUEST: _BLOCK_REQUEST,
-    MsgType.BLOCK_DATA: _BLOCK_DATA,
+    MsgType.BLOCK_DATA: _BLOCK_DATA_ALONE,
     MsgType.BLOCK_REQUESTS: BatchCodec(BlockRequests, "requests", _BLOCK_REQUEST, limits.MAX_BLOCKS_PER_FRAME,
                                        rule=_small_request),
     MsgType.BLOCKS_DATA: BatchCodec(BlocksData, "blocks", _BLOCK_DATA, limits.MAX_BLOCKS_PER_FRAME,
