@@ -119,6 +119,8 @@ def edit(root, kind, parts) -> None:
             os.mkfifo(target)
         else:                                      # same size and mtime, another inode
             st_ = os.lstat(target)
+            if not statmod.S_ISREG(st_.st_mode):
+                return                             # (reading a FIFO would block)
             (target.parent / "new").write_bytes(target.read_bytes())
             os.utime(target.parent / "new", ns=(st_.st_mtime_ns, st_.st_mtime_ns))
             os.replace(target.parent / "new", target)
