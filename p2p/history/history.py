@@ -66,6 +66,10 @@ OLD_SNAPSHOT_NAME = "index.snapshot"     # the index file of earlier versions: r
 EVENT_CACHE = 16384         # parsed events kept for repeated heads()/current()/tree() calls (~25 MB)
 
 
+LOCAL_EVENT_DEFAULTS = dict(size=0, mode=0, mtime=0, hash="", blocks=(), parents=None,
+                            moved_from=None, moved_to=None, target=None)   # what a local event has unless given
+
+
 class History:
     """Log + index + causal buffer. Build it with ``History.open``."""
 
@@ -249,20 +253,16 @@ class History:
             yield self._read(offset)
 
     # -- writing -----------------------------------------------------------
-    def make_local(self, type: str, kind: str, path: str, *, size: int = 0, mode: int = 0, mtime: int = 0,
-                   hash: str = "", blocks=(), parents=None, time: float, moved_from: Optional[str] = None,
-                   moved_to: Optional[str] = None, target: Optional[str] = None, durable: bool = True) -> Event:
-        """Stamp, append and index a new event made by this peer.
+    def make_local(self, type: str, kind: str, path: str, *, time: float, durable: bool = True, **fields) -> Event:
+        """Stamp, append and index a new event made by this peer; ``fields`` are
+        any of ``LOCAL_EVENT_DEFAULTS`` (``parents`` None: the path's heads).
 
         Durable (fsynced) by default. A caller making a batch passes
         ``durable=False`` and calls ``sync()`` once before any of the batch
         leaves this machine: a local event must never be lost after peers saw it.
         ``LogWriteFailed``: nothing was written or indexed; try again later.
         """
-        return self.make_local_many([dict(type=type, kind=kind, path=path, size=size, mode=mode, mtime=mtime,
-                                          hash=hash, blocks=blocks, parents=parents, time=time,
-                                          moved_from=moved_from, moved_to=moved_to, target=target)],
-                                    durable=durable)[0]
+        return self.make_local_many([dict(fields, type=type, kind=kind, path=path, time=time)], durable=durable)[0]
 
     def make_local_many(self, specs: List[dict], *, durable: bool = True) -> List[Event]:
         """``make_local`` for a batch of events, each given by ``make_local``'s
@@ -280,15 +280,12 @@ class History:
         events = []
         for number, spec in enumerate(specs):
             seq = first + number
-            parents = spec.get("parents")
+            fields = {**LOCAL_EVENT_DEFAULTS, **spec}
+            parents = fields.pop("parents")
             if parents is None:
                 parents = tuple(event.id for event in self.heads(spec["path"]))
             event = Event(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
-                          lamport=self._lamport + 1 + number, type=spec["type"], kind=spec["kind"],
-                          path=spec["path"], size=spec.get("size", 0), mode=spec.get("mode", 0),
-                          mtime=spec.get("mtime", 0), hash=spec.get("hash", ""), blocks=tuple(spec.get("blocks", ())),
-                          parents=tuple(parents), time=spec["time"], moved_from=spec.get("moved_from"),
-                          moved_to=spec.get("moved_to"), target=spec.get("target"))
+                          lamport=self._lamport + 1 + number, parents=tuple(parents), **fields)
             unknown = [p for p in event.parents if not self.knows(p)]
             if unknown:
                 raise ValueError(f"parents not in the history: {unknown}")
