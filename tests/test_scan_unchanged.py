@@ -105,6 +105,11 @@ def build(root, tree) -> None:
 def edit(root, kind, parts) -> None:
     target = root.joinpath(*parts)
     try:
+        if statmod.S_ISFIFO(os.lstat(target).st_mode) and kind in ("write", "replace"):
+            return                                 # (opening a FIFO made by an earlier edit would block)
+    except OSError:
+        pass
+    try:
         if kind == "write":
             target.write_bytes(b"edited")
         elif kind == "chmod":
@@ -119,8 +124,6 @@ def edit(root, kind, parts) -> None:
             os.mkfifo(target)
         else:                                      # same size and mtime, another inode
             st_ = os.lstat(target)
-            if not statmod.S_ISREG(st_.st_mode):
-                return                             # (reading a FIFO would block)
             (target.parent / "new").write_bytes(target.read_bytes())
             os.utime(target.parent / "new", ns=(st_.st_mtime_ns, st_.st_mtime_ns))
             os.replace(target.parent / "new", target)
