@@ -58,3 +58,21 @@ def test_a_large_received_buffer_is_decrypted_where_it_lies():
     assert Gcm(key).open(nonce, b"ab", bytes(sealed)) == data     # read-only input: a new buffer
     opened = Gcm(key).open(nonce, b"ab", sealed)
     assert opened is sealed and opened == data                    # the frame's own buffer, its tag cut off
+
+
+class _RenamedGhash:
+    """pycryptodome's _GHASH as a release might change it: no ``_exp_key``."""
+
+    def __init__(self, subkey, module):
+        self.subkey = subkey
+
+
+def test_a_changed_private_ghash_is_noticed_and_aes_new_used_instead(monkeypatch):
+    assert gcm._composition_agrees()   # this pycryptodome: the composed path is in use
+    monkeypatch.setattr(gcm, "_GHASH", _RenamedGhash)
+    assert not gcm._composition_agrees()
+    monkeypatch.setattr(gcm, "_GHASH", None)   # what the import does then
+    key, nonce, aad, data = bytes(range(32)), bytes(12), b"a", os.urandom(3 * gcm.COMPOSE_MAX)
+    sealed = Gcm(key).seal(nonce, aad, data)
+    assert bytes(sealed) == reference(key, nonce, aad, data)
+    assert Gcm(key).open(nonce, aad, sealed) == data

@@ -31,7 +31,7 @@ try:   # pycryptodome's C GHASH (carry-less multiplication when the CPU has it)
     from Crypto.Cipher._mode_gcm import _GHASH, _ghash_clmul, _ghash_portable
     from Crypto.Util._raw_api import c_size_t, c_uint8_ptr, create_string_buffer
     GHASH_C = _ghash_clmul or _ghash_portable
-except ImportError:   # another pycryptodome layout: every message goes through AES.new
+except ImportError:   # another pycryptodome layout: every message goes through AES.new (and see _composition_agrees)
     _GHASH = GHASH_C = None
 
 TAG_SIZE = 16
@@ -140,3 +140,28 @@ def _xor(a: bytes, b: bytes) -> bytes:
     """``a`` XOR ``b`` (the same length, at most COMPOSE_MAX + a block): as
     integers, in the interpreter (no foreign call, the GIL kept)."""
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+def _composition_agrees() -> bool:
+    """Whether the composed messages here are AES.new's, small and large, and
+    open again. The C GHASH is reached through pycryptodome's private layout
+    (``_GHASH``, its ``_exp_key``), which a release may change without an
+    import failing; checked once at import, such a change sends every message
+    through AES.new instead of failing every seal."""
+    key, nonce, aad = bytes(range(32)), bytes(range(12)), b"probe"
+    try:
+        gcm = Gcm(key)
+        for size in (40, COMPOSE_MAX + 40):
+            data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            reference = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
+            reference.update(aad)
+            expected = reference.encrypt(data) + reference.digest()
+            if bytes(gcm.seal(nonce, aad, data)) != expected or gcm.open(nonce, aad, bytearray(expected)) != data:
+                return False
+    except Exception:   # noqa: BLE001 - any failure of the private layout means: do not use it
+        return False
+    return True
+
+
+if _GHASH is not None and not _composition_agrees():
+    _GHASH = GHASH_C = None
