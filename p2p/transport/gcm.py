@@ -49,7 +49,8 @@ NONCE_SIZE = 12
 COMPOSE_MAX = 4096            # bytes: up to this, the keystream comes from one ECB call (no CTR object)
 _COUNTERS = [struct.pack(">I", i) for i in range(1, COMPOSE_MAX // 16 + 3)]   # inc32 suffixes from 1
 _LENGTHS = struct.Struct(">QQ")
-_LIBCRYPTO_NAMES = ("libcrypto.so.3", "libcrypto.so", "libcrypto.3.dylib", "libcrypto.dylib")
+# Linux names only: loading an unversioned libcrypto on macOS aborts the process (no exception)
+_LIBCRYPTO_NAMES = ("libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so")
 
 
 class _OpenSsl:
