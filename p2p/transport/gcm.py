@@ -147,6 +147,11 @@ class Gcm:
         # the GHASH key H = E(K, 0^128), expanded once (read-only: any thread may use it)
         self._ghash_key = _GHASH(self._ecb.encrypt(bytes(16)), GHASH_C) if _GHASH is not None else None
 
+    @property
+    def large_in_openssl(self) -> bool:
+        """Whether the large messages go through OpenSSL (a few ms for the largest frame, the GIL released)."""
+        return self._native is not None
+
     def seal(self, nonce: bytes, aad: bytes, plaintext) -> bytearray:
         """ciphertext + 16-byte tag, in one new buffer."""
         size = len(plaintext)
