@@ -94,6 +94,10 @@ BATCH_BYTES = 1 * MiB             # ... and about this many bytes asked in one f
                                  # of 128 KiB go 8 a frame (their frame cost is amortised already; less memory per frame)
 MAX_SERVING_PER_PEER = 32        # block requests we serve concurrently for one peer
 MAX_BYTES_IN_FLIGHT = 64 * MiB   # requested-but-unreceived block bytes per peer
+MAX_BYTES_LANDING = 64 * MiB     # blocks written in bulk threads, asked for and not yet written, over every peer and
+                                 # file: a peer's budget ends at a block's arrival, and blocks that arrive faster
+                                 # than the disk takes them would otherwise wait in memory, up to a whole file;
+                                 # as deep as one peer's pipeline (MAX_BYTES_IN_FLIGHT)
 MAX_PENDING_EVENTS = 100_000     # events held while waiting for their causal parents
 MAX_PENDING_BYTES = 64 * MiB     # ... and their serialized bytes: 100,000 usual events fit, 100,000 of 25 KiB
                                  # (2.4 GiB) do not

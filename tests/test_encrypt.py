@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fakes import InMemoryChannel
-from p2p.transport import ChannelClosed, EncryptedChannel
+from p2p.transport import ChannelClosed, EncryptedChannel, gcm
 from p2p.transport.encrypt import COUNTER_LIMIT
 from p2p.wire import FLAG_COMPRESSED, FLAG_ENCRYPTED, AuthenticationError, Frame
 
@@ -135,3 +135,23 @@ def test_close_is_final_and_reaches_the_inner_channel():
     assert wire.closed
     with pytest.raises(ChannelClosed):
         a.send(Frame(1, 0, b""))
+
+
+@pytest.mark.parametrize("openssl", [True, False])
+def test_large_frames_are_offloaded_only_when_composed(monkeypatch, openssl):
+    if openssl and gcm.OPENSSL is None:
+        pytest.skip("libcrypto not loadable")
+    if not openssl:
+        monkeypatch.setattr(gcm, "OPENSSL", None)   # what a machine without libcrypto has
+    offloaded = []
+
+    def offload(fn):
+        offloaded.append(fn)
+        return fn()
+    wire = InMemoryChannel()
+    a, b = (EncryptedChannel(wire, KEY_AB, KEY_BA, offload=offload),
+            EncryptedChannel(wire, KEY_BA, KEY_AB, offload=offload))
+    frame = Frame(5, 0, os.urandom(1 << 20))
+    a.send(frame)
+    assert b.recv() == frame
+    assert len(offloaded) == (0 if openssl else 2)   # sealed and opened in the caller, or both in the pool

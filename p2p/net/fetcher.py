@@ -9,8 +9,11 @@ new size would and takes the blocks it finds there; it requests the others from 
 connected peers in parallel — each block from the least busy peer that has
 the event, falling back to the others. Each block is verified on arrival (the
 session checks its hash), kept in the store for history, and written at its
-offsets; the file is written once, then fsynced and renamed into place. Jobs
-run in a bounded pool. A job that cannot finish (no connected peer has a
+offsets (those written in bulk threads hold a share of
+``limits.MAX_BYTES_LANDING`` from their request until written: blocks that
+arrive faster than the disk takes them do not pile up in memory); the file
+is written once, then fsynced and renamed into place. Jobs run in a
+bounded pool. A job that cannot finish (no connected peer has a
 block; with no peer connected at all it creates nothing: no temporary file,
 no parent directory) is listed as "waiting for a peer that has its content" (one warning),
 retried with a back-off and at once when a peer connects; a large file keeps
@@ -32,7 +35,7 @@ from p2p import limits
 from p2p.blocks.chunking import WHOLE, chunk_sizes, read_blocks
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
-from p2p.net.session import SessionClosed, forged_block
+from p2p.net.session import Budget, SessionClosed, forged_block
 from p2p.units import human_size
 from p2p.wire.errors import WireError
 
@@ -91,6 +94,7 @@ class Fetcher:
         self.jobs: dict = {}            # path -> FileJob
         self.unavailable: set = set()   # paths whose blocks no connected peer had
         self.pool = Pool(MAX_FILES_AT_ONCE)
+        self.landing = Budget(limits.MAX_BYTES_LANDING // limits.SMALL_BLOCK, limits.MAX_BYTES_LANDING)
         self.received = 0               # bytes of blocks fetched, ever (for the rate)
         self._samples = collections.deque(maxlen=RATE_SAMPLES)   # (monotonic time, received)
 
@@ -201,20 +205,33 @@ class Fetcher:
             return exc
 
     def _fetch_block(self, job: FileJob, pending, block_hash: str, size: int, offsets) -> bool:
+        """``_fetch_from_peers``; a block landed in a bulk thread (a large one, or
+        any of a file archived later) holds its share of ``landing`` from its
+        request until it is written."""
+        large = size > limits.SMALL_BLOCK   # hashed with its write, off the hub (not in the reader)
+        archive_later = job.event.size > limits.ARCHIVE_LATER_MIN
+        if not large and not archive_later:
+            return self._fetch_from_peers(job, pending, block_hash, size, offsets, large, archive_later)
+        self.landing.acquire(size)
+        try:
+            return self._fetch_from_peers(job, pending, block_hash, size, offsets, large, archive_later)
+        finally:
+            self.landing.release(size)
+
+    def _fetch_from_peers(self, job: FileJob, pending, block_hash: str, size: int, offsets,
+                          large: bool, archive_later: bool) -> bool:
         tried = set()
         while True:
             session = self._pick(job.event, tried)
             if session is None:
                 return False
             tried.add(session)
-            large = size > limits.SMALL_BLOCK   # hashed with its write, off the hub (not in the reader)
             try:
                 data = session.request_block(block_hash, size, checked_by_caller=large)
             except (SessionClosed, gevent.Timeout):
                 continue
             if data is None:
                 continue
-            archive_later = job.event.size > limits.ARCHIVE_LATER_MIN
             if not large and not archive_later:
                 self._land(pending, block_hash, data, offsets)   # small: cheaper than a thread hop
             elif not self.bulkpool.apply(self._write_received,

@@ -4,7 +4,12 @@ Nonce = 4 zero bytes + the direction's frame counter (u64 big-endian),
 starting at 0 and never transmitted, so a replayed, dropped or reordered
 frame fails authentication. AAD = the frame's TYPE and FLAGS bytes (with
 FLAG_ENCRYPTED set). Payload = ciphertext + 16-byte tag. Any failure raises
-AuthenticationError and closes the channel. ``seal``/``open_sealed`` are
+AuthenticationError and closes the channel. A large frame is sealed and
+opened through ``offload`` only when the cipher composes it from
+pycryptodome's parts; through OpenSSL (3 GB/s or more, the GIL released)
+even the largest frame takes a few milliseconds in the caller, less than a
+thread hop costs in wake-ups and GIL hand-backs (the 500 MB file: about
+0.35 s less CPU over both peers, docs/BENCHMARKS.md). ``seal``/``open_sealed`` are
 pure (no sockets, no clock); the cipher itself is ``p2p.transport.gcm``.
 """
 
@@ -54,7 +59,7 @@ class EncryptedChannel(Channel):
         self._inner = inner
         self._send_key = Gcm(send_key)   # the key schedule, once per direction
         self._recv_key = Gcm(recv_key)
-        self._offload = offload
+        self._offload = None if self._send_key.large_in_openssl else offload
         self._send_counter = 0
         self._recv_counter = 0
         self._closed = False
