@@ -146,21 +146,26 @@ class FolderWriter:
         at the first missing one); refuse symlinks, special files and files in
         the way."""
         parts = path.split("/")[:-1]
-        current = self.root
+        root = str(self.root)
         rel = ""
-        for part in parts:
-            current = current / part
+        for part in parts:   # (strings, not Path objects: this runs for every file received)
             rel = f"{rel}/{part}" if rel else part
+            current = f"{root}/{rel}"
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
                 if not create:
                     return
-                os.mkdir(current)
+                try:
+                    os.mkdir(current)
+                except FileExistsError:   # another thread made it meanwhile (a sibling's commit): look again
+                    pass
+                else:
+                    st = os.lstat(current)
+                    if self.state.get(rel) is None:
+                        self.state.set(rel, Entry.from_stat(st, "", ""))
+                    continue
                 st = os.lstat(current)
-                if self.state.get(rel) is None:
-                    self.state.set(rel, Entry.from_stat(st, "", ""))
-                continue
             _refuse_special(path, rel, st)
             if not statmod.S_ISDIR(st.st_mode):
                 raise LocalChanged(rel)
@@ -181,15 +186,15 @@ class FolderWriter:
         """A temporary file beside ``path`` that blocks are written into as they
         arrive. ``resume_as``: the temporary file (relative to the folder) of an
         interrupted transfer of this version, reopened if it is there. A small
-        file's blocks are gathered in memory and its temporary file created
-        only when it is finished (``PendingFile.finish``, in the committing
-        thread): no file creation in the caller (the hub)."""
+        file's blocks are gathered in memory and its missing parents and
+        temporary file created only when it is finished (``PendingFile.finish``,
+        in the committing thread): no file system call in the caller (the hub)."""
         self._check_case(path)
+        if resume_as is None and event.size <= limits.SMALL_BLOCK:   # its parents are made with its file
+            return PendingFile(self, path, event, self._temporary(path), -1)
         self._ensure_parents(path)
         if resume_as is None:
-            tmp = (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
-            if event.size <= limits.SMALL_BLOCK:
-                return PendingFile(self, path, event, tmp, -1)
+            tmp = self._temporary(path)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             return PendingFile(self, path, event, tmp, fd)
         tmp = self.root / resume_as
@@ -202,6 +207,10 @@ class FolderWriter:
             os.close(fd)
             raise UnsafeTarget(path, f"its temporary file {resume_as} is not a regular file")
         return PendingFile(self, path, event, tmp, fd, resumed=True)
+
+    def _temporary(self, path: str) -> Path:
+        """A new temporary file's name beside ``path`` (the watcher ignores its prefix)."""
+        return (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
 
     def write_file(self, path: str, event) -> Entry:
         """Materialise ``event``'s content at ``path`` from blocks already in the store."""
@@ -415,7 +424,8 @@ class PendingFile:
         event = self.event
         try:
             self._check_content()
-            if self._memory is not None:   # a small file: its temporary file now, written at once
+            if self._memory is not None:   # a small file: its parents and temporary file now, written at once
+                self.writer._ensure_parents(self.path)
                 self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 memory, self._memory = self._memory, None
                 view, offset = memoryview(memory), 0
