@@ -13,9 +13,10 @@ offsets; the file is written once, then fsynced and renamed into place. At
 most ``MAX_FILES_AT_ONCE`` larger files are fetched at once, and up to
 ``limits.SMALL_FILES_AT_ONCE`` small ones (and ``limits.SMALL_FILES_BYTES``):
 a small file's job mostly waits for its batch's commit, so more of them at
-once make larger batches of fsyncs instead of more rounds of them. A job that cannot finish (no connected peer has a
-block; with no peer connected at all it creates nothing: no temporary file,
-no parent directory) is listed as "waiting for a peer that has its content" (one warning),
+once make larger batches of fsyncs instead of more rounds of them. A job
+that cannot finish (no connected peer has a block; with no peer connected at
+all it creates nothing: no temporary file, no parent directory) is listed as
+"waiting for a peer that has its content" (one warning),
 retried with a back-off and at once when a peer connects; a large file keeps
 what arrived (``p2p.folder.partials``), so the transfer resumes.
 """
