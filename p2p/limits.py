@@ -82,11 +82,6 @@ FSYNC_THREADS = 8                # a batch of small files is written and fsynced
                                  # once (of gevent's 10): concurrent fsyncs share journal commits (200 files:
                                  # ~80-300 ms, against 0.6-1.5 s one after the other, and 0.1-0.7 s for a syncfs,
                                  # which also waits for whatever else the disk has to write)
-SMALL_FILES_AT_ONCE = 256        # small files (one block at most) fetched at once: each waits for its batch's
-SMALL_FILES_BYTES = 16 * MiB     # commit (fsyncs), so this bounds the batch; at 48, as for large files, a round
-                                 # of fsyncs (~80-300 ms) per 48 files capped a quiet machine near the ~240
-                                 # files/s it measured; 512 cost ~30 MB more peak RSS (a suspended greenlet
-                                 # or two per job); the bytes bound keeps their content in memory small
 
 # --- per-peer bounds -------------------------------------------------------
 MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME) ...

@@ -9,14 +9,10 @@ new size would and takes the blocks it finds there; it requests the others from 
 connected peers in parallel — each block from the least busy peer that has
 the event, falling back to the others. Each block is verified on arrival (the
 session checks its hash), kept in the store for history, and written at its
-offsets; the file is written once, then fsynced and renamed into place. At
-most ``MAX_FILES_AT_ONCE`` larger files are fetched at once, and up to
-``limits.SMALL_FILES_AT_ONCE`` small ones (and ``limits.SMALL_FILES_BYTES``):
-a small file's job mostly waits for its batch's commit, so more of them at
-once make larger batches of fsyncs instead of more rounds of them. A job
-that cannot finish (no connected peer has a block; with no peer connected at
-all it creates nothing: no temporary file, no parent directory) is listed as
-"waiting for a peer that has its content" (one warning),
+offsets; the file is written once, then fsynced and renamed into place. Jobs
+run in a bounded pool. A job that cannot finish (no connected peer has a
+block; with no peer connected at all it creates nothing: no temporary file,
+no parent directory) is listed as "waiting for a peer that has its content" (one warning),
 retried with a back-off and at once when a peer connects; a large file keeps
 what arrived (``p2p.folder.partials``), so the transfer resumes.
 """
@@ -30,14 +26,13 @@ import time
 from dataclasses import dataclass, field
 
 import gevent
-from gevent.lock import Semaphore
-from gevent.pool import Group
+from gevent.pool import Pool
 
 from p2p import limits
 from p2p.blocks.chunking import WHOLE, chunk_sizes, read_blocks
 from p2p.blocks.store import BlockMissing, CorruptBlock
 from p2p.folder.apply import UnsafeTarget
-from p2p.net.session import Budget, SessionClosed, forged_block
+from p2p.net.session import SessionClosed, forged_block
 from p2p.units import human_size
 from p2p.wire.errors import WireError
 
@@ -95,11 +90,7 @@ class Fetcher:
         self.reconciler = None
         self.jobs: dict = {}            # path -> FileJob
         self.unavailable: set = set()   # paths whose blocks no connected peer had
-        self.pool = Group()             # every job (the node kills them on stop)
-        # at most MAX_FILES_AT_ONCE larger files at once, and more small ones:
-        # those wait for their batch's commit, so more of them make larger batches
-        self._large_slots = Semaphore(MAX_FILES_AT_ONCE)
-        self._small_slots = Budget(limits.SMALL_FILES_AT_ONCE, limits.SMALL_FILES_BYTES)
+        self.pool = Pool(MAX_FILES_AT_ONCE)
         self.received = 0               # bytes of blocks fetched, ever (for the rate)
         self._samples = collections.deque(maxlen=RATE_SAMPLES)   # (monotonic time, received)
 
@@ -107,21 +98,8 @@ class Fetcher:
         job = self.jobs.get(path)
         if job is not None:
             return  # the running job re-checks the wanted version when it ends
-        self._slot(event, take=True)   # waits (the caller, the reconciler, too) while the jobs are at their bound
         job = self.jobs[path] = FileJob(path, event)
         self.pool.spawn(self._run, job)
-
-    def _slot(self, event, take: bool) -> None:
-        """Take (or give back) a job's place among those of its size class."""
-        if event.size <= limits.SMALL_BLOCK:
-            if take:
-                self._small_slots.acquire(event.size)
-            else:
-                self._small_slots.release(event.size)
-        elif take:
-            self._large_slots.acquire()
-        else:
-            self._large_slots.release()
 
     def _run(self, job: FileJob) -> None:
         pending = None
@@ -182,7 +160,6 @@ class Fetcher:
             if temp is not None:
                 self.partials.end(temp)
             self.jobs.pop(job.path, None)
-            self._slot(job.event, take=False)
             self.reconciler.fetch_finished(job)
 
     def _source_possible(self, path: str, event) -> bool:
