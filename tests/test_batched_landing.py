@@ -153,14 +153,13 @@ def test_every_file_of_a_batch_is_fsynced_before_any_is_renamed(tmp_path, monkey
 
 
 def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):
-    """No file creation while its blocks arrive (the hub writes them): its
-    missing parents and its temporary file are created, and the file written
-    whole, in the committing thread."""
+    """No file creation while its blocks arrive (the hub writes them): the
+    temporary file is created and written whole in the committing thread."""
     root, state, writer = folder(tmp_path)
     content = b"small and whole\n" * 50
     pending = writer.begin_file("d/small.txt", Event.from_dict(file_event("R" * 32, 1, "d/small.txt", content)))
     pending.write_block([0], content)
-    assert not (root / "d").exists(), "a parent or temporary file was created before the file was finished"
+    assert os.listdir(root / "d") == [], "a temporary file was created before the file was finished"
     try:
         pending.write_block([len(content) - 3], b"past the end")
     except ValueError:
@@ -172,36 +171,20 @@ def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):
     assert (root / "d/small.txt").read_bytes() == content and os.listdir(root / "d") == ["small.txt"]
 
 
-def test_a_small_files_parent_made_meanwhile_by_another_commit_is_no_error(tmp_path, monkeypatch):
-    """The committing threads make a small file's missing parents: two files
-    of one new directory may both find it missing; the one whose mkdir comes
-    second looks again and writes its file there."""
+def test_a_parent_made_meanwhile_by_another_thread_is_no_error(tmp_path, monkeypatch):
+    """A received file's missing parents are made in the hub while the
+    reconciler's make_dirs runs in a pool thread: when both find a directory
+    missing, the one whose mkdir comes second looks again and goes on."""
     root, state, writer = folder(tmp_path)
     content = b"sibling\n"
-    pending = writer.begin_file("new/dir/f.txt", Event.from_dict(file_event("R" * 32, 1, "new/dir/f.txt", content)))
-    pending.write_block([0], content)
     real_mkdir = os.mkdir
 
-    def mkdir_after_a_sibling(path, *args):
+    def mkdir_after_another(path, *args):
         real_mkdir(path, *args)   # the other thread's mkdir, between our lstat and ours
         raise FileExistsError(path)
-    monkeypatch.setattr(os, "mkdir", mkdir_after_a_sibling)
+    monkeypatch.setattr(os, "mkdir", mkdir_after_another)
+    pending = writer.begin_file("new/dir/f.txt", Event.from_dict(file_event("R" * 32, 1, "new/dir/f.txt", content)))
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    pending.write_block([0], content)
     pending.commit()
     assert (root / "new/dir/f.txt").read_bytes() == content
-
-
-def test_a_file_where_a_small_files_parent_goes_is_not_replaced(tmp_path):
-    """A file in the way of a parent (made by the user after the fetch began):
-    LocalChanged names that parent (the reconciler rescans it), nothing is written."""
-    root, state, writer = folder(tmp_path)
-    content = b"under a file\n"
-    pending = writer.begin_file("p/f.txt", Event.from_dict(file_event("R" * 32, 1, "p/f.txt", content)))
-    pending.write_block([0], content)
-    (root / "p").write_bytes(b"the user's file")
-    try:
-        pending.commit()
-    except LocalChanged as exc:
-        assert str(exc) == "p"
-    else:
-        raise AssertionError("a file was written under a file")
-    assert (root / "p").read_bytes() == b"the user's file"

@@ -16,7 +16,7 @@ from gevent.event import Event as Event_
 
 from p2p import limits
 from p2p.blocks.store import BlockStore
-from p2p.folder.apply import FolderWriter, LocalChanged
+from p2p.folder.apply import FolderWriter
 from p2p.folder.state import Entry, LocalState
 from p2p.folder.unsynced import Unsynced
 from p2p.history.event import Event
@@ -137,25 +137,3 @@ def test_a_chunks_directories_are_made_together_before_its_files(tmp_path, loop)
     # with it), and x's own version in the next pass
     assert handoffs == ["make_dirs", "_outcome", "_outcome", "make_dirs"]
     assert len(transactions) <= 5   # the same, and x made as x/y's parent
-
-
-def test_a_file_in_the_way_of_a_received_files_parent_is_rescanned_and_the_file_looked_at_again():
-    """The committing thread makes a small file's parents: a file found where
-    one goes (LocalChanged naming that parent) is rescanned (the local edit
-    becomes an event), and the received file is looked at again later, not dropped."""
-    event = types.SimpleNamespace(id="A:1", size=10, origin="A", moved_from="", blocks=(("ab" * 32, 10),))
-    history = types.SimpleNamespace(current=lambda path: event, heads=lambda path: (event,), device_id="B")
-    rescanned = []
-    scanned = Event_()
-    reconciler = Reconciler(
-        root=None, history=history, state=types.SimpleNamespace(get=lambda path: None), store=None,
-        archive=None, writer=None, unsynced=Unsynced(), fetcher=None, rescan=rescanned.extend,
-        pools=(None, None), gates=(scanned,), ignored=lambda path: False, quiet=None,
-        label=lambda origin: origin, spawn=gevent.spawn)
-
-    def commit(pending):
-        raise LocalChanged("p")
-    reconciler.small_commits = types.SimpleNamespace(commit=commit)
-    reconciler.commit_remote_file(types.SimpleNamespace(path="p/f.txt", event=event))
-    assert rescanned == ["p"]
-    assert [path for _, path in reconciler._later] == ["p/f.txt"]

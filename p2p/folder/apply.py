@@ -148,7 +148,7 @@ class FolderWriter:
         parts = path.split("/")[:-1]
         root = str(self.root)
         rel = ""
-        for part in parts:   # (strings, not Path objects: this runs for every file received)
+        for part in parts:   # (strings, not Path objects: this runs in the hub for every file received)
             rel = f"{rel}/{part}" if rel else part
             current = f"{root}/{rel}"
             try:
@@ -158,7 +158,7 @@ class FolderWriter:
                     return
                 try:
                     os.mkdir(current)
-                except FileExistsError:   # another thread made it meanwhile (a sibling's commit): look again
+                except FileExistsError:   # made meanwhile (make_dirs, in a pool thread): look again
                     pass
                 else:
                     st = os.lstat(current)
@@ -186,15 +186,15 @@ class FolderWriter:
         """A temporary file beside ``path`` that blocks are written into as they
         arrive. ``resume_as``: the temporary file (relative to the folder) of an
         interrupted transfer of this version, reopened if it is there. A small
-        file's blocks are gathered in memory and its missing parents and
-        temporary file created only when it is finished (``PendingFile.finish``,
-        in the committing thread): no file system call in the caller (the hub)."""
+        file's blocks are gathered in memory and its temporary file created
+        only when it is finished (``PendingFile.finish``, in the committing
+        thread): no file creation in the caller (the hub)."""
         self._check_case(path)
-        if resume_as is None and event.size <= limits.SMALL_BLOCK:   # its parents are made with its file
-            return PendingFile(self, path, event, self._temporary(path), -1)
         self._ensure_parents(path)
         if resume_as is None:
-            tmp = self._temporary(path)
+            tmp = (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
+            if event.size <= limits.SMALL_BLOCK:
+                return PendingFile(self, path, event, tmp, -1)
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             return PendingFile(self, path, event, tmp, fd)
         tmp = self.root / resume_as
@@ -207,10 +207,6 @@ class FolderWriter:
             os.close(fd)
             raise UnsafeTarget(path, f"its temporary file {resume_as} is not a regular file")
         return PendingFile(self, path, event, tmp, fd, resumed=True)
-
-    def _temporary(self, path: str) -> Path:
-        """A new temporary file's name beside ``path`` (the watcher ignores its prefix)."""
-        return (self.root / path).with_name(f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_HEX // 2)}")
 
     def write_file(self, path: str, event) -> Entry:
         """Materialise ``event``'s content at ``path`` from blocks already in the store."""
@@ -424,8 +420,7 @@ class PendingFile:
         event = self.event
         try:
             self._check_content()
-            if self._memory is not None:   # a small file: its parents and temporary file now, written at once
-                self.writer._ensure_parents(self.path)
+            if self._memory is not None:   # a small file: its temporary file now, written at once
                 self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 memory, self._memory = self._memory, None
                 view, offset = memoryview(memory), 0

@@ -410,10 +410,8 @@ class Reconciler:
                 self.small_commits.commit(pending)
             if event.size > limits.ARCHIVE_LATER_MIN:
                 self.archive_later(path, event.blocks)
-        except LocalChanged as exc:   # the path, or a parent where a file is in the way
-            self.rescan([str(exc)])
-            if str(exc) != path:
-                self.look_again_at(time.time() + limits.UNSYNCED_RETRY_MIN, path)
+        except LocalChanged:
+            self.rescan([path])
             return
         except ContentMismatch as exc:   # not placed: refetched after a back-off, said once
             log.debug("%s", exc)
