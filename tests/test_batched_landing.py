@@ -169,3 +169,22 @@ def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):
     pending.write_block([len(content) - 3], content[-3:])
     assert pending.commit().same_stat(os.lstat(root / "d/small.txt"))
     assert (root / "d/small.txt").read_bytes() == content and os.listdir(root / "d") == ["small.txt"]
+
+
+def test_a_parent_made_meanwhile_by_another_thread_is_no_error(tmp_path, monkeypatch):
+    """A received file's missing parents are made in the hub while the
+    reconciler's make_dirs runs in a pool thread: when both find a directory
+    missing, the one whose mkdir comes second looks again and goes on."""
+    root, state, writer = folder(tmp_path)
+    content = b"sibling\n"
+    real_mkdir = os.mkdir
+
+    def mkdir_after_another(path, *args):
+        real_mkdir(path, *args)   # the other thread's mkdir, between our lstat and ours
+        raise FileExistsError(path)
+    monkeypatch.setattr(os, "mkdir", mkdir_after_another)
+    pending = writer.begin_file("new/dir/f.txt", Event.from_dict(file_event("R" * 32, 1, "new/dir/f.txt", content)))
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    pending.write_block([0], content)
+    pending.commit()
+    assert (root / "new/dir/f.txt").read_bytes() == content

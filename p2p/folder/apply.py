@@ -146,21 +146,26 @@ class FolderWriter:
         at the first missing one); refuse symlinks, special files and files in
         the way."""
         parts = path.split("/")[:-1]
-        current = self.root
+        root = str(self.root)
         rel = ""
-        for part in parts:
-            current = current / part
+        for part in parts:   # (strings, not Path objects: this runs in the hub for every file received)
             rel = f"{rel}/{part}" if rel else part
+            current = f"{root}/{rel}"
             try:
                 st = os.lstat(current)
             except FileNotFoundError:
                 if not create:
                     return
-                os.mkdir(current)
+                try:
+                    os.mkdir(current)
+                except FileExistsError:   # made meanwhile (make_dirs, in a pool thread): look again
+                    pass
+                else:
+                    st = os.lstat(current)
+                    if self.state.get(rel) is None:
+                        self.state.set(rel, Entry.from_stat(st, "", ""))
+                    continue
                 st = os.lstat(current)
-                if self.state.get(rel) is None:
-                    self.state.set(rel, Entry.from_stat(st, "", ""))
-                continue
             _refuse_special(path, rel, st)
             if not statmod.S_ISDIR(st.st_mode):
                 raise LocalChanged(rel)
