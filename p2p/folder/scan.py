@@ -137,16 +137,31 @@ class Scanner:
                 if self.syncable(rel):
                     yield rel
 
-    def changed(self, remove_temporaries: bool = False) -> Iterator[str]:
+    def changed(self, remove_temporaries: bool = False, watch: Optional[Callable[[str, bool], None]] = None
+                ) -> Iterator[str]:
         """The start-up scan's paths: those of ``walk()`` but the ones ``observe``
         would find as the local state recorded them (a file with the same
         stat, a directory still a directory), which it leaves out, plus the
         recorded paths gone from disk and what was recorded under them. One
         ``LocalState.children`` query per directory and one lstat per file
         (the directory listing's), instead of a lookup of every path and a
-        second pass over each."""
+        second pass over each.
+
+        ``watch(directory, recursive)`` (the watcher's) is called with each
+        directory before it is listed, and with each directory not entered
+        (``recursive``: what is under it too, unless it is a link); if the
+        listing stops before its end, with the folder itself, recursive."""
+        listed = False
+        try:
+            yield from self._changed(remove_temporaries, watch)
+            listed = True
+        finally:
+            if watch is not None and not listed:
+                watch(os.fspath(self.root), True)   # (watchdog's walk: no directory left unwatched)
+
+    def _changed(self, remove_temporaries: bool, watch) -> Iterator[str]:
         unlisted: List[OSError] = []   # directories that could not be listed: observe says why, of each path
-        for rel_dir, dirs, dirnames, files in self._listing(self.root, remove_temporaries, unlisted.append):
+        for rel_dir, dirs, dirnames, files in self._listing(self.root, remove_temporaries, unlisted.append, watch):
             yield from self._recorded_inside(unlisted)
             recorded = self.state.children(rel_dir)
             keep = []
@@ -183,7 +198,7 @@ class Scanner:
                 yield from self._recorded_under(rel, entry)
         yield from self._recorded_inside(unlisted)
 
-    def _listing(self, base, remove_temporaries: bool, onerror=None) -> Iterator[Tuple[str, dict, list, list]]:
+    def _listing(self, base, remove_temporaries: bool, onerror=None, watch=None) -> Iterator[Tuple[str, dict, list, list]]:
         """The directories at and under ``base``, top-down, as ``os.walk`` lists
         them (a link to a directory is among the directories, not entered),
         but from one ``os.scandir`` each, whose entries it keeps: (the
@@ -191,11 +206,14 @@ class Scanner:
         names sorted, the entries of its files sorted by name); temporary files
         left out (removed, with ``remove_temporaries``, unless kept). The caller
         trims the directory names to those to enter. A directory that cannot
-        be listed is passed to ``onerror`` (its OSError) and skipped."""
+        be listed is passed to ``onerror`` (its OSError) and skipped. With
+        ``watch``, as ``changed`` says."""
         rel = os.path.relpath(base, self.root)
         todo = [("" if rel == "." else rel.replace(os.sep, "/"), os.fspath(base))]
         while todo:
             rel_dir, dirpath = todo.pop()
+            if watch is not None:
+                watch(dirpath, False)
             try:
                 with os.scandir(dirpath) as listing:
                     found = list(listing)
@@ -219,6 +237,10 @@ class Scanner:
             dirnames = sorted(dirs)
             yield rel_dir, dirs, dirnames, files
             todo.extend((self._join(rel_dir, name), dirs[name].path) for name in reversed(dirnames))
+            if watch is not None:
+                for name in dirs.keys() - set(dirnames):   # not entered
+                    if not dirs[name].is_symlink():
+                        watch(dirs[name].path, True)
 
     def _recorded_inside(self, unlisted: List[OSError]) -> Iterator[str]:
         """What the local state records inside the directories os.walk could not list."""
