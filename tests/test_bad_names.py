@@ -217,7 +217,7 @@ def local_loop(tmp_path):
         disk=types.SimpleNamespace(held=False), threadpool=gevent.get_hub().threadpool,
         gates=(Flag(), types.SimpleNamespace(folder=False)), folder_present=lambda: True,
         folder_missing=lambda: None, publish=lambda events, source=None: sent.extend(events),
-        broken=lambda exc: None, spawn=gevent.spawn)
+        broken=lambda exc: None, spawn=gevent.spawn, watch=lambda directory, recursive: None)
     loop.reconciler = types.SimpleNamespace(mark_dirty=lambda paths: None, archive_later=lambda *a: None)
     loop.scanned.set()
     loop.sent = sent

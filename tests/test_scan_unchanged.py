@@ -177,3 +177,39 @@ def test_the_start_up_listing_leads_to_the_same_changes_as_looking_at_every_path
         everything = found_changes(scanner, list(scanner.walk()) + state.under(""))
         assert found_changes(scanner, scanner.changed()) == everything
         state.close()
+
+
+def listed_by_os_walk(root) -> list:
+    """What ``Scanner.walk()`` must list, as ``os.walk`` gives it: every path,
+    parents first, names sorted; a link to a directory neither listed nor
+    entered (a link to anything else is listed, as a file is)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        dirnames.sort()
+        dirnames[:] = [name for name in dirnames if not os.path.islink(os.path.join(dirpath, name))]
+        out += [prefix + name for name in dirnames] + [prefix + name for name in sorted(filenames)]
+    return out
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(tree=TREE.filter(lambda t: isinstance(t, dict)), edits=EDITS)
+@example(tree=NESTED, edits=[("remove", ["a"]), ("link", ["a"])])           # a link to a directory
+@example(tree=NESTED, edits=[("fifo", ["a", "c"]), ("link", ["a", "a-b"])])
+def test_the_listing_finds_what_os_walk_finds(tree, edits):
+    """The scanner's own listing (one ``os.scandir`` per directory, its entries'
+    types) lists what ``os.walk`` lists: each directory once, and its files,
+    links and FIFOs, but neither a link to a directory nor what it leads to."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "shared"
+        root.mkdir()
+        build(root, tree)
+        for kind, parts in edits:
+            edit(root, kind, parts)
+        scanner = Scanner(root, LocalState(Path(tmp) / "local.db"), BlockStore(Path(tmp) / "blocks"))
+        walked = []
+        for path in scanner.walk():
+            walked.append(path)
+        assert walked == listed_by_os_walk(root)
+        scanner.state.close()

@@ -29,7 +29,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 from p2p import limits
 from p2p.blocks.chunking import FileChanged, hash_file, read_blocks
 from p2p.blocks.store import BlockStore
-from p2p.folder.state import PERMISSIONS, Entry, LocalState
+from p2p.folder.state import PERMISSIONS, Entry, LocalState, file_signature
 from p2p.history.paths import UnsafePath, check_path, is_internal, is_temp_name
 
 log = logging.getLogger("p2p.scan")
@@ -123,35 +123,51 @@ class Scanner:
             yield top
             if not is_event_path(top):
                 return
-        for dirpath, rel_dir, dirnames, filenames in self._listing(base, remove_temporaries):
+        for rel_dir, dirs, dirnames, files in self._listing(base, remove_temporaries):
             keep = []
             for name in dirnames:
                 rel = self._join(rel_dir, name)
-                if self.syncable(rel) and not os.path.islink(os.path.join(dirpath, name)):
+                if self.syncable(rel) and not dirs[name].is_symlink():
                     if is_event_path(rel):
                         keep.append(name)
                     yield rel
             dirnames[:] = keep
-            for name in filenames:
-                rel = self._join(rel_dir, name)
+            for file in files:
+                rel = self._join(rel_dir, file.name)
                 if self.syncable(rel):
                     yield rel
 
-    def changed(self, remove_temporaries: bool = False) -> Iterator[str]:
+    def changed(self, remove_temporaries: bool = False, watch: Optional[Callable[[str, bool], None]] = None
+                ) -> Iterator[str]:
         """The start-up scan's paths: those of ``walk()`` but the ones ``observe``
         would find as the local state recorded them (a file with the same
         stat, a directory still a directory), which it leaves out, plus the
         recorded paths gone from disk and what was recorded under them. One
-        ``LocalState.children`` query per directory and one lstat per file,
-        instead of a lookup of every path and a second pass over each."""
-        unlisted: List[OSError] = []   # directories os.walk could not list: observe says why, of each path
-        for dirpath, rel_dir, dirnames, filenames in self._listing(self.root, remove_temporaries, unlisted.append):
+        ``LocalState.children`` query per directory and one lstat per file
+        (the directory listing's), instead of a lookup of every path and a
+        second pass over each.
+
+        ``watch(directory, recursive)`` (the watcher's) is called with each
+        directory before it is listed, and with each directory not entered
+        (``recursive``: what is under it too, unless it is a link); if the
+        listing stops before its end, with the folder itself, recursive."""
+        listed = False
+        try:
+            yield from self._changed(remove_temporaries, watch)
+            listed = True
+        finally:
+            if watch is not None and not listed:
+                watch(os.fspath(self.root), True)   # (watchdog's walk: no directory left unwatched)
+
+    def _changed(self, remove_temporaries: bool, watch) -> Iterator[str]:
+        unlisted: List[OSError] = []   # directories that could not be listed: observe says why, of each path
+        for rel_dir, dirs, dirnames, files in self._listing(self.root, remove_temporaries, unlisted.append, watch):
             yield from self._recorded_inside(unlisted)
             recorded = self.state.children(rel_dir)
             keep = []
             for name in dirnames:
                 rel, entry = self._join(rel_dir, name), recorded.pop(name, None)
-                if not self.syncable(rel) or os.path.islink(os.path.join(dirpath, name)):
+                if not self.syncable(rel) or dirs[name].is_symlink():
                     if entry is not None:   # (a directory replaced by a link: gone, as is what it held)
                         yield rel
                         yield from self._recorded_under(rel, entry)
@@ -160,16 +176,17 @@ class Scanner:
                     keep.append(name)
                 elif entry is not None:
                     yield from self._recorded_under(rel, entry)
-                if entry is None or entry.kind != "dir":
+                if entry is None or entry[0] != "dir":
                     yield rel
             dirnames[:] = keep
-            for name in filenames:
+            for file in files:
+                name = file.name
                 rel, entry = self._join(rel_dir, name), recorded.pop(name, None)
                 if not self.syncable(rel):
                     continue
                 if entry is not None:
                     try:
-                        if entry.same_stat(os.lstat(f"{dirpath}/{name}")):
+                        if entry[1:] == file_signature(file.stat(follow_symlinks=False)):
                             continue
                     except OSError:
                         pass            # gone meanwhile: observe says so
@@ -181,22 +198,49 @@ class Scanner:
                 yield from self._recorded_under(rel, entry)
         yield from self._recorded_inside(unlisted)
 
-    def _listing(self, base, remove_temporaries: bool, onerror=None) -> Iterator[Tuple[str, str, list, list]]:
-        """``os.walk(base)``, top-down: (directory, its path in the folder, the
-        names of its directories, of its files), the names sorted; temporary
-        files left out (removed, with ``remove_temporaries``, unless kept). The
-        caller trims the directory names to those to enter."""
-        for dirpath, dirnames, filenames in os.walk(base, onerror=onerror):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            files = []
-            for name in sorted(filenames):
-                if not is_temp_name(name):
-                    files.append(name)
-                elif remove_temporaries and self._join(rel_dir, name) not in self.keep_temporaries:
-                    _remove_quietly(os.path.join(dirpath, name))
-            dirnames.sort()
-            yield dirpath, rel_dir, dirnames, files
+    def _listing(self, base, remove_temporaries: bool, onerror=None, watch=None) -> Iterator[Tuple[str, dict, list, list]]:
+        """The directories at and under ``base``, top-down, as ``os.walk`` lists
+        them (a link to a directory is among the directories, not entered),
+        but from one ``os.scandir`` each, whose entries it keeps: (the
+        directory's path in the folder, name -> entry of its directories, their
+        names sorted, the entries of its files sorted by name); temporary files
+        left out (removed, with ``remove_temporaries``, unless kept). The caller
+        trims the directory names to those to enter. A directory that cannot
+        be listed is passed to ``onerror`` (its OSError) and skipped. With
+        ``watch``, as ``changed`` says."""
+        rel = os.path.relpath(base, self.root)
+        todo = [("" if rel == "." else rel.replace(os.sep, "/"), os.fspath(base))]
+        while todo:
+            rel_dir, dirpath = todo.pop()
+            if watch is not None:
+                watch(dirpath, False)
+            try:
+                with os.scandir(dirpath) as listing:
+                    found = list(listing)
+            except OSError as exc:
+                if onerror is not None:
+                    onerror(exc)
+                continue
+            dirs, files = {}, []
+            for entry in found:
+                try:
+                    is_dir = entry.is_dir()   # (d_type: no system call, but to follow a link)
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    dirs[entry.name] = entry
+                elif not is_temp_name(entry.name):
+                    files.append(entry)
+                elif remove_temporaries and self._join(rel_dir, entry.name) not in self.keep_temporaries:
+                    _remove_quietly(entry.path)
+            files.sort(key=_name)
+            dirnames = sorted(dirs)
+            yield rel_dir, dirs, dirnames, files
+            todo.extend((self._join(rel_dir, name), dirs[name].path) for name in reversed(dirnames))
+            if watch is not None:
+                for name in dirs.keys() - set(dirnames):   # not entered
+                    if not dirs[name].is_symlink():
+                        watch(dirs[name].path, True)
 
     def _recorded_inside(self, unlisted: List[OSError]) -> Iterator[str]:
         """What the local state records inside the directories os.walk could not list."""
@@ -204,9 +248,10 @@ class Scanner:
             rel = os.path.relpath(unlisted.pop().filename, self.root).replace(os.sep, "/")
             yield from self.state.under("" if rel == "." else rel)
 
-    def _recorded_under(self, path: str, entry) -> List[str]:
-        """What the local state records inside ``path``, if it recorded a directory there."""
-        return self.state.under(path) if entry.kind == "dir" else []
+    def _recorded_under(self, path: str, recorded: tuple) -> List[str]:
+        """What the local state records inside ``path``, if it recorded a
+        directory there (``recorded``: its ``LocalState.children`` signature)."""
+        return self.state.under(path) if recorded[0] == "dir" else []
 
     @staticmethod
     def _join(rel_dir: str, name: str) -> str:
@@ -284,6 +329,10 @@ def is_event_path(path: str) -> bool:
         return check_path(path) == path
     except UnsafePath:
         return False
+
+
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
 
 
 def _remove_quietly(path: str) -> None:

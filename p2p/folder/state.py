@@ -68,6 +68,13 @@ COLUMNS = "kind, size, mtime, ino, mode, hash, event_id"
 _TYPE_AND_PERMISSIONS = statmod.S_IFMT(0o177777) | PERMISSIONS   # the file type and the synced bits of st_mode
 
 
+def file_signature(st: os.stat_result) -> tuple:
+    """What of a stat must not change for a file to count as unchanged: size,
+    mtime, inode, and the file type with the synced mode bits (a regular
+    file's type is ``S_IFREG``: anything else, or a chmod, differs)."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & _TYPE_AND_PERMISSIONS
+
+
 @dataclass(frozen=True)
 class Entry:
     kind: str          # "file" or "dir"
@@ -86,8 +93,7 @@ class Entry:
         """True when ``st`` shows the path unchanged since this entry (a chmod counts as a change)."""
         if self.kind == "dir":
             return statmod.S_ISDIR(st.st_mode)
-        return (st.st_size == self.size and st.st_mtime_ns == self.mtime and st.st_ino == self.ino
-                and st.st_mode & _TYPE_AND_PERMISSIONS == statmod.S_IFREG | self.mode)   # a regular file, same bits
+        return file_signature(st) == (self.size, self.mtime, self.ino, statmod.S_IFREG | self.mode)
 
     @classmethod
     def from_stat(cls, st: os.stat_result, hash: str, event_id: str) -> "Entry":
@@ -175,19 +181,25 @@ class LocalState:
                                         (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
         return [_path(k) for (k,) in rows]
 
-    def children(self, directory: str) -> Dict[str, Entry]:
-        """name -> Entry of the paths recorded directly inside ``directory``
-        ("" is the folder's top): one range of the primary key (the subtree),
-        filtered in SQLite to the names with no "/" after the prefix."""
+    def children(self, directory: str) -> Dict[str, tuple]:
+        """name -> (kind, size, mtime, inode, file type and mode) of the paths
+        recorded directly inside ``directory`` ("" is the folder's top): for a
+        file, its last four are ``file_signature`` of an unchanged stat. One
+        range of the primary key (the subtree), filtered in SQLite to the names
+        with no "/" after the prefix; tuples, not entries (the start-up scan
+        reads every row)."""
         low = _key(directory) + b"/" if directory else b""
+        columns = f"substr(path, ?), kind, size, mtime, ino, mode | {statmod.S_IFREG}"   # (the name; a BLOB's bytes)
+        start = len(low) + 1
         with self._lock:
             if directory:
-                rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path > ? AND path < ? "
+                rows = self._db.execute(f"SELECT {columns} FROM entries WHERE path > ? AND path < ? "
                                         "AND instr(substr(path, ?), X'2F') = 0",
-                                        (low, low[:-1] + b"0", len(low) + 1)).fetchall()   # "0" follows "/"
+                                        (start, low, low[:-1] + b"0", start)).fetchall()   # "0" follows "/"
             else:
-                rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE instr(path, X'2F') = 0").fetchall()
-        return {_path(row[0][len(low):]): Entry(*row[1:]) for row in rows}
+                rows = self._db.execute(f"SELECT {columns} FROM entries WHERE instr(path, X'2F') = 0",
+                                        (start,)).fetchall()
+        return {_path(row[0]): row[1:] for row in rows}
 
     def recorded(self) -> List[Tuple[str, str]]:
         """(path, event id) of every entry, in path order (the primary key's)."""

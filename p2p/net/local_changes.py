@@ -54,12 +54,14 @@ class LocalChanges:
     writes), the ``threadpool`` scans run in, ``gates`` (the start-up scan's
     event, set here, and the user's ``Pauses``), ``folder_present`` and
     ``folder_missing`` (the marker check, and what to do when it fails), ``publish`` (send and show new events),
-    ``broken`` (the history cannot reach the disk: stop) and ``spawn``. The
+    ``broken`` (the history cannot reach the disk: stop), ``spawn``, and
+    ``watch`` (the watcher's: the start-up scan watches each directory it
+    lists, ``Scanner.changed``). The
     ``reconciler`` (re-check what a scan may have changed; archive large
     files) is set once it exists, as it needs ``rescan``."""
 
     def __init__(self, *, root, history, state, scanner, ignore, unsynced, disk, threadpool, gates, folder_present,
-                 folder_missing, publish, broken, spawn):
+                 folder_missing, publish, broken, spawn, watch):
         self.root = root
         self.history = history
         self.state = state
@@ -74,6 +76,7 @@ class LocalChanges:
         self.publish = publish
         self.broken = broken
         self.spawn = spawn
+        self.watch = watch
         self.reconciler = None
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
@@ -262,7 +265,7 @@ class LocalChanges:
 
     def _expand_one(self, path: str, entry, startup: bool) -> list:
         if path == "" and startup:   # the start-up scan: what may differ from the record
-            return list(self.scanner.changed(remove_temporaries=True))
+            return list(self.scanner.changed(remove_temporaries=True, watch=self.watch))
         full = os.path.join(self.root, path)
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
         found = list(self.scanner.walk(path)) if on_disk_dir else [path] if path else []

@@ -146,7 +146,8 @@ class Node:
             root=self.root, history=self.history, state=self.state, scanner=self.scanner, ignore=self.ignore,
             unsynced=self.unsynced, disk=self.disk, threadpool=self.threadpool, gates=(self.scanned, self.pauses),
             folder_present=self.folder_present, folder_missing=self.folder_missing, publish=self.publish,
-            broken=self.history_broken, spawn=self.spawn)
+            broken=self.history_broken, spawn=self.spawn,
+            watch=lambda directory, recursive: self.watcher.watch(directory, recursive))
         self.reconciler = Reconciler(
             root=self.root, history=self.history, state=self.state, store=self.store, archive=self.archive,
             writer=self.writer, unsynced=self.unsynced, fetcher=self.fetcher, rescan=self.local_changes.rescan,
@@ -190,8 +191,8 @@ class Node:
         if self.pauses.folder or self.pauses.peers:
             say(f"{describe_paused(self.pauses.listing())}, as the user left it: `p2p resume` to go on",
                 logging.WARNING)
-        self.watcher = FolderWatcher(self.root, self.local_changes.coalescer)
-        self.watcher.start()
+        self.watcher = FolderWatcher(self.root, self.local_changes.coalescer, walk=False)   # the start-up
+        self.watcher.start()                                                             # scan watches the rest
         self.control = ControlServer(self)
         self.control.start()
         if self.config.gui is not None:

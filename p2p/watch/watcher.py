@@ -13,6 +13,13 @@ When the kernel's inotify queue overflows, events were dropped: watchdog
 (7.1: ``on_queue_overflow``) only re-adds its watches, so we also ask for a
 rescan of the whole folder (path ``""``) through the same thread-safe inbox.
 This uses watchdog's inotify observer (Linux) directly, to hook the overflow.
+
+watchdog watches a tree by walking it (``os.walk``, every directory listed)
+before the first event can be read. At start the start-up scan lists every
+directory anyway, so ``FolderWatcher(..., walk=False)`` watches only the
+folder's top at ``start()`` and each directory as the scan comes to it
+(``watch``, before it is listed: a change after its listing is reported);
+a subtree the scan does not enter is walked to watch it, as watchdog would.
 """
 
 from __future__ import annotations
@@ -131,8 +138,39 @@ class ThreadInbox:
 
 @dataclass
 class _WatchGroup(InotifyWatchGroup):
-    """watchdog's inotify watches of the folder, which also say when events were lost."""
+    """watchdog's inotify watches of the folder, which also say when events
+    were lost; with ``walk`` False, only the top is watched at first, and
+    ``watch`` adds the rest."""
     on_lost: Callable[[], None] = lambda: None
+    walk: bool = True
+
+    def _activate(self) -> None:
+        if self.walk:
+            super()._activate()
+            return
+        with self._lock:
+            if not self.is_active:
+                self._add_callback(self.path)
+                self._is_active = True
+
+    def watch(self, path: bytes, recursive: bool) -> None:  # any thread
+        """Watch ``path`` (and with ``recursive`` every directory under it, not
+        following links), but what is watched already (a second watch of a
+        path is a RuntimeWarning of watchdog's)."""
+        with self._lock:
+            if not self.is_active:
+                return
+            self._watch_new(path)
+            if recursive:
+                for top, dirnames, _ in os.walk(path):
+                    for name in dirnames:
+                        full = os.path.join(top, name)
+                        if not os.path.islink(full):
+                            self._watch_new(full)
+
+    def _watch_new(self, path: bytes) -> None:
+        if path not in self._active_callbacks_by_path:
+            self._add_callback(path)
 
     def on_queue_overflow(self) -> None:  # watchdog's inotify thread
         super().on_queue_overflow()       # watchdog re-adds its watches, and reports nothing
@@ -143,25 +181,29 @@ class _WatchGroup(InotifyWatchGroup):
 class _Emitter(InotifyEmitter):
     """watchdog's inotify emitter, with ``_WatchGroup`` as its watches."""
 
-    def __init__(self, event_queue, watch, *, on_lost: Callable[[], None], **kwargs):
+    def __init__(self, event_queue, watch, *, on_lost: Callable[[], None], walk: bool, **kwargs):
         super().__init__(event_queue, watch, **kwargs)
         self._on_lost = on_lost
+        self._walk = walk
 
     def on_thread_start(self) -> None:  # as InotifyEmitter's, with our watch group
         self._inotify = _WatchGroup(self._inotify_fd, os.fsencode(self.watch.path),
                                     event_mask=self.get_event_mask_from_filter(),
                                     is_recursive=self.watch.is_recursive,
-                                    follow_symlink=self.watch.follow_symlink, on_lost=self._on_lost)
+                                    follow_symlink=self.watch.follow_symlink, on_lost=self._on_lost,
+                                    walk=self._walk)
 
 
 class FolderWatcher:
-    """Starts a watchdog observer on ``root`` feeding ``coalescer``."""
+    """Starts a watchdog observer on ``root`` feeding ``coalescer``: the whole
+    tree watched at ``start()``, or (``walk`` False) its top only, the rest
+    through ``watch`` (see the module's docstring)."""
 
-    def __init__(self, root: Path, coalescer: Coalescer):
+    def __init__(self, root: Path, coalescer: Coalescer, walk: bool = True):
         self.inbox = ThreadInbox(coalescer.add)
         self.observer = InotifyObserver()
         self.observer._emitter_class = _Emitter      # watchdog's observer, with our emitter
-        self.observer._emitter_kwargs["on_lost"] = self._lost
+        self.observer._emitter_kwargs.update(on_lost=self._lost, walk=walk)
         self.observer.daemon = True
         self.observer.schedule(_Handler(str(root), self.inbox), str(root), recursive=True,
                                event_filter=list(CHANGES))
@@ -172,6 +214,15 @@ class FolderWatcher:
 
     def start(self) -> None:
         self.observer.start()
+
+    def watch(self, directory: str, recursive: bool = False) -> None:
+        """Watch ``directory`` (an absolute path) too; with ``recursive``, what
+        is under it (not following links). Any thread; a directory that
+        cannot be watched is left out, as watchdog's walk leaves it out."""
+        for emitter in self.observer.emitters:
+            group = emitter._inotify
+            if group is not None:   # (None once stopped)
+                group.watch(os.fsencode(directory), recursive)
 
     def stop(self) -> None:
         self.observer.stop()
