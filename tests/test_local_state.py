@@ -4,7 +4,8 @@ state, a replace interrupted between its intent and its rename is settled from
 the disk, threads changing and reading it at once lose nothing, a database
 deleted or corrupt is rebuilt empty (with one warning) and the older
 local.json + journals are imported, entries naming events the log lost
-are rehashed, and a read of many paths finds exactly those recorded."""
+are rehashed, a read of many paths finds exactly those recorded, and a read
+never waits for a change being committed (the hub reads, pool threads commit)."""
 
 import os
 import subprocess
@@ -219,6 +220,40 @@ def test_a_batch_of_changes_is_one_transaction_and_keeps_the_totals_exact(tmp_pa
     assert again.get("a").size == 4 and again.get("b").size == 3 and again.get("gone") is None
     assert state.totals() == again.totals() == {"files": 3, "dirs": 0, "bytes": 17}
     assert again._db.execute("SELECT count(*) FROM intents").fetchone() == (0,)
+
+
+def test_a_read_does_not_wait_for_a_commit_in_progress(tmp_path):
+    """While a pool thread's commit (a batch, or sync()'s fsync of the WAL) is
+    under way, the hub's reads answer at once, with what was committed."""
+    (tmp_path / "f").write_bytes(b"x")
+    state = LocalState(tmp_path / "local.db")
+    state.set("f", entry(tmp_path / "f", "A:1"))
+    in_commit, release = threading.Event(), threading.Event()
+    write = state._write
+
+    def slow_write(statements):   # a commit that takes as long as the test says
+        in_commit.set()
+        assert release.wait(30)
+        write(statements)
+
+    with mock.patch.object(state, "_write", slow_write):
+        committing = threading.Thread(target=state.set, args=("g", entry(tmp_path / "f", "A:2")))
+        committing.start()
+        assert in_commit.wait(10)
+        answers = {}
+        reading = threading.Thread(target=lambda: answers.update(
+            f=state.get("f"), g=state.get("g"), many=state.get_many(["f", "g"]), top=state.children(""),
+            totals=state.totals()))
+        reading.start()
+        reading.join(10)
+        done_while_committing = not reading.is_alive()
+        release.set()
+        committing.join(10)
+        reading.join(10)
+    assert done_while_committing, "a read waited for a commit"
+    assert answers["f"].event_id == "A:1" and answers["g"] is None
+    assert set(answers["many"]) == {"f"} and set(answers["top"]) == {"f"} and answers["totals"]["files"] == 1
+    assert state.get("g").event_id == "A:2" and state.totals()["files"] == 2
 
 
 def test_a_batch_that_fails_writes_nothing(tmp_path):

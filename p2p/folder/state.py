@@ -28,6 +28,14 @@ transaction a crash interrupted is rolled back by SQLite at the next open.
   that events.jsonl and the disk cannot give again (the start-up scan
   rehashes the folder and records each file under the event whose content it
   has, making no new event).
+
+Two connections. Every change goes through the writer (``_lock``: one
+transaction at a time, from any thread); every read outside a change goes
+through a second, read-only connection (``_read_lock``). In WAL mode a
+reader sees the last committed transaction and never waits for a writer,
+so the hub's lookups (the reconciler's, the fetcher's) do not stall every
+greenlet while a pool thread commits a batch or fsyncs the WAL in
+``sync()``.
 * The snapshot and journals of earlier versions (``local.json``,
   ``local.journal.N``) are imported once, intents included, then removed.
 
@@ -127,7 +135,8 @@ class LocalState:
 
     def __init__(self, file: Path):
         self.file = Path(file)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # the writer: one change at a time
+        self._read_lock = threading.Lock()   # the reader connection
         self._totals = {"file": 0, "dir": 0, "bytes": 0}   # running counts (p2p status)
         self._intended: set = set()       # paths with an intent recorded (skips a DELETE per set)
         self._unsynced = False            # commits since the last sync()
@@ -138,24 +147,27 @@ class LocalState:
             if kind == "file":
                 self._totals["bytes"] = int(size)
         self._intended = {_path(k) for (k,) in self._db.execute("SELECT path FROM intents")}
+        self._reader = self._connect(read_only=True)
 
     # -- reading -------------------------------------------------------------
     def get(self, path: str) -> Optional[Entry]:
-        with self._lock:
-            return self._get(_key(path))
+        with self._reading() as db:
+            row = db.execute(f"SELECT {COLUMNS} FROM entries WHERE path = ?", (_key(path),)).fetchone()
+        return None if row is None else Entry(*row)
 
     def get_many(self, paths: List[str]) -> Dict[str, Entry]:
         """The entries of those of ``paths`` that have one, in one query per 500 paths."""
-        with self._lock:
-            return {_path(key): entry for key, entry in self._entries_of([_key(p) for p in paths]).items()}
+        with self._reading() as db:
+            found = _entries_of(db, [_key(p) for p in paths])
+        return {_path(key): entry for key, entry in found.items()}
 
     def with_hashes(self, digests: Iterable[str]) -> Dict[str, List[str]]:
         """The files recorded with each of these contents (digest -> sorted
         paths; a digest no file has is left out): one query per 500 digests."""
         digests = sorted(set(digests))
         found: Dict[str, List[str]] = {}
-        with self._lock:
-            for digest, key in rows_in(self._db, "SELECT hash, path FROM entries WHERE kind = 'file' AND hash IN ({})",
+        with self._reading() as db:
+            for digest, key in rows_in(db, "SELECT hash, path FROM entries WHERE kind = 'file' AND hash IN ({})",
                                        digests):
                 found.setdefault(digest, []).append(_path(key))
         for paths in found.values():
@@ -164,20 +176,20 @@ class LocalState:
 
     def paths(self, limit: int = -1) -> List[str]:
         """Every recorded path (at most ``limit`` of them, when given)."""
-        with self._lock:
-            return [_path(k) for (k,) in self._db.execute("SELECT path FROM entries LIMIT ?", (limit,))]
+        with self._reading() as db:
+            return [_path(k) for (k,) in db.execute("SELECT path FROM entries LIMIT ?", (limit,))]
 
     def under(self, prefix: str) -> List[str]:
         """Paths strictly inside directory ``prefix`` ("" is the whole folder),
         parents before children (in byte order a parent sorts before what it
         holds): one range of the primary key, so the cost grows with that
         subtree, not the folder."""
-        with self._lock:
+        with self._reading() as db:
             if not prefix:
-                rows = self._db.execute("SELECT path FROM entries ORDER BY path").fetchall()
+                rows = db.execute("SELECT path FROM entries ORDER BY path").fetchall()
             else:
                 low = _key(prefix) + b"/"
-                rows = self._db.execute("SELECT path FROM entries WHERE path > ? AND path < ? ORDER BY path",
+                rows = db.execute("SELECT path FROM entries WHERE path > ? AND path < ? ORDER BY path",
                                         (low, low[:-1] + b"0")).fetchall()   # "0" follows "/"
         return [_path(k) for (k,) in rows]
 
@@ -191,46 +203,46 @@ class LocalState:
         low = _key(directory) + b"/" if directory else b""
         columns = f"substr(path, ?), kind, size, mtime, ino, mode | {statmod.S_IFREG}"   # (the name; a BLOB's bytes)
         start = len(low) + 1
-        with self._lock:
+        with self._reading() as db:
             if directory:
-                rows = self._db.execute(f"SELECT {columns} FROM entries WHERE path > ? AND path < ? "
+                rows = db.execute(f"SELECT {columns} FROM entries WHERE path > ? AND path < ? "
                                         "AND instr(substr(path, ?), X'2F') = 0",
                                         (start, low, low[:-1] + b"0", start)).fetchall()   # "0" follows "/"
             else:
-                rows = self._db.execute(f"SELECT {columns} FROM entries WHERE instr(path, X'2F') = 0",
+                rows = db.execute(f"SELECT {columns} FROM entries WHERE instr(path, X'2F') = 0",
                                         (start,)).fetchall()
         return {_path(row[0]): row[1:] for row in rows}
 
     def recorded(self) -> List[Tuple[str, str]]:
         """(path, event id) of every entry, in path order (the primary key's)."""
-        with self._lock:
-            rows = self._db.execute("SELECT path, event_id FROM entries ORDER BY path").fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT path, event_id FROM entries ORDER BY path").fetchall()
         return [(_path(k), event_id) for k, event_id in rows]
 
     def files_over(self, size: int) -> List[str]:
         """The files recorded larger than ``size`` bytes (one query)."""
-        with self._lock:
-            rows = self._db.execute("SELECT path FROM entries WHERE kind = 'file' AND size > ?", (size,)).fetchall()
+        with self._reading() as db:
+            rows = db.execute("SELECT path FROM entries WHERE kind = 'file' AND size > ?", (size,)).fetchall()
         return [_path(k) for (k,) in rows]
 
     def highest_seq(self, origin: str) -> int:
         """The highest seq of ``origin`` that an entry names (0 if none): one query, no Python loop."""
         prefix = origin + ":"
-        with self._lock:
-            (seq,) = self._db.execute(
+        with self._reading() as db:
+            (seq,) = db.execute(
                 "SELECT max(CAST(substr(event_id, ?) AS INTEGER)) FROM entries WHERE substr(event_id, 1, ?) = ?",
                 (len(prefix) + 1, len(prefix), prefix)).fetchone()
         return seq or 0
 
     def __len__(self) -> int:
-        with self._lock:
-            return self._totals["file"] + self._totals["dir"]
+        totals = self._totals   # (replaced whole by a change: no lock)
+        return totals["file"] + totals["dir"]
 
     def totals(self) -> Dict[str, int]:
         """What the disk holds, as recorded: files, directories, bytes of files
         (running counts: no walk of the entries)."""
-        with self._lock:
-            return {"files": self._totals["file"], "dirs": self._totals["dir"], "bytes": self._totals["bytes"]}
+        totals = self._totals   # (replaced whole by a change: no lock)
+        return {"files": totals["file"], "dirs": totals["dir"], "bytes": totals["bytes"]}
 
     # -- changing ------------------------------------------------------------
     def set(self, path: str, entry: Entry) -> None:
@@ -246,7 +258,7 @@ class LocalState:
             return
         keys = [_key(path) for path, _ in changes]
         with self._lock:
-            old = self._entries_of(keys)
+            old = _entries_of(self._db, keys)
             intended = set(self._intended)
             statements: List[Tuple[str, tuple]] = []
             for (path, entry), key in zip(changes, keys):
@@ -262,11 +274,13 @@ class LocalState:
                 self._intended = intended   # nothing was written: the intents stand
                 raise
             before = {path: old[key] for (path, _), key in zip(changes, keys) if key in old}
+            totals = dict(self._totals)
             for (path, entry), key in zip(changes, keys):
-                self._count(old.pop(key, None), -1)
-                self._count(entry, 1)
+                _count(totals, old.pop(key, None), -1)
+                _count(totals, entry, 1)
                 if entry is not None:
                     old[key] = entry         # a path named twice counts once
+            self._totals = totals
         return before
 
     def pop(self, path: str) -> Optional[Entry]:
@@ -286,7 +300,7 @@ class LocalState:
             return
         keys = [_key(path) for path, _ in changes]
         with self._lock:
-            old = self._entries_of(keys)
+            old = _entries_of(self._db, keys)
             self._write([("INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
                           (key, _to_json(entry), _to_json(old.get(key))))
                          for (_, entry), key in zip(changes, keys)])
@@ -310,9 +324,9 @@ class LocalState:
     def settle(self, root: Path) -> int:
         """After a crash: for each replace that was intended but not confirmed,
         keep the entry whose file is on disk. Returns how many were settled."""
-        with self._lock:
+        with self._reading() as db:
             intents = [(_path(k), _from_json(new), _from_json(old))
-                       for k, new, old in self._db.execute("SELECT path, new, old FROM intents")]
+                       for k, new, old in db.execute("SELECT path, new, old FROM intents")]
         for path, new, old in intents:
             try:
                 st = os.lstat(root / path)
@@ -334,8 +348,8 @@ class LocalState:
         when SEQ <= vv[ORIGIN]). One query finds them (no Python loop over the
         entries), one transaction clears them."""
         known = " UNION ALL ".join(["SELECT ? AS origin, ? AS count"] * len(vv)) or "SELECT NULL, NULL WHERE 0"
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"WITH known(origin, count) AS ({known}) SELECT path, {COLUMNS} FROM entries "
                 "LEFT JOIN known ON known.origin = substr(event_id, 1, instr(event_id, ':') - 1) "
                 "WHERE event_id != '' AND (known.origin IS NULL "
@@ -346,9 +360,10 @@ class LocalState:
 
     def close(self) -> None:
         """Checkpoint the WAL into the database (a clean stop leaves one file) and close."""
-        with self._lock:
+        with self._lock, self._read_lock:
             if self._db is None:
                 return
+            self._reader.close()   # (no reader open: the checkpoint can empty the WAL)
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:   # the WAL keeps every change: replayed by SQLite at the next open
@@ -373,10 +388,17 @@ class LocalState:
             self.fresh = None
         return db
 
-    def _connect(self) -> sqlite3.Connection:
+    def _reading(self):
+        """The reader connection, held (``with self._reading() as db``)."""
+        return _Held(self._read_lock, self._reader)
+
+    def _connect(self, read_only: bool = False) -> sqlite3.Connection:
         fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600)   # private from its creation
         os.close(fd)
         db = sqlite3.connect(str(self.file), isolation_level=None, check_same_thread=False)
+        if read_only:   # (the writer has made the schema and chosen WAL, which the file keeps)
+            db.execute("PRAGMA query_only = ON")
+            return db
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -388,30 +410,6 @@ class LocalState:
             db.close()
             raise
         return db
-
-    def _get(self, key: bytes) -> Optional[Entry]:
-        row = self._db.execute(f"SELECT {COLUMNS} FROM entries WHERE path = ?", (key,)).fetchone()
-        return None if row is None else Entry(*row)
-
-    def _entries_of(self, keys: List[bytes]) -> Dict[bytes, Entry]:
-        """key -> Entry of those of ``keys`` recorded (call with the lock).
-        First one range of the primary key, from the least key to the greatest,
-        of at most ``limits.STATE_RANGE_ROWS`` rows per key: for keys close
-        together (a scan's sorted chunk, a directory's children) that is all of
-        them, 3x faster than looking each up. Keys past the rows it read (keys
-        spread over the folder) are looked up, a query per 500 keys."""
-        if not keys:
-            return {}
-        wanted = set(keys)
-        limit = limits.STATE_RANGE_ROWS * len(wanted)
-        rows = self._db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path >= ? AND path <= ? "
-                                "ORDER BY path LIMIT ?", (min(wanted), max(wanted), limit)).fetchall()
-        found = {row[0]: Entry(*row[1:]) for row in rows if row[0] in wanted}
-        if len(rows) == limit:   # the range holds more rows than that: the rest by key
-            rest = [key for key in wanted if key > rows[-1][0]]
-            found.update((row[0], Entry(*row[1:])) for row in
-                         rows_in(self._db, f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({{}})", rest))
-        return found
 
     def _settled(self, path: str, key: bytes) -> List[Tuple[str, tuple]]:
         """The statement that drops ``path``'s intent, if it has one (in the same transaction)."""
@@ -439,12 +437,6 @@ class LocalState:
             raise StateWriteFailed(code, f"{self.file.name}: {exc}") from exc
         self._unsynced = True
 
-    def _count(self, entry: Optional[Entry], sign: int) -> None:
-        if entry is None:
-            return
-        self._totals[entry.kind] = self._totals.get(entry.kind, 0) + sign
-        if entry.kind == "file":
-            self._totals["bytes"] += sign * entry.size
 
     # -- the format of earlier versions: local.json + local.journal.N ----------
     def _legacy_journals(self) -> List[Path]:
@@ -495,6 +487,49 @@ class LocalState:
 
 def _from_dict(data) -> Optional[Entry]:
     return None if data is None else Entry(**data)
+
+
+class _Held:
+    """A connection, with its lock held for the ``with`` block."""
+
+    def __init__(self, lock: threading.Lock, db: sqlite3.Connection):
+        self._lock, self._db = lock, db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        return self._db
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+
+def _entries_of(db: sqlite3.Connection, keys: List[bytes]) -> Dict[bytes, Entry]:
+    """key -> Entry of those of ``keys`` recorded in ``db`` (held by its lock).
+    First one range of the primary key, from the least key to the greatest,
+    of at most ``limits.STATE_RANGE_ROWS`` rows per key: for keys close
+    together (a scan's sorted chunk, a directory's children) that is all of
+    them, 3x faster than looking each up. Keys past the rows it read (keys
+    spread over the folder) are looked up, a query per 500 keys."""
+    if not keys:
+        return {}
+    wanted = set(keys)
+    limit = limits.STATE_RANGE_ROWS * len(wanted)
+    rows = db.execute(f"SELECT path, {COLUMNS} FROM entries WHERE path >= ? AND path <= ? "
+                            "ORDER BY path LIMIT ?", (min(wanted), max(wanted), limit)).fetchall()
+    found = {row[0]: Entry(*row[1:]) for row in rows if row[0] in wanted}
+    if len(rows) == limit:   # the range holds more rows than that: the rest by key
+        rest = [key for key in wanted if key > rows[-1][0]]
+        found.update((row[0], Entry(*row[1:])) for row in
+                     rows_in(db, f"SELECT path, {COLUMNS} FROM entries WHERE path IN ({{}})", rest))
+    return found
+
+
+def _count(totals: Dict[str, int], entry: Optional[Entry], sign: int) -> None:
+    if entry is None:
+        return
+    totals[entry.kind] = totals.get(entry.kind, 0) + sign
+    if entry.kind == "file":
+        totals["bytes"] += sign * entry.size
 
 
 def _remove_quietly(path) -> None:
