@@ -196,6 +196,29 @@ def test_read_blocks_detects_a_file_that_changes_size(tmp_path):
     assert issubclass(FileChanged, OSError)
 
 
+@pytest.mark.parametrize("size", [100, CUT + 2 * BLOCK])
+def test_read_blocks_given_a_stat_reads_that_file_unchanged_or_raises(tmp_path, size):
+    """``expect`` (the scanner's lstat) replaces a second lstat after the read:
+    a file renamed over the path after it, or written (another mtime) before
+    or while it is read, raises FileChanged; the file as it was stat'ed is read."""
+    path = tmp_path / "f.bin"
+    write(path, size)
+    before = os.lstat(path)
+    assert read_blocks(path, expect=before) == read_blocks(path)
+    other = tmp_path / "other.bin"
+    write(other, size)
+    os.replace(other, path)                     # same size, another inode
+    with pytest.raises(FileChanged, match="replaced or written"):
+        read_blocks(path, expect=before)
+    now = os.lstat(path)
+
+    def touch(_hash, _data, _fd, _offset):
+        os.utime(path, ns=(now.st_atime_ns, now.st_mtime_ns + 1))   # written meanwhile: same size
+
+    with pytest.raises(FileChanged):
+        read_blocks(path, on_block=touch, expect=now)
+
+
 def test_prune_oldest_first_never_kept_blocks(store):
     blobs = [bytes([i]) * 1000 for i in range(6)]
     for i, blob in enumerate(blobs):

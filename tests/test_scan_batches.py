@@ -3,6 +3,8 @@ path: one local-state transaction, one write of the history's log and one
 look-up of the paths' heads per batch, the same events and entries as
 before, moves within one batch paired once."""
 
+import os
+
 from test_bad_names import local_loop, make
 
 
@@ -169,7 +171,7 @@ def test_the_scan_jobs_never_run_far_ahead_of_the_recording(tmp_path, monkeypatc
         taken.extend(changes)
         ahead.append(len(observed) - len(taken))
         time.sleep(0.005)                       # the hub busy (blocking): the pool threads go on
-        record(changes)
+        return record(changes)
 
     monkeypatch.setattr(loop, "_observe_chunk", counted_observe)
     monkeypatch.setattr(loop, "_record_each_path_apart", slow_record)
@@ -201,3 +203,34 @@ def test_a_burst_of_new_directories_is_listed_in_one_hand_off_to_the_pool(tmp_pa
     loop.sent.clear()
     loop._scan(["d00"])                          # its recorded children that are gone: deleted
     assert sorted((e.path, e.type) for e in loop.sent) == [("d00/sub", "delete"), ("d00/sub/f.txt", "delete")]
+
+
+def test_the_start_up_scan_leaves_the_reconciler_only_what_it_did_not_settle(tmp_path):
+    """At start-up a path whose new event is now its only head holds its winner
+    on disk: the reconciler is not asked to look at it (a first scan of
+    100,000 files is then no second pass over them). A new file beside a
+    remote version it has not seen, a deletion and the deleted path's parent
+    still are."""
+    from p2p.history.event import Event
+    loop = local_loop(tmp_path)
+    marked = []
+    loop.reconciler.mark_dirty = marked.extend
+    os.mkdir(loop.root / "gone")
+    make(loop.root, "gone/old.txt", b"old")
+    loop._scan(["gone", "gone/old.txt"])             # recorded before this start
+    (loop.root / "gone/old.txt").unlink()
+    os.mkdir(loop.root / "dir")
+    for name in ("new.txt", "dir/inner.txt", "shared"):
+        make(loop.root, name, name.encode())
+    other = "B" * 32
+    remote = Event(id=f"{other}:1", origin=other, seq=1, lamport=1, type="create", kind="dir", path="shared",
+                   size=0, mode=0o755, mtime=1, hash="", blocks=(), parents=(), time=1.0)
+    assert loop.history.merge([remote.to_dict()])[0]
+    marked.clear()
+    loop.sent.clear()
+    loop.scanned.clear()                             # a start
+    loop._scan([""])
+    assert sorted((e.path, e.type) for e in loop.sent) == [
+        ("dir", "create"), ("dir/inner.txt", "create"), ("gone/old.txt", "delete"), ("new.txt", "create"),
+        ("shared", "create")]
+    assert sorted(set(marked)) == ["gone", "gone/old.txt", "shared"]

@@ -81,26 +81,32 @@ def cut(data, size: Optional[int] = None) -> Iterator[Tuple[int, int]]:
 
 
 def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], None]] = None,
-                cut_as: Optional[int] = None) -> Tuple[int, str, List[Block]]:
+                cut_as: Optional[int] = None, expect: Optional[os.stat_result] = None) -> Tuple[int, str, List[Block]]:
     """Read ``path`` once: (size, sha256 hex of the content, [(block sha256 hex, block size)]).
 
     ``on_block(hash, data, fd, offset)`` is called for every block as it is
     read; ``data`` is a view of a buffer reused for the next block, ``fd`` and
     ``offset`` say where the block lies in the file (for in-kernel copies).
     Raises FileChanged if the file is not ``size`` bytes all along (its size
-    at open), or is written meanwhile.
+    at open), or is written meanwhile. ``expect``: the caller's ``lstat`` of
+    ``path`` just before, taken as the file's size and mtime at open (no
+    ``fstat`` then); one ``fstat`` after the read checks that the file read is
+    that one, unchanged (inode, size, mtime), so the caller need not ``lstat``
+    the path again (a file renamed over it meanwhile is a new watcher event).
     """
     whole = hashlib.sha256()
     single = ""   # the content's hash when one block is the whole file
     blocks: List[Block] = []
     with open(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
-        opened = os.fstat(fd)
+        opened = os.fstat(fd) if expect is None else expect
         size = opened.st_size
         offset = 0
         tier = size if cut_as is None else cut_as
         if size > limits.PARALLEL_HASH_MIN and chunk_sizes(tier) != WHOLE:
-            return size, _read_pipelined(path, handle, opened, size, tier, on_block, blocks), blocks
+            whole_hash = _read_pipelined(path, handle, opened, size, tier, on_block, blocks)
+            _check_read(path, fd, expect)
+            return size, whole_hash, blocks
         if size:
             for data in _pieces(handle, size, tier):
                 count = len(data)
@@ -121,7 +127,19 @@ def read_blocks(path, on_block: Optional[Callable[[str, memoryview, int, int], N
             raise FileChanged(f"{path}: shrank while being read")
         if handle.read(1):
             raise FileChanged(f"{path}: grew while being read")
+        _check_read(path, fd, expect)
     return size, single or whole.hexdigest(), blocks
+
+
+def _check_read(path, fd: int, expect: Optional[os.stat_result]) -> None:
+    """Raise FileChanged unless the file read (``fd``) is the one ``expect``
+    describes (if given), with the same size and mtime still."""
+    if expect is None:
+        return
+    now = os.fstat(fd)
+    if (now.st_ino, now.st_dev, now.st_size, now.st_mtime_ns) != (
+            expect.st_ino, expect.st_dev, expect.st_size, expect.st_mtime_ns):
+        raise FileChanged(f"{path}: replaced or written while being read")
 
 
 def _read_pipelined(path, handle, opened: os.stat_result, size: int, tier: int,
@@ -214,6 +232,6 @@ def _pieces(handle, size: int, tier: int) -> Iterator[memoryview]:
         yield buffer[:count]
 
 
-def hash_file(path) -> Tuple[int, str, List[Block]]:
-    """(size, sha256 hex, blocks) of the file at ``path``, reading it once."""
-    return read_blocks(path)
+def hash_file(path, expect: Optional[os.stat_result] = None) -> Tuple[int, str, List[Block]]:
+    """(size, sha256 hex, blocks) of the file at ``path``, reading it once (``expect``: as ``read_blocks``)."""
+    return read_blocks(path, expect=expect)

@@ -572,10 +572,11 @@ class BlockStore:
         return lacking
 
     # -- files -------------------------------------------------------------
-    def ingest_file(self, path) -> Tuple[int, str, List[Block]]:
+    def ingest_file(self, path, expect: Optional[os.stat_result] = None) -> Tuple[int, str, List[Block]]:
         """Hash ``path`` into blocks, storing those the store lacks; reads the
-        file once. A file of one block is stored as it is read; the small
-        blocks of a larger one are packed PACK_WRITE_BYTES at a time (``put_many``)."""
+        file once (``expect``: as ``read_blocks``). A file of one block is stored
+        as it is read; the small blocks of a larger one are packed
+        PACK_WRITE_BYTES at a time (``put_many``)."""
         small: List[Tuple[str, bytes]] = []
         held = [0]
 
@@ -590,7 +591,7 @@ class BlockStore:
                 self.put_many(small, verified=True)
                 small.clear()
                 held[0] = 0
-        result = read_blocks(path, on_block=keep)
+        result = read_blocks(path, on_block=keep, expect=expect)
         self.put_many(small, verified=True)
         return result
 

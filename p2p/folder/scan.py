@@ -93,17 +93,14 @@ class Scanner:
         if statmod.S_ISDIR(st.st_mode):
             return Change(path, "dir", False, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS, mtime=st.st_mtime_ns, stat=st)
         large = st.st_size > limits.ARCHIVE_LATER_MIN
-        try:
+        try:   # (the file read must be the one ``st`` describes, unchanged: checked on its descriptor)
             if held is not None and st.st_size <= limits.PACKED_BLOCK_MAX:
                 size, digest, blocks = read_blocks(full, on_block=lambda block_hash, data, fd, offset:
-                                                   held.append((block_hash, bytes(data))))
+                                                   held.append((block_hash, bytes(data))), expect=st)
             else:
-                size, digest, blocks = (hash_file if large else self.store.ingest_file)(full)
+                size, digest, blocks = (hash_file if large else self.store.ingest_file)(full, expect=st)
         except FileChanged:
-            raise FileBusy(path) from None
-        after = os.lstat(full)
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino) or size != st.st_size:
-            raise FileBusy(path)  # still being written: the watcher will report it again
+            raise FileBusy(path) from None  # still being written: the watcher will report it again
         return Change(path, "file", False, size=size, mode=statmod.S_IMODE(st.st_mode) & PERMISSIONS,
                       mtime=st.st_mtime_ns, hash=digest, blocks=tuple(blocks), stat=st, stored=not large)
 

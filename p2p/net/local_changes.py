@@ -120,10 +120,11 @@ class LocalChanges:
         # disagree on; of the rest only what this scan changes needs a look
         startup = "" in paths and not self.scanned.is_set()
         changes, busy, renamed, deleted, changed = [], [], [], [], []
+        settled = set()   # paths whose recorded event is now their only head: the disk is their winner
         flushed = time.monotonic()
         for path, result in zip(scanned, self._observed(scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
-                self._record_each_path_apart(changes)   # events leave while the scan goes on
+                settled |= self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
             if isinstance(result, NotSynced):
                 self._not_synced(path, result.reason)
@@ -146,8 +147,9 @@ class LocalChanges:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
-        self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        looked_at = changed if startup else scanned
+        settled |= self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
+        # (the reconciler has not run yet at start-up: nothing it blocked or retries is in a settled path)
+        looked_at = [p for p in changed if p not in settled] if startup else scanned
         self.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
@@ -158,27 +160,29 @@ class LocalChanges:
         if path in self.unsynced:
             self.reported.add(path)
 
-    def _record_each_path_apart(self, changes) -> None:
+    def _record_each_path_apart(self, changes) -> set:
         """``_record``, but an unexpected error on one path does not lose the
         others: the events already made are sent, then each change is
-        recorded alone and a change that fails again is listed as not synced."""
+        recorded alone and a change that fails again is listed as not synced.
+        Returns the paths ``_record`` settled."""
         history = self.history
         me = history.device_id
         made = history.vv.get(me, 0)
         try:
-            self._record(changes)
-            return
+            return self._record(changes)
         except Exception as exc:
             log.error("recording %d changes failed (%r): recording them one by one", len(changes), exc)
         stranded = [history.get(make_id(me, seq)) for seq in range(made + 1, history.vv.get(me, 0) + 1)]
         if stranded:
             history.sync()
             self.publish(stranded)
+        settled = set()
         for change in changes:
             try:
-                self._record([change])
+                settled |= self._record([change])
             except Exception as exc:
                 self._not_synced(change.path, f"unexpected error while recording: {exc!r}", exc)
+        return settled
 
     def _observed(self, paths):
         """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
@@ -273,18 +277,22 @@ class LocalChanges:
             found += self.state.under(path)  # children that may be gone
         return found
 
-    def _record(self, changes) -> None:
+    def _record(self, changes) -> set:
         """Turn disk changes into events: renames paired by content, deletes children first.
         Nothing is recorded while the folder's marker is missing: a moved or
-        unmounted folder would otherwise read as every file deleted."""
+        unmounted folder would otherwise read as every file deleted.
+        Returns the paths it settled: created or updated (or found recorded
+        already) with an event that is now the path's only head, and the
+        local state written for it, so the disk holds the path's winner and
+        no write can be due there (none once anything of the batch failed)."""
         if changes and not self.folder_present():
             self.folder_missing()   # rescans the whole folder once it is back
-            return
+            return set()
         if changes and self.pauses.folder:   # paused by the user: resuming rescans the folder
-            return
+            return set()
         if changes and self.disk.held:   # scanned again once the history can be written
             self.disk.defer(c.path for c in changes)
-            return
+            return set()
         entries = dict.fromkeys(c.path for c in changes)   # path -> its entry (None: none), one query
         entries.update(self.state.get_many(list(entries)))
         batch = _Batch(self.history.heads_many(entries))   # the paths' heads, one query
@@ -315,24 +323,27 @@ class LocalChanges:
                     self._local_event(c, entries[c.path], pending, batch)
                 self._make(batch, pending)
                 self.state.set_many(pending.items())   # only once their events are written
+                settled = batch.settled
             except LogBroken:
                 raise
             except OSError as exc:   # the history, or the local state's database, refused a write
                 if not isinstance(exc, LogWriteFailed) and exc.errno not in DISK_ERRNOS:
                     raise
                 self.disk.hold(exc, [c.path for c in changes])   # the rest are found again later
+                settled = set()
             new_events = batch.events
             if new_events:
                 self.history.sync()  # one fsync for the batch, before any of it leaves this machine
         except LogBroken as exc:   # nothing of this batch may leave this machine
             self.broken(exc)
-            return
+            return set()
         if new_events:
             self.publish(new_events)
             for e in new_events:
                 if e.moved_to:   # the first half of a rename: said with its second half
                     continue
                 say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
+        return settled
 
     def _vanished_with(self, recorded, pending: dict):
         """Of the ``recorded`` files with a new file's content, one gone from disk
@@ -356,6 +367,7 @@ class LocalChanges:
         path = change.path
         if path in batch.paths:   # planned already (the disk changed under the batch): its heads change first
             self._make(batch, pending)
+        batch.settled.discard(path)   # (what this change makes of it decides)
         heads = batch.heads.pop(path) if path in batch.heads else self.history.heads(path)
         current = winner(heads)
         live = current is not None and current.type != "delete"
@@ -368,18 +380,23 @@ class LocalChanges:
         if live and current.kind == change.kind and current.hash == change.hash and current.mode == change.mode \
                 and (change.kind == "dir" or current.mtime == change.mtime):
             pending[path] = change.entry(current.id)   # already what the history says
+            if len(heads) == 1:
+                batch.settled.add(path)
             return
+        parents = local_parents(entry.event_id if entry else None, entry is not None, heads)
         batch.plan(dict(type="update" if live and entry is not None else "create", kind=change.kind, path=path,
                         size=change.size, mode=change.mode, mtime=change.mtime, hash=change.hash,
-                        blocks=change.blocks, time=time.time(), moved_from=moved_from,
-                        parents=local_parents(entry.event_id if entry else None, entry is not None, heads)), change)
+                        blocks=change.blocks, time=time.time(), moved_from=moved_from, parents=parents), change,
+                   settles=set(parents) == {h.id for h in heads})   # it supersedes every head: the only one made
 
     def _make(self, batch: _Batch, pending: dict) -> None:
         """Make the events ``batch`` planned (one log write; fsynced by the
         caller's ``sync``); each created or updated path's entry goes into
         ``pending``, a large file's blocks to be archived."""
-        events = self.history.make_local_many([spec for spec, _ in batch.planned], durable=False)
-        for event, (_, change) in zip(events, batch.planned):
+        events = self.history.make_local_many([spec for spec, _, _ in batch.planned], durable=False)
+        for event, (_, change, settles) in zip(events, batch.planned):
+            if settles:
+                batch.settled.add(event.path)
             if change is not None:
                 pending[event.path] = change.entry(event.id)
                 if not change.stored:
@@ -391,14 +408,16 @@ class LocalChanges:
 class _Batch:
     """One ``_record`` call's events: the heads of its paths as read at its
     start (each taken once), the events planned and not made yet (with the
-    change whose entry waits for its id), and those made."""
+    change whose entry waits for its id, and whether the event will be the
+    path's only head), those made, and the paths settled (``_record``)."""
 
     def __init__(self, heads: dict):
         self.heads = heads
         self.planned: list = []
         self.paths: set = set()
         self.events: list = []
+        self.settled: set = set()
 
-    def plan(self, spec: dict, change) -> None:
-        self.planned.append((spec, change))
+    def plan(self, spec: dict, change, settles: bool = False) -> None:
+        self.planned.append((spec, change, settles))
         self.paths.add(spec["path"])
