@@ -177,7 +177,7 @@ def test_the_scan_jobs_never_run_far_ahead_of_the_recording(tmp_path, monkeypatc
     monkeypatch.setattr(loop, "_record_each_path_apart", slow_record)
     loop._scan(names)
     assert sorted(e.path for e in loop.sent) == names
-    assert max(ahead) <= limits.SCAN_AHEAD + 12, ahead   # the jobs waiting, plus those running (pool threads)
+    assert max(ahead) <= limits.SCAN_THREADS, ahead   # the jobs running or waiting for the hub
 
 
 def test_a_burst_of_new_directories_is_listed_in_one_hand_off_to_the_pool(tmp_path, monkeypatch):
@@ -193,7 +193,7 @@ def test_a_burst_of_new_directories_is_listed_in_one_hand_off_to_the_pool(tmp_pa
     pool = loop.threadpool
     monkeypatch.setattr(loop, "threadpool", type("Counting", (), {
         "apply": staticmethod(lambda fn, args=(), kwargs=None: (jobs.append(fn), pool.apply(fn, args, kwargs))[1]),
-        "imap": staticmethod(pool.imap)})())
+        "spawn": staticmethod(pool.spawn)})())
     loop._scan(dirs)
     assert sorted(e.path for e in loop.sent) == sorted(
         [*dirs, *(f"{d}/sub" for d in dirs), *(f"{d}/sub/f.txt" for d in dirs)])

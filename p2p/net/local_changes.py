@@ -22,6 +22,7 @@ scan are remembered, not scanned.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -186,11 +187,15 @@ class LocalChanges:
 
     def _observed(self, paths):
         """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
-        paths per pool job (several jobs at once), their entries read in one
-        query; at most ``limits.SCAN_AHEAD`` jobs' results wait for the hub."""
-        chunks = [paths[i:i + limits.SCAN_CHUNK] for i in range(0, len(paths), limits.SCAN_CHUNK)]
-        for results in self.threadpool.imap(self._observe_chunk, chunks, maxsize=limits.SCAN_AHEAD):
-            yield from results
+        paths per pool job, their entries read in one query; at most
+        ``limits.SCAN_THREADS`` jobs run or wait for the hub at once."""
+        running = collections.deque()
+        for start in range(0, len(paths), limits.SCAN_CHUNK):
+            running.append(self.threadpool.spawn(self._observe_chunk, paths[start:start + limits.SCAN_CHUNK]))
+            if len(running) >= limits.SCAN_THREADS:
+                yield from running.popleft().get()
+        while running:
+            yield from running.popleft().get()
 
     def _observe_chunk(self, paths):
         try:
