@@ -55,6 +55,22 @@ def test_a_large_block_stays_a_file_of_its_own(tmp_path):
     assert store.get(sha(big)) == big and store.total_bytes() == len(big)
 
 
+def test_has_finds_packed_and_file_blocks_and_looks_for_no_file_it_cannot_have(tmp_path, monkeypatch):
+    store = BlockStore(tmp_path / "blocks")
+    small, big = b"a packed block", os.urandom(limits.PACKED_BLOCK_MAX + 1)
+    store.put(sha(small), small)
+    looked = []
+    exists = store_module.Path.exists
+    monkeypatch.setattr(store_module.Path, "exists", lambda path: looked.append(path) or exists(path))
+    assert store.has(sha(small)) and not store.has(sha(b"never stored"))
+    assert looked == []   # no fan-out directory: neither block can be a file
+    store.put(sha(big), big)
+    assert store.has(sha(big)) and store.has(sha(small))
+    other = next(h for h in (sha(str(i).encode()) for i in range(100_000)) if h[:2] == sha(big)[:2] and h != sha(big))
+    assert not store.has(other)   # its fan-out directory exists: looked for
+    assert store._path(other) in looked
+
+
 @SETTINGS
 @given(data=blobs)
 def test_round_trip_survives_a_restart_and_a_lost_index(tmp_path_factory, data):

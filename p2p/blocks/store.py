@@ -406,8 +406,15 @@ class BlockStore:
         return self.root / block_hash[:2] / block_hash
 
     def has(self, block_hash: str) -> bool:
+        """Whether the block is stored: packed, or a file of its own (looked
+        for only under a fan-out directory that exists: no stat per block)."""
         _check(block_hash)
-        return self._packed(block_hash) is not None or self._path(block_hash).exists()
+        if self._packed(block_hash) is not None:
+            return True
+        with self._lock:
+            if block_hash[:2] not in self._fan_outs():
+                return False
+        return self._path(block_hash).exists()
 
     def get(self, block_hash: str) -> bytes:
         """The block's bytes, verified. BlockMissing if absent; CorruptBlock (and the
