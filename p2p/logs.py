@@ -10,6 +10,9 @@ warning`` or ``error`` hides them. The other loggers (``p2p.fetch``,
     12:08:15 INFO    > create notes/todo.txt
     12:08:16 WARNING unsynced: not syncing 'CON': a name Windows cannot hold
 
+A burst of local changes says its first lines in full and counts the rest
+(``Digest``): ``> ... and 99,980 more (99,980 create; `p2p log` lists them)``.
+
 (local time; activity lines carry no component name). Python warnings and
 uncaught exceptions in threads are routed here too, so nothing reaches the
 terminal in another shape; a traceback is printed only for a real bug.
@@ -38,6 +41,39 @@ def say(text: str, level: int = logging.INFO) -> None:
     """An activity line for the human running ``p2p run``: on stderr, in the
     one log format, hidden by ``--log-level warning``."""
     logging.getLogger(ACTIVITY).log(level, text)
+
+
+class Digest:
+    """Activity lines of a burst: the first ``limit`` of each ``window``
+    seconds are said in full, the rest counted by kind and said as one line
+    when the window ends or ``flush`` is called (the end of a scan): a scan
+    of 100,000 new files says a few hundred lines instead of 100,000, and
+    costs their formatting (every change is in the history: ``p2p log``
+    lists them)."""
+
+    def __init__(self, prefix: str, limit: int, window: float, clock=time.monotonic, say=say):
+        self._prefix, self._limit, self._window, self._clock, self._say = prefix, limit, window, clock, say
+        self._start = float("-inf")
+        self._said = 0
+        self._held: dict = {}   # kind -> lines not said in this window
+
+    def add(self, kind: str, text: str) -> None:
+        now = self._clock()
+        if now - self._start >= self._window:
+            self.flush()
+            self._start, self._said = now, 0
+        if self._said < self._limit:
+            self._said += 1
+            self._say(text)
+        else:
+            self._held[kind] = self._held.get(kind, 0) + 1
+
+    def flush(self) -> None:
+        """Say what was held back, as one line (nothing if nothing was)."""
+        if self._held:
+            counts = ", ".join(f"{n:,} {kind}" for kind, n in sorted(self._held.items()))
+            self._say(f"{self._prefix} ... and {sum(self._held.values()):,} more ({counts}; `p2p log` lists them)")
+            self._held = {}
 
 
 def _component(name: str) -> str:

@@ -234,3 +234,22 @@ def test_the_start_up_scan_leaves_the_reconciler_only_what_it_did_not_settle(tmp
         ("dir", "create"), ("dir/inner.txt", "create"), ("gone/old.txt", "delete"), ("new.txt", "create"),
         ("shared", "create")]
     assert sorted(set(marked)) == ["gone", "gone/old.txt", "shared"]
+
+
+def test_a_scan_of_many_new_files_says_its_first_lines_and_counts_the_rest(tmp_path, caplog):
+    """Every file is recorded and sent; the activity lines say the first
+    ``limits.ACTIVITY_LINES`` of them and one count of the rest."""
+    import logging
+
+    from p2p import limits
+    loop = local_loop(tmp_path)
+    names = [f"f{i:03d}.txt" for i in range(limits.ACTIVITY_LINES + 30)]
+    for name in names:
+        make(loop.root, name, name.encode())
+    with caplog.at_level(logging.INFO, logger="p2p.activity"):
+        loop._scan(names)
+    assert sorted(e.path for e in loop.sent) == names
+    lines = [r.getMessage() for r in caplog.records if r.name == "p2p.activity"]
+    assert len(lines) == limits.ACTIVITY_LINES + 1, lines
+    assert all(line.startswith("> create f") for line in lines[:-1])
+    assert lines[-1] == "> ... and 30 more (30 create; `p2p log` lists them)"

@@ -39,7 +39,7 @@ from p2p.net.disk_guard import DISK_ERRNOS
 from p2p.history.precedence import winner
 from p2p.sync.plan import local_parents, paths_to_recheck
 from p2p.watch.watcher import Coalescer
-from p2p.logs import say
+from p2p.logs import Digest, say
 
 log = logging.getLogger("p2p.local")
 
@@ -78,6 +78,7 @@ class LocalChanges:
         self.broken = broken
         self.spawn = spawn
         self.watch = watch
+        self.activity = Digest(">", limits.ACTIVITY_LINES, limits.ACTIVITY_WINDOW)   # the "> create ..." lines
         self.reconciler = None
         self.queue: Queue = Queue()
         self.coalescer = Coalescer(self.rescan)
@@ -152,6 +153,7 @@ class LocalChanges:
         # (the reconciler has not run yet at start-up: nothing it blocked or retries is in a settled path)
         looked_at = [p for p in changed if p not in settled] if startup else scanned
         self.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
+        self.activity.flush()
 
     def _not_synced(self, path: str, reason: str, error: BaseException = None) -> None:
         """List ``path`` as not synced (one warning); an unexpected error's traceback is logged once."""
@@ -347,7 +349,10 @@ class LocalChanges:
             for e in new_events:
                 if e.moved_to:   # the first half of a rename: said with its second half
                     continue
-                say(f"> rename {e.moved_from} -> {e.path}" if e.moved_from else f"> {e.type} {e.path}")
+                if e.moved_from:
+                    self.activity.add("rename", f"> rename {e.moved_from} -> {e.path}")
+                else:
+                    self.activity.add(e.type, f"> {e.type} {e.path}")
         return settled
 
     def _vanished_with(self, recorded, pending: dict):
