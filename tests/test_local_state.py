@@ -321,3 +321,18 @@ def test_get_many_finds_exactly_the_recorded_paths_asked_for_wherever_they_lie(r
         state.set_many(model.items())
         assert state.get_many(asked) == {path: model[path] for path in asked if path in model}
         state.close()
+
+
+def test_large_files_are_read_from_their_own_index_not_from_every_entry(tmp_path):
+    """The start's look for large files not archived yet reads the large
+    files only: a partial index holds them (at 100,000 small files a scan of
+    every entry was 12 % of a restart)."""
+    state = LocalState(tmp_path / "local.db")
+    large = limits.ARCHIVE_LATER_MIN + 1
+    state.set_many([(f"f{i}", Entry("file", large if i % 10 == 0 else limits.ARCHIVE_LATER_MIN, 1, i, 0o644, "h", "A:1"))
+                    for i in range(100)] + [("d", Entry("dir", 0, 1, 1, 0o755, "", "A:1"))])
+    assert sorted(state.large_files()) == sorted(f"f{i}" for i in range(0, 100, 10))
+    plan = state._reader.execute(f"EXPLAIN QUERY PLAN SELECT path FROM entries WHERE kind = 'file' "
+                                 f"AND size > {limits.ARCHIVE_LATER_MIN}").fetchall()
+    assert any("entries_large" in row[-1] for row in plan), plan
+    assert sorted(reopen(state).large_files()) == sorted(state.large_files())

@@ -69,9 +69,10 @@ CREATE TABLE IF NOT EXISTS entries (path BLOB PRIMARY KEY, kind TEXT NOT NULL, s
     mtime INTEGER NOT NULL, ino INTEGER NOT NULL, mode INTEGER NOT NULL, hash TEXT NOT NULL,
     event_id TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entries_by_hash ON entries (hash) WHERE kind = 'file';
+CREATE INDEX IF NOT EXISTS entries_large_{large} ON entries (path) WHERE kind = 'file' AND size > {large};
 CREATE TABLE IF NOT EXISTS intents (path BLOB PRIMARY KEY, new TEXT NOT NULL, old TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
-"""
+""".replace("{large}", str(limits.ARCHIVE_LATER_MIN))   # (a literal: SQLite uses a partial index only then)
 COLUMNS = "kind, size, mtime, ino, mode, hash, event_id"
 _TYPE_AND_PERMISSIONS = statmod.S_IFMT(0o177777) | PERMISSIONS   # the file type and the synced bits of st_mode
 
@@ -219,10 +220,13 @@ class LocalState:
             rows = db.execute("SELECT path, event_id FROM entries ORDER BY path").fetchall()
         return [(_path(k), event_id) for k, event_id in rows]
 
-    def files_over(self, size: int) -> List[str]:
-        """The files recorded larger than ``size`` bytes (one query)."""
+    def large_files(self) -> List[str]:
+        """The files recorded larger than ``limits.ARCHIVE_LATER_MIN``: one
+        partial index holds only them, so this costs nothing per small file
+        (it was a read of every entry at each start)."""
         with self._reading() as db:
-            rows = db.execute("SELECT path FROM entries WHERE kind = 'file' AND size > ?", (size,)).fetchall()
+            rows = db.execute(f"SELECT path FROM entries WHERE kind = 'file' AND size > {limits.ARCHIVE_LATER_MIN}"
+                              ).fetchall()
         return [_path(k) for (k,) in rows]
 
     def highest_seq(self, origin: str) -> int:

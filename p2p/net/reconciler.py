@@ -460,7 +460,7 @@ class Reconciler:
     def archive_unarchived(self) -> None:
         """After a crash: archive the large current files whose blocks the store lacks
         (only the large files the local state records are looked at, not the whole tree)."""
-        for path in self.state.files_over(limits.ARCHIVE_LATER_MIN):
+        for path in self.state.large_files():
             event = self.history.current(path)
             entry = self.state.get(path)
             if (event is not None and not event.is_delete and event.kind == "file"
