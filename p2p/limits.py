@@ -130,10 +130,12 @@ SCAN_CHUNK = 64                  # paths a scan observes per thread-pool job, th
 ACTIVITY_LINES = 20              # local changes said one per line in a second; the rest of that second's
 ACTIVITY_WINDOW = 1.0            # are counted in one line (a first scan of 100,000 files printed 100,000
                                  # lines: 0.8 s of CPU per 30,000, and nothing anyone reads; p2p log has them)
-SCAN_THREADS = 4                 # scan jobs at once (of the pool's 10 threads), whose results wait in order
+SCAN_THREADS = 2                 # scan jobs at once (of the pool's 10 threads), whose results wait in order
                                  # for the hub: the scan never runs far ahead of the recording (each change
-                                 # held is memory), and 8 threads observing 30,000 new files used 35 % more
-                                 # CPU than 4 on this 2-core VM for the same wall time (each wakes for the GIL)
+                                 # held is memory), and each thread's system calls hand the GIL back and forth
+                                 # with the others' and the hub's: a first scan of 30,000 files on this 2-core
+                                 # VM took 11.4 s (13.4 s CPU) with 10, 10.9 (11.7) with 4, 8.6-9.1 (8.6-8.9)
+                                 # with 2, 8.8 (7.9) with 1; 2 keeps a second read in flight on a cold disk
 MAX_UNSYNCED = 10_000            # paths listed as "not synced" (more are counted): bounded memory
 UNSYNCED_RETRY_MIN = 2.0         # first retry of a path that could not be synced; doubles per failure
 STATE_RANGE_ROWS = 4             # a local-state read of n paths first reads one key range of at most
