@@ -332,7 +332,7 @@ def test_large_files_are_read_from_their_own_index_not_from_every_entry(tmp_path
     state.set_many([(f"f{i}", Entry("file", large if i % 10 == 0 else limits.ARCHIVE_LATER_MIN, 1, i, 0o644, "h", "A:1"))
                     for i in range(100)] + [("d", Entry("dir", 0, 1, 1, 0o755, "", "A:1"))])
     assert sorted(state.large_files()) == sorted(f"f{i}" for i in range(0, 100, 10))
-    plan = state._reader.execute(f"EXPLAIN QUERY PLAN SELECT path FROM entries WHERE kind = 'file' "
+    plan = state._reading.db.execute(f"EXPLAIN QUERY PLAN SELECT path FROM entries WHERE kind = 'file' "
                                  f"AND size > {limits.ARCHIVE_LATER_MIN}").fetchall()
     assert any("entries_large" in row[-1] for row in plan), plan
     assert sorted(reopen(state).large_files()) == sorted(state.large_files())

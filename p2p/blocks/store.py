@@ -357,13 +357,11 @@ class BlockStore:
                 self._db.executemany("UPDATE packed SET stored = ? WHERE hash = ?", ((now, key) for key in present))
                 self._changed(len(present))
             loose, new = [], []
-            fans = self._fan_outs()
             for (block_hash, data), key in zip(blocks, keys):
                 if key in present:
                     continue
                 present.add(key)   # a block named twice is packed once
-                fan = block_hash[:2]
-                if fan in fans and os.path.exists(os.path.join(self.root, fan, block_hash)):
+                if self._is_file(block_hash):
                     loose.append((block_hash, data))
                 else:
                     new.append((key, _record(key, data)))
@@ -400,6 +398,13 @@ class BlockStore:
                 self._fans = set()
         return self._fans
 
+    def _is_file(self, block_hash: str) -> bool:
+        """Whether the block is a file of its own (an older store's small block,
+        or a large one): looked for only under a fan-out directory that exists,
+        so no stat per block of a store that packs them. Call with the lock."""
+        fan = block_hash[:2]
+        return fan in self._fan_outs() and os.path.exists(os.path.join(self.root, fan, block_hash))
+
     # -- single blocks -----------------------------------------------------
     def _path(self, block_hash: str) -> Path:
         _check(block_hash)
@@ -409,12 +414,8 @@ class BlockStore:
         """Whether the block is stored: packed, or a file of its own (looked
         for only under a fan-out directory that exists: no stat per block)."""
         _check(block_hash)
-        if self._packed(block_hash) is not None:
-            return True
         with self._lock:
-            if block_hash[:2] not in self._fan_outs():
-                return False
-        return self._path(block_hash).exists()
+            return self._packed(block_hash) is not None or self._is_file(block_hash)
 
     def get(self, block_hash: str) -> bytes:
         """The block's bytes, verified. BlockMissing if absent; CorruptBlock (and the

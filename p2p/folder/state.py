@@ -148,17 +148,17 @@ class LocalState:
             if kind == "file":
                 self._totals["bytes"] = int(size)
         self._intended = {_path(k) for (k,) in self._db.execute("SELECT path FROM intents")}
-        self._reader = self._connect(read_only=True)
+        self._reading = _Held(self._read_lock, self._connect(read_only=True))   # with self._reading as db
 
     # -- reading -------------------------------------------------------------
     def get(self, path: str) -> Optional[Entry]:
-        with self._reading() as db:
+        with self._reading as db:
             row = db.execute(f"SELECT {COLUMNS} FROM entries WHERE path = ?", (_key(path),)).fetchone()
         return None if row is None else Entry(*row)
 
     def get_many(self, paths: List[str]) -> Dict[str, Entry]:
         """The entries of those of ``paths`` that have one, in one query per 500 paths."""
-        with self._reading() as db:
+        with self._reading as db:
             found = _entries_of(db, [_key(p) for p in paths])
         return {_path(key): entry for key, entry in found.items()}
 
@@ -167,7 +167,7 @@ class LocalState:
         paths; a digest no file has is left out): one query per 500 digests."""
         digests = sorted(set(digests))
         found: Dict[str, List[str]] = {}
-        with self._reading() as db:
+        with self._reading as db:
             for digest, key in rows_in(db, "SELECT hash, path FROM entries WHERE kind = 'file' AND hash IN ({})",
                                        digests):
                 found.setdefault(digest, []).append(_path(key))
@@ -177,7 +177,7 @@ class LocalState:
 
     def paths(self, limit: int = -1) -> List[str]:
         """Every recorded path (at most ``limit`` of them, when given)."""
-        with self._reading() as db:
+        with self._reading as db:
             return [_path(k) for (k,) in db.execute("SELECT path FROM entries LIMIT ?", (limit,))]
 
     def under(self, prefix: str) -> List[str]:
@@ -185,7 +185,7 @@ class LocalState:
         parents before children (in byte order a parent sorts before what it
         holds): one range of the primary key, so the cost grows with that
         subtree, not the folder."""
-        with self._reading() as db:
+        with self._reading as db:
             if not prefix:
                 rows = db.execute("SELECT path FROM entries ORDER BY path").fetchall()
             else:
@@ -204,7 +204,7 @@ class LocalState:
         low = _key(directory) + b"/" if directory else b""
         columns = f"substr(path, ?), kind, size, mtime, ino, mode | {statmod.S_IFREG}"   # (the name; a BLOB's bytes)
         start = len(low) + 1
-        with self._reading() as db:
+        with self._reading as db:
             if directory:
                 rows = db.execute(f"SELECT {columns} FROM entries WHERE path > ? AND path < ? "
                                         "AND instr(substr(path, ?), X'2F') = 0",
@@ -216,7 +216,7 @@ class LocalState:
 
     def recorded(self) -> List[Tuple[str, str]]:
         """(path, event id) of every entry, in path order (the primary key's)."""
-        with self._reading() as db:
+        with self._reading as db:
             rows = db.execute("SELECT path, event_id FROM entries ORDER BY path").fetchall()
         return [(_path(k), event_id) for k, event_id in rows]
 
@@ -224,7 +224,7 @@ class LocalState:
         """The files recorded larger than ``limits.ARCHIVE_LATER_MIN``: one
         partial index holds only them, so this costs nothing per small file
         (it was a read of every entry at each start)."""
-        with self._reading() as db:
+        with self._reading as db:
             rows = db.execute(f"SELECT path FROM entries WHERE kind = 'file' AND size > {limits.ARCHIVE_LATER_MIN}"
                               ).fetchall()
         return [_path(k) for (k,) in rows]
@@ -232,7 +232,7 @@ class LocalState:
     def highest_seq(self, origin: str) -> int:
         """The highest seq of ``origin`` that an entry names (0 if none): one query, no Python loop."""
         prefix = origin + ":"
-        with self._reading() as db:
+        with self._reading as db:
             (seq,) = db.execute(
                 "SELECT max(CAST(substr(event_id, ?) AS INTEGER)) FROM entries WHERE substr(event_id, 1, ?) = ?",
                 (len(prefix) + 1, len(prefix), prefix)).fetchone()
@@ -328,7 +328,7 @@ class LocalState:
     def settle(self, root: Path) -> int:
         """After a crash: for each replace that was intended but not confirmed,
         keep the entry whose file is on disk. Returns how many were settled."""
-        with self._reading() as db:
+        with self._reading as db:
             intents = [(_path(k), _from_json(new), _from_json(old))
                        for k, new, old in db.execute("SELECT path, new, old FROM intents")]
         for path, new, old in intents:
@@ -352,7 +352,7 @@ class LocalState:
         when SEQ <= vv[ORIGIN]). One query finds them (no Python loop over the
         entries), one transaction clears them."""
         known = " UNION ALL ".join(["SELECT ? AS origin, ? AS count"] * len(vv)) or "SELECT NULL, NULL WHERE 0"
-        with self._reading() as db:
+        with self._reading as db:
             rows = db.execute(
                 f"WITH known(origin, count) AS ({known}) SELECT path, {COLUMNS} FROM entries "
                 "LEFT JOIN known ON known.origin = substr(event_id, 1, instr(event_id, ':') - 1) "
@@ -367,7 +367,7 @@ class LocalState:
         with self._lock, self._read_lock:
             if self._db is None:
                 return
-            self._reader.close()   # (no reader open: the checkpoint can empty the WAL)
+            self._reading.db.close()   # (no reader open: the checkpoint can empty the WAL)
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:   # the WAL keeps every change: replayed by SQLite at the next open
@@ -391,10 +391,6 @@ class LocalState:
             self._import_legacy(db, legacy)
             self.fresh = None
         return db
-
-    def _reading(self):
-        """The reader connection, held (``with self._reading() as db``)."""
-        return _Held(self._read_lock, self._reader)
 
     def _connect(self, read_only: bool = False) -> sqlite3.Connection:
         fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o600)   # private from its creation
@@ -497,11 +493,11 @@ class _Held:
     """A connection, with its lock held for the ``with`` block."""
 
     def __init__(self, lock: threading.Lock, db: sqlite3.Connection):
-        self._lock, self._db = lock, db
+        self._lock, self.db = lock, db
 
     def __enter__(self) -> sqlite3.Connection:
         self._lock.acquire()
-        return self._db
+        return self.db
 
     def __exit__(self, *exc) -> None:
         self._lock.release()
