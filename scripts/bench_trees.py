@@ -327,6 +327,7 @@ def _measure(w: Workload, sender: Path, receiver: Path, pids: List[int], wire: C
              timeout: float, profile: Optional[Path], tool: str) -> dict:
     want = manifest(w.ref)
     w.prepare(sender)
+    os.sync()   # what the set-up wrote (the reference, a staged copy, the last tool's run) is not this run's to flush
     cpu = [cpu_seconds(p) for p in pids]
     wire_before = wire()
     spies = _spy(profile, {f"{w.key}-sender": pids[0], f"{w.key}-receiver": pids[1]}) \
@@ -371,6 +372,7 @@ def alone(base: Path, w: Workload) -> float:
     folder = base / "folder"
     folder.mkdir(parents=True)
     w.prepare(folder)
+    os.sync()
     start = time.perf_counter()
     w.act(folder)
     return time.perf_counter() - start
