@@ -12,6 +12,7 @@ from p2p import limits
 from p2p.wire import (FLAG_COMPRESSED, FLAG_ENCRYPTED, BlockData, BlocksData, Frame, FrameDecoder, FrameTooLarge,
                       MalformedMessage, TruncatedFrame, WireError, decode_message, encode_frame,
                       encode_frame_parts, encode_message)
+from p2p.wire.frame import uninitialized
 
 FUZZ_EXAMPLES = int(os.environ.get("P2P_FUZZ_EXAMPLES", "300"))
 
@@ -105,6 +106,36 @@ def test_a_large_frame_is_filled_by_one_read_of_all_it_lacks():
         received += decoder.buffer_updated(count)
         stream = stream[count:]
     assert received == [big] and reads == 2   # the chunk with the header, then the rest at once
+
+
+@settings(max_examples=FUZZ_EXAMPLES // 3, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=4),
+       st.lists(st.integers(0, 20_000), max_size=20))
+def test_fuzz_large_frames_are_returned_whole_in_any_chunking(payloads, cuts):
+    """A large frame's payload buffer is not zeroed before the reads fill it
+    (``uninitialized``): it is returned only once every byte arrived, and
+    holds exactly what was sent, even where the allocator hands back memory
+    full of an earlier frame's bytes (made likely here: frames of one size
+    one after the other, each dropped before the next)."""
+    chunk = 64   # frames over 16 bytes take their own buffer
+    sent = [Frame(5, 0, bytes([i % 251 + 1]) * len(p) if i % 2 else p) for i, p in enumerate(payloads)]
+    decoder = FrameDecoder(limits.MAX_FRAME, chunk)
+    for frame in sent:
+        got, data = [], encode_frame(frame)
+        for piece in cut(data, [*cuts, len(data) - 1]):   # the last byte alone, at least once
+            assert got == []   # nothing before the frame's last byte
+            got += decoder.feed(piece)
+        assert got == [frame]
+    decoder.eof()
+
+
+def test_uninitialized_buffers_are_bytearrays_of_their_size():
+    for size in (0, 1, 4096, 3 * limits.MiB):
+        buffer = uninitialized(size)
+        assert type(buffer) is bytearray and len(buffer) == size
+        buffer[-1:] = b"x" if size else b""   # writable, resizable like any bytearray
+        del buffer[size // 2:]
+        assert len(buffer) == size // 2
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)

@@ -37,6 +37,8 @@ from typing import Optional
 
 from Crypto.Cipher import AES
 
+from p2p.wire.frame import uninitialized
+
 try:   # pycryptodome's C GHASH (carry-less multiplication when the CPU has it)
     from Crypto.Cipher._mode_gcm import _GHASH, _ghash_clmul, _ghash_portable
     from Crypto.Util._raw_api import backend as _RAW_BACKEND, c_size_t, c_uint8_ptr, create_string_buffer
@@ -153,9 +155,10 @@ class Gcm:
         return self._native is not None
 
     def seal(self, nonce: bytes, aad: bytes, plaintext) -> bytearray:
-        """ciphertext + 16-byte tag, in one new buffer."""
+        """ciphertext + 16-byte tag, in one new buffer (not zeroed first:
+        every path below writes all of it, or raises and drops it)."""
         size = len(plaintext)
-        sealed = bytearray(size + TAG_SIZE)
+        sealed = uninitialized(size + TAG_SIZE)
         with memoryview(sealed) as view:
             if _GHASH is None:
                 cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
