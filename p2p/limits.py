@@ -82,13 +82,6 @@ FSYNC_THREADS = 8                # a batch of small files is written and fsynced
                                  # once (of gevent's 10): concurrent fsyncs share journal commits (200 files:
                                  # ~80-300 ms, against 0.6-1.5 s one after the other, and 0.1-0.7 s for a syncfs,
                                  # which also waits for whatever else the disk has to write)
-FILES_AT_ONCE = 48               # files over SMALL_BLOCK fetched at once (each holds its temporary file open)
-SMALL_FILES_AT_ONCE = 256        # smaller files fetched or committing at once: a file waits for its batch's
-                                 # commit (fsyncs, ~0.1-0.4 s here) in its slot, so batches hold at most this many
-                                 # (48: ~24 a batch, ~240 files/s); their content waits in memory, 4 MiB for a
-                                 # source tree's (64 MiB at worst, as MAX_BYTES_LANDING)
-SMALL_BATCHES_AT_ONCE = 2        # batches of small files committing at once: one is written out while the
-                                 # other waits for its fsyncs, so the disk always has the next batch to write
 
 # --- per-peer bounds -------------------------------------------------------
 MAX_EVENTS_PER_BATCH = 1000      # events in one EVENTS frame (well under MAX_FRAME) ...

@@ -7,11 +7,9 @@ record leaves every file whole (old or new, never partial) and the local
 state agreeing with the disk once the intents are settled at the next start."""
 
 import os
-import stat
 import subprocess
 import sys
 import textwrap
-import threading
 
 import gevent
 from pathlib import Path
@@ -20,22 +18,21 @@ from p2p.blocks.store import BlockStore
 from p2p.folder.apply import FolderWriter, LocalChanged
 from p2p.folder.state import Entry, LocalState
 from p2p.history.event import Event
-from p2p.net.reconciler import SmallCommits, _finish_all
+from p2p.net.reconciler import SmallCommits
 from rogue import file_event
 
 FILES = 40
 
 
-def contents(version: str, directory: str = "d") -> dict:
-    return {f"{directory}/f{i:02}.txt": f"{version} {i}\n".encode() * (i + 1) for i in range(FILES)}
+def contents(version: str) -> dict:
+    return {f"d/f{i:02}.txt": f"{version} {i}\n".encode() * (i + 1) for i in range(FILES)}
 
 
-def batch(writer: FolderWriter, version: str, seq: int, directory: str = "d", mtime: int = 0) -> list:
+def batch(writer: FolderWriter, version: str, seq: int) -> list:
     """A pending file per path with all its blocks written (as the fetcher leaves them)."""
     pendings = []
-    for n, (path, content) in enumerate(contents(version, directory).items()):
-        raw = dict(file_event("R" * 32, seq + n, path, content), mtime=mtime)
-        pending = writer.begin_file(path, Event.from_dict(raw))
+    for n, (path, content) in enumerate(contents(version).items()):
+        pending = writer.begin_file(path, Event.from_dict(file_event("R" * 32, seq + n, path, content)))
         pending.write_block([0], content)
         pendings.append(pending)
     return pendings
@@ -153,75 +150,6 @@ def test_every_file_of_a_batch_is_fsynced_before_any_is_renamed(tmp_path, monkey
     monkeypatch.setattr(os, "replace", replace)
     assert all(outcome.event_id for outcome in commits._commit_all(pendings))
     assert len(renamed) == FILES
-
-
-def test_a_group_is_written_out_whole_before_its_first_fsync_each_with_its_mode_and_mtime(tmp_path, monkeypatch):
-    """A pool thread writes every file of its group (and starts sending it to
-    disk) before it fsyncs the first, so they reach the disk together and
-    most fsyncs find their data there already; each is fsynced with its
-    version's mode and mtime set: durable as it will be placed."""
-    root, state, writer = folder(tmp_path)
-    mtime = 1_234_567_890_123_456_789
-    pendings = batch(writer, "old", 1, mtime=mtime)
-    synced, problems, real_fsync = [], [], os.fsync
-
-    def fsync(fd):
-        if not synced and [p.tmp.exists() and p.tmp.read_bytes() for p in pendings] != list(contents("old").values()):
-            problems.append("fsynced before the group was written out")
-        st = os.fstat(fd)
-        if st.st_mtime_ns != mtime or stat.S_IMODE(st.st_mode) != 0o644:
-            problems.append("fsynced before its mtime or mode was set")
-        synced.append(fd)
-        real_fsync(fd)
-    monkeypatch.setattr(os, "fsync", fsync)
-    assert _finish_all(pendings) == [None] * FILES and len(synced) == FILES
-    assert not problems, problems[:2]
-    assert all(os.lstat(p.tmp).st_mtime_ns == mtime for p in pendings)
-
-
-class Synced:
-    """The history's part in a commit: its events made durable first."""
-
-    def sync(self) -> None:
-        pass
-
-
-def test_a_second_batch_is_written_while_the_first_waits_for_its_fsyncs(tmp_path, monkeypatch):
-    """Two batches commit at once (limits.SMALL_BATCHES_AT_ONCE): the files
-    that finish while one batch waits for the disk are written out and
-    fsynced meanwhile, not after it. The first batch's fsyncs here wait until
-    a file of the second is fsynced (10 s at most: one batch at a time never
-    gets there)."""
-    root, state, writer = folder(tmp_path)
-    commits = SmallCommits(root=root, history=Synced(), state=state, writer=writer,
-                           threadpool=gevent.get_hub().threadpool)
-    first, second = batch(writer, "a", 1, "a"), batch(writer, "b", 100, "b")
-    first_temps = {str(p.tmp) for p in first}
-    first_syncing, second_synced, waited, real_fsync = threading.Event(), threading.Event(), [], os.fsync
-
-    def fsync(fd):
-        if os.readlink(f"/proc/self/fd/{fd}") in first_temps:
-            first_syncing.set()
-            timed_out = waited and not waited[0]   # (a timeout waits once)
-            waited.append(False if timed_out else second_synced.wait(10))
-        else:
-            second_synced.set()
-        real_fsync(fd)
-    monkeypatch.setattr(os, "fsync", fsync)
-    runner = gevent.spawn(commits.run)
-    try:
-        jobs = [gevent.spawn(commits.commit, pending) for pending in first]
-        with gevent.Timeout(10):
-            while not first_syncing.is_set():   # the first batch is taken, and waits for the disk
-                gevent.sleep(0.001)
-        jobs += [gevent.spawn(commits.commit, pending) for pending in second]
-        gevent.joinall(jobs, timeout=60, raise_error=True)
-    finally:
-        runner.kill()
-    assert all(job.value.event_id for job in jobs)
-    assert waited and all(waited), "the second batch waited for the first batch's fsyncs"
-    for path, content in {**contents("a", "a"), **contents("b", "b")}.items():
-        assert (root / path).read_bytes() == content
 
 
 def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):

@@ -187,7 +187,7 @@ class FolderWriter:
         arrive. ``resume_as``: the temporary file (relative to the folder) of an
         interrupted transfer of this version, reopened if it is there. A small
         file's blocks are gathered in memory and its temporary file created
-        only when it is finished (``PendingFile.write_out``, in the committing
+        only when it is finished (``PendingFile.finish``, in the committing
         thread): no file creation in the caller (the hub)."""
         self._check_case(path)
         self._ensure_parents(path)
@@ -341,7 +341,7 @@ class PendingFile:
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
         self.to_store: list = []   # (hash, bytes) of verified blocks to keep in the store with the file's commit
         self._entry: Optional[Entry] = None
-        # no fd: a small file whose bytes stay here until write_out() creates its temporary file
+        # no fd: a small file whose bytes stay here until finish() creates its temporary file
         self._memory = bytearray(event.size) if fd < 0 else None
         self._hash = RunningHash(event.size, self._read)
         self._large = event.size > limits.ARCHIVE_LATER_MIN   # its blocks land in bulk threads, not the hub
@@ -409,19 +409,14 @@ class PendingFile:
             self.write_stored_block(block_hash, offsets)
 
     def commit(self) -> Entry:
-        """Write out, fsync, then rename into place."""
-        self.write_out()
-        self.make_durable()
+        """fsync, then rename into place."""
+        self.finish(durable=True)
         return self.place()
 
-    def write_out(self) -> None:
+    def finish(self, durable: bool) -> None:
         """Check the whole content against the event's hash (``ContentMismatch``),
-        write a small file's temporary file, give it the version's mode and
-        mtime, and start sending it to disk without waiting (a large file's
-        blocks were sent as they landed); it stays open for ``make_durable``.
-        Files written out together, then made durable one after the other,
-        reach the disk together: most of those fsyncs find their data written
-        and their metadata in a journal commit already made for another."""
+        set mode and mtime and close; fsync if ``durable`` (the caller
+        wants the file durable before it is placed)."""
         event = self.event
         try:
             self._check_content()
@@ -433,19 +428,11 @@ class PendingFile:
                     written = os.pwrite(self.fd, view, offset)
                     view, offset = view[written:], offset + written
             os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
-            os.utime(self.fd, ns=(event.mtime, event.mtime))   # before the fsync: durable with the content
-            if not self._large:
-                start_writeback(self.fd, 0, event.size)
-        except BaseException:
-            self.abort()
-            raise
-
-    def make_durable(self) -> None:
-        """fsync the written-out file and close it: only then may it be placed."""
-        try:
-            os.fsync(self.fd)
+            if durable:
+                os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
+            os.utime(self.tmp, ns=(event.mtime, event.mtime))
         except BaseException:
             self.abort()
             raise

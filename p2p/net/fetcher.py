@@ -12,9 +12,8 @@ session checks its hash), kept in the store for history, and written at its
 offsets (those written in bulk threads hold a share of
 ``limits.MAX_BYTES_LANDING`` from their request until written: blocks that
 arrive faster than the disk takes them do not pile up in memory); the file
-is written once, then fsynced and renamed into place. Jobs run in two
-bounded pools: small files (one block, held in memory until their batch
-commits: ``SmallCommits``) and the others. A job that cannot finish (no connected peer has a
+is written once, then fsynced and renamed into place. Jobs run in a
+bounded pool. A job that cannot finish (no connected peer has a
 block; with no peer connected at all it creates nothing: no temporary file,
 no parent directory) is listed as "waiting for a peer that has its content" (one warning),
 retried with a back-off and at once when a peer connects; a large file keeps
@@ -42,6 +41,7 @@ from p2p.wire.errors import WireError
 
 log = logging.getLogger("p2p.fetch")
 
+MAX_FILES_AT_ONCE = 48
 RETRY_DELAY = 2.0
 WAITING = "waiting for a peer that has its content"   # the not-synced reason of a job no peer can serve
 RATE_SAMPLES = 6        # one a second (Node._progress_loop): the transfer rate is over the last 5 s
@@ -93,8 +93,7 @@ class Fetcher:
         self.reconciler = None
         self.jobs: dict = {}            # path -> FileJob
         self.unavailable: set = set()   # paths whose blocks no connected peer had
-        self.small_pool = Pool(limits.SMALL_FILES_AT_ONCE)   # files of one block at most (SMALL_BLOCK)
-        self.pool = Pool(limits.FILES_AT_ONCE)               # the others
+        self.pool = Pool(MAX_FILES_AT_ONCE)
         self.landing = Budget(limits.MAX_BYTES_LANDING // limits.SMALL_BLOCK, limits.MAX_BYTES_LANDING)
         self.received = 0               # bytes of blocks fetched, ever (for the rate)
         self._samples = collections.deque(maxlen=RATE_SAMPLES)   # (monotonic time, received)
@@ -104,12 +103,7 @@ class Fetcher:
         if job is not None:
             return  # the running job re-checks the wanted version when it ends
         job = self.jobs[path] = FileJob(path, event)
-        (self.small_pool if event.size <= limits.SMALL_BLOCK else self.pool).spawn(self._run, job)
-
-    def kill(self, timeout: float) -> None:
-        """Stop every job (the node stops)."""
-        for pool in (self.small_pool, self.pool):
-            pool.kill(block=True, timeout=timeout)
+        self.pool.spawn(self._run, job)
 
     def _run(self, job: FileJob) -> None:
         pending = None

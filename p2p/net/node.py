@@ -347,7 +347,7 @@ class Node:
         if self.control:
             self.control.stop()
         self.supervisor.kill(timeout=2)
-        self.fetcher.kill(timeout=2)
+        self.fetcher.pool.kill(block=True, timeout=2)
         if self.discovery:
             self.discovery.close()
         try:

@@ -18,7 +18,6 @@ warning) and retried after a back-off that doubles up to
 
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import os
@@ -27,7 +26,6 @@ from dataclasses import replace
 
 import gevent
 from gevent.event import AsyncResult, Event
-from gevent.pool import Pool
 
 from p2p import limits
 from p2p.units import human_size
@@ -43,19 +41,15 @@ log = logging.getLogger("p2p.reconcile")
 
 class SmallCommits:
     """Small files finished at about the same time are committed together:
-    their temporary files are created and written, then fsynced, on
-    ``limits.FSYNC_THREADS`` threads of the pool at once (files written out
-    before any is fsynced go to disk together, and concurrent fsyncs share
-    the file system's journal commits; each waits for its own file's data
-    only, not for everything the disk has to write as a syncfs did), then
-    each is renamed into place. The blocks received for the batch are kept
-    in the store together (one pack write, beside those writes), and the
-    local state records the batch's intents in one transaction (made durable
-    before the renames) and the placed files in one more, instead of a block
-    write in the hub and two transactions per file. Up to
-    ``limits.SMALL_BATCHES_AT_ONCE`` batches commit at once: the next one is
-    written while one waits for its fsyncs, and each gathers the files that
-    finished meanwhile."""
+    their temporary files are created, written and fsynced
+    ``limits.FSYNC_THREADS`` at once in the thread pool (concurrent fsyncs
+    share the file system's journal commits, and each waits for its own
+    file's data only, not for everything the disk has to write as a syncfs
+    did), then each is renamed into place. The blocks received for the batch
+    are kept in the store together (one pack write), and the local state
+    records the batch's intents in one transaction (made durable before the
+    renames) and the placed files in one more, instead of a block write in
+    the hub and two transactions per file."""
 
     GATHER = 0.005         # s to let a batch form
 
@@ -67,7 +61,6 @@ class SmallCommits:
         self.threadpool = threadpool
         self.waiting: list = []
         self._wake = Event()
-        self._committing = Pool(limits.SMALL_BATCHES_AT_ONCE)
 
     def commit(self, pending):
         """Make ``pending`` durable and place it; raises what placing raised."""
@@ -77,48 +70,33 @@ class SmallCommits:
         return result.get()
 
     def run(self) -> None:
-        try:
-            while True:
-                self._wake.wait()
-                self._committing.wait_available()   # what finishes meanwhile joins this batch
-                gevent.sleep(self.GATHER)
-                self._wake.clear()
-                batch, self.waiting = self.waiting, []
-                self._committing.spawn(self._commit_batch, batch)
-        finally:   # (the node stops, or this loop crashed: its batches are not left half-owned)
-            self._committing.kill(block=False)
-
-    def _commit_batch(self, batch) -> None:
-        """Commit the batch and hand each file's outcome to its waiter (what an
-        unexpected error raised to all of them: none waits for ever)."""
-        try:
+        while True:
+            self._wake.wait()
+            gevent.sleep(self.GATHER)
+            self._wake.clear()
+            batch, self.waiting = self.waiting, []
             self.history.sync()   # the events these files are versions of, before the files
             outcomes = self._commit_all([p for p, _ in batch])
-        except Exception as exc:
-            outcomes = [exc] * len(batch)
-        for (_, result), outcome in zip(batch, outcomes):
-            if isinstance(outcome, BaseException):
-                result.set_exception(outcome)
-            else:
-                result.set(outcome)
+            for (_, result), outcome in zip(batch, outcomes):
+                if isinstance(outcome, BaseException):
+                    result.set_exception(outcome)
+                else:
+                    result.set(outcome)
 
     def _commit_all(self, pendings) -> list:
-        """Each pending file's outcome (None, or what it raised): written and
-        fsynced (several threads at once) while the blocks received for them
-        are stored, their intents recorded and made durable, then placed
-        (pool threads do the work)."""
+        """Each pending file's outcome (None, or what it raised): stored, then
+        written and fsynced (several threads at once), their intents recorded
+        and made durable, then placed (pool threads do the work)."""
         pool = self.threadpool
-        blocks = [block for pending in pendings for block in pending.to_store]
-        stored = pool.spawn(_outcome, functools.partial(self.writer.store.put_many, verified=True), (blocks,))
+        try:   # the blocks received for them (history), packed together
+            pool.apply(self.writer.store.put_many, ([block for pending in pendings for block in pending.to_store],),
+                       {"verified": True})
+        except OSError as exc:   # no room for the history: none is placed (each is retried)
+            return [exc] * len(pendings)
         groups = [pendings[i::limits.FSYNC_THREADS] for i in range(min(limits.FSYNC_THREADS, len(pendings)))]
         outcomes = [None] * len(pendings)
         for i, result in enumerate([pool.spawn(_finish_all, group) for group in groups]):
             outcomes[i::limits.FSYNC_THREADS] = result.get()
-        ok, error = stored.get()
-        if not ok:   # no room for the history (or another error): none is placed (each is retried)
-            for pending in pendings:
-                pending.abort()
-            return [error] * len(pendings)
         return pool.apply(self._place_all, (pendings, outcomes))
 
     def _place_all(self, pendings, outcomes) -> list:
@@ -136,22 +114,14 @@ class SmallCommits:
 
 
 def _finish_all(pendings) -> list:
-    """In a pool thread: each file written out, then each made durable (None),
-    or what that raised: the fsyncs come after every write of the group, so
-    its files go to disk together (``PendingFile.write_out``)."""
+    """In a pool thread: each file's content written and fsynced (None), or what that raised."""
     outcomes = []
     for pending in pendings:
         try:
-            pending.write_out()
+            pending.finish(durable=True)
             outcomes.append(None)
         except Exception as exc:
             outcomes.append(exc)
-    for i, pending in enumerate(pendings):
-        if outcomes[i] is None:
-            try:
-                pending.make_durable()
-            except Exception as exc:
-                outcomes[i] = exc
     return outcomes
 
 
