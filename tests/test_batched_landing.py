@@ -7,6 +7,7 @@ record leaves every file whole (old or new, never partial) and the local
 state agreeing with the disk once the intents are settled at the next start."""
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -24,15 +25,16 @@ from rogue import file_event
 FILES = 40
 
 
-def contents(version: str) -> dict:
-    return {f"d/f{i:02}.txt": f"{version} {i}\n".encode() * (i + 1) for i in range(FILES)}
+def contents(version: str, directory: str = "d") -> dict:
+    return {f"{directory}/f{i:02}.txt": f"{version} {i}\n".encode() * (i + 1) for i in range(FILES)}
 
 
-def batch(writer: FolderWriter, version: str, seq: int) -> list:
+def batch(writer: FolderWriter, version: str, seq: int, directory: str = "d", mtime: int = 0) -> list:
     """A pending file per path with all its blocks written (as the fetcher leaves them)."""
     pendings = []
-    for n, (path, content) in enumerate(contents(version).items()):
-        pending = writer.begin_file(path, Event.from_dict(file_event("R" * 32, seq + n, path, content)))
+    for n, (path, content) in enumerate(contents(version, directory).items()):
+        raw = dict(file_event("R" * 32, seq + n, path, content), mtime=mtime)
+        pending = writer.begin_file(path, Event.from_dict(raw))
         pending.write_block([0], content)
         pendings.append(pending)
     return pendings
@@ -150,6 +152,58 @@ def test_every_file_of_a_batch_is_fsynced_before_any_is_renamed(tmp_path, monkey
     monkeypatch.setattr(os, "replace", replace)
     assert all(outcome.event_id for outcome in commits._commit_all(pendings))
     assert len(renamed) == FILES
+
+
+def test_each_file_is_fsynced_with_its_mode_and_mtime_set(tmp_path, monkeypatch):
+    """The version's mode and mtime are set before the fsync, so they are
+    durable with the content: after a power loss the file is not found with
+    another mtime than its record (a change to rescan, or a metadata event)."""
+    root, state, writer = folder(tmp_path)
+    mtime = 1_234_567_890_123_456_789
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)
+    seen, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        seen.append((st.st_mtime_ns, stat.S_IMODE(st.st_mode)))
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert all(outcome.event_id for outcome in commits._commit_all(batch(writer, "old", 1, mtime=mtime)))
+    assert seen == [(mtime, 0o644)] * FILES
+    assert all(os.lstat(root / path).st_mtime_ns == mtime for path in contents("old"))
+
+
+class Synced:
+    """The history's part in a commit: its events made durable first."""
+
+    def sync(self) -> None:
+        pass
+
+
+def test_an_error_in_a_batch_reaches_each_of_its_files_and_the_next_batch_lands(tmp_path, monkeypatch):
+    """A batch that fails for an unexpected reason hands the error to each of
+    its files (the fetcher reports it and retries them) instead of stopping
+    the committing loop with those files waiting for ever."""
+    root, state, writer = folder(tmp_path)
+    commits = SmallCommits(root=root, history=Synced(), state=state, writer=writer,
+                           threadpool=gevent.get_hub().threadpool)
+    real = commits._commit_all
+
+    def broken_once(pendings):
+        monkeypatch.setattr(commits, "_commit_all", real)
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(commits, "_commit_all", broken_once)
+    runner = gevent.spawn(commits.run)
+    try:
+        jobs = [gevent.spawn(commits.commit, pending) for pending in batch(writer, "a", 1, "a")]
+        gevent.joinall(jobs, timeout=10)
+        assert all(isinstance(job.exception, RuntimeError) for job in jobs), "a file of the failed batch still waits"
+        jobs = [gevent.spawn(commits.commit, pending) for pending in batch(writer, "b", 100, "b")]
+        gevent.joinall(jobs, timeout=10, raise_error=True)
+    finally:
+        runner.kill()
+    assert all(job.value.event_id for job in jobs)
+    assert all((root / path).read_bytes() == content for path, content in contents("b", "b").items())
 
 
 def test_a_small_file_creates_its_temporary_file_only_once_finished(tmp_path):

@@ -428,11 +428,11 @@ class PendingFile:
                     written = os.pwrite(self.fd, view, offset)
                     view, offset = view[written:], offset + written
             os.fchmod(self.fd, event.mode & PERMISSIONS or 0o644)
+            os.utime(self.fd, ns=(event.mtime, event.mtime))   # before the fsync: durable with the content
             if durable:
                 os.fsync(self.fd)
             os.close(self.fd)
             self.fd = -1
-            os.utime(self.tmp, ns=(event.mtime, event.mtime))
         except BaseException:
             self.abort()
             raise

@@ -75,8 +75,11 @@ class SmallCommits:
             gevent.sleep(self.GATHER)
             self._wake.clear()
             batch, self.waiting = self.waiting, []
-            self.history.sync()   # the events these files are versions of, before the files
-            outcomes = self._commit_all([p for p, _ in batch])
+            try:
+                self.history.sync()   # the events these files are versions of, before the files
+                outcomes = self._commit_all([p for p, _ in batch])
+            except Exception as exc:   # a failed log fsync, or a bug: each file of the batch is told (and
+                outcomes = [exc] * len(batch)   # retried), none waits for ever with its path held by the fetcher
             for (_, result), outcome in zip(batch, outcomes):
                 if isinstance(outcome, BaseException):
                     result.set_exception(outcome)
