@@ -124,7 +124,8 @@ class LocalChanges:
         changes, busy, renamed, deleted, changed = [], [], [], [], []
         settled = set()   # paths whose recorded event is now their only head: the disk is their winner
         flushed = time.monotonic()
-        for path, result in zip(scanned, self._observed(scanned)):
+        unchanged = {}   # path -> the event its entry names, for the unchanged paths a running scan found
+        for path, (result, entry) in zip(scanned, self._observed(scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
                 settled |= self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
@@ -145,13 +146,21 @@ class LocalChanges:
                 elif result is not None:
                     (deleted if result.deleted else changes).append(result)
                     changed.append(path)
+                elif entry is not None and not startup:
+                    unchanged[path] = entry.event_id
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
         settled |= self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        # (the reconciler has not run yet at start-up: nothing it blocked or retries is in a settled path)
-        looked_at = [p for p in changed if p not in settled] if startup else scanned
+        # a path whose recorded event is its only head holds its winner on disk, as recorded: the
+        # reconciler has nothing to write there, nor (the path is there) at its parent, unless it has
+        # business there of its own. At start-up Node.start marked what the history and the local state
+        # disagree on, so of the rest only what this scan changed needs a look; a running scan's
+        # unchanged paths (a file the reconciler just placed, seen by the watcher) are settled the same way
+        settled |= self.history.sole_heads(unchanged)
+        settled -= self.reconciler.busy(settled)
+        looked_at = [p for p in (changed if startup else scanned) if p not in settled]
         self.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
         self.activity.flush()
 
@@ -188,8 +197,8 @@ class LocalChanges:
         return settled
 
     def _observed(self, paths):
-        """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
-        paths per pool job, their entries read in one query; at most
+        """What ``_observe`` says of each path, with the path's entry (None: none),
+        in order: ``limits.SCAN_CHUNK`` paths per pool job, their entries read in one query; at most
         ``limits.SCAN_THREADS`` jobs run or wait for the hub at once."""
         running = collections.deque()
         for start in range(0, len(paths), limits.SCAN_CHUNK):
@@ -203,7 +212,7 @@ class LocalChanges:
         try:
             entries = self.state.get_many(paths)
         except Exception as exc:   # each path is reported with it (the hub logs it once per path)
-            return [exc] * len(paths)
+            return [(exc, None)] * len(paths)
         results, held, since = [], [], 0   # held: small files' blocks, stored together
         for path in paths:
             results.append(self._observe(path, entries.get(path), held))
@@ -211,7 +220,7 @@ class LocalChanges:
                 results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
                 held, since = [], len(results)
         results[since:] = self._store_held(paths[since:], results[since:], held)
-        return results
+        return [(result, entries.get(path)) for path, result in zip(paths, results)]
 
     def _store_held(self, paths, results, held) -> list:
         """Store the blocks ``held`` for these paths (in a pool thread): their
