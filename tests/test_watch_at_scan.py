@@ -93,3 +93,24 @@ def test_a_listing_that_stops_early_leaves_no_directory_unwatched(folder, monkey
     with pytest.raises(OSError):
         list(scanner.changed(watch=at_scan.watch))
     assert watched_paths(at_scan) == full
+
+
+def test_p2ps_own_files_are_not_handed_on_and_the_users_are(folder):
+    """A received file is written to a temporary name, then renamed: only its
+    final name is a change (the temporary one's events would each cost a
+    scan that finds nothing), as nothing under ``.p2p/`` is; a user's file
+    that merely looks like one is a change."""
+    root, _, watcher = folder
+    paths = []
+    watcher(walk=True, paths=paths)
+    temp = root / "a" / ".p2p-tmp-0123456789abcdef"
+    temp.write_bytes(b"received")
+    os.chmod(temp, 0o644)
+    os.replace(temp, root / "a" / "received.txt")
+    (root / ".p2p" / "blocks" / "00" / "pack").write_bytes(b"p2p's own")
+    (root / "a" / ".p2p-tmp-notes").write_bytes(b"the user's")
+    with gevent.Timeout(10, AssertionError(f"no event for the user's files: {paths}")):
+        while not {"a/received.txt", "a/.p2p-tmp-notes"} <= set(paths):
+            gevent.sleep(0.02)
+    gevent.sleep(0.2)
+    assert set(paths) == {"a/received.txt", "a/.p2p-tmp-notes"}
