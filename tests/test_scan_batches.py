@@ -353,6 +353,34 @@ def test_a_path_being_fetched_is_looked_at_once_a_scan_settles_it(tmp_path):
     assert len(loop.sent) == 2 and reconciler.dirty == set()
 
 
+def test_a_recorded_directory_reported_shallow_is_observed_alone(tmp_path, monkeypatch):
+    """A directory whose attributes alone changed (``tar xf`` sets each
+    directory's time once it has filled it) is observed, not what is under
+    it, which is as recorded or reported path by path; reported as created,
+    or new to the record, it is listed whole."""
+    loop = local_loop(tmp_path)
+    os.makedirs(loop.root / "top/sub")
+    names = ["top", "top/sub"] + [f"top/sub/f{i}.txt" for i in range(5)]
+    for name in names[2:]:
+        make(loop.root, name, name.encode())
+    loop._scan(["top"])
+    assert sorted(e.path for e in loop.sent) == names
+    observed = []
+    real = loop._observe
+    monkeypatch.setattr(loop, "_observe", lambda path, *rest: observed.append(path) or real(path, *rest))
+    os.utime(loop.root / "top", ns=(1, 1))
+    loop._scan(["top"], {"top"})
+    assert observed == ["top"]
+    observed.clear()
+    loop._scan(["top"])                                 # created (or written in): listed whole
+    assert sorted(observed) == names
+    os.mkdir(loop.root / "other")
+    make(loop.root, "other/g.txt", b"g")
+    observed.clear()
+    loop._scan(["other"], {"other"})                    # not recorded yet: listed whole all the same
+    assert sorted(observed) == ["other", "other/g.txt"]
+
+
 def test_a_scan_of_many_new_files_says_its_first_lines_and_counts_the_rest(tmp_path, caplog):
     """Every file is recorded and sent; the activity lines say the first
     ``limits.ACTIVITY_LINES`` of them and one count of the rest."""

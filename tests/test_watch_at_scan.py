@@ -43,7 +43,7 @@ def folder(tmp_path):
 
     def watcher(walk: bool, paths=None) -> FolderWatcher:
         """A started watcher; the paths it reports (coalesced) go to ``paths``."""
-        coalescer = Coalescer(paths.extend if paths is not None else lambda paths: None)
+        coalescer = Coalescer(lambda found, shallow: paths.extend(found) if paths is not None else None)
         greenlets.append(gevent.spawn(coalescer.run))
         w = FolderWatcher(root, coalescer, walk=walk)
         w.start()
@@ -114,3 +114,29 @@ def test_p2ps_own_files_are_not_handed_on_and_the_users_are(folder):
             gevent.sleep(0.02)
     gevent.sleep(0.2)
     assert set(paths) == {"a/received.txt", "a/.p2p-tmp-notes"}
+
+
+def test_a_directory_whose_attributes_alone_changed_is_reported_shallow(folder):
+    """``tar xf`` sets each directory's time once it has filled it: a report
+    of that alone says the directory's content did not change (its scan
+    need not list it again); a created directory, or one also created or
+    written in within the same moment, is not shallow."""
+    root, _, watcher = folder
+    flushed = []
+    coalescer = Coalescer(lambda paths, shallow: flushed.append((set(paths), set(shallow))))
+    greenlet = gevent.spawn(coalescer.run)
+    w = FolderWatcher(root, coalescer, walk=True)
+    w.start()
+    try:
+        os.utime(root / "a" / "d", ns=(1, 1))
+        (root / "new").mkdir()
+        os.chmod(root / "new", 0o700)
+        with gevent.Timeout(10, AssertionError(f"not both reported: {flushed}")):
+            while not {"a/d", "new"} <= set().union(*(paths for paths, _ in flushed)):
+                gevent.sleep(0.02)
+        gevent.sleep(0.2)
+        shallow = set().union(*(flat for _, flat in flushed))
+        assert "a/d" in shallow and "new" not in shallow
+    finally:
+        w.stop()
+        greenlet.kill()

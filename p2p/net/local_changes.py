@@ -90,22 +90,27 @@ class LocalChanges:
         our own temporary files are not changes. A full rescan counts as one,
         whatever the size of the folder."""
         return self.coalescer.count(lambda path: not is_internal(path)) + sum(
-            1 for batch in self.queue.queue for path in batch if not is_internal(path)) + self.busy
+            1 for batch, _ in self.queue.queue for path in batch if not is_internal(path)) + self.busy
 
-    def rescan(self, paths) -> None:
-        """Scan these paths (from the watcher, or after a write met a local edit)."""
+    def rescan(self, paths, shallow=frozenset()) -> None:
+        """Scan these paths (from the watcher, or after a write met a local
+        edit); of those in ``shallow`` (directories whose attributes changed),
+        not what is under them."""
         if self.disk.held:
             self.disk.defer(paths)   # scanned when the history can be written again
             return
-        self.queue.put(list(paths))
+        self.queue.put((list(paths), frozenset(shallow)))
 
     def run(self) -> None:
         while True:
-            paths = list(self.queue.get())
+            batches = [self.queue.get()]
             while not self.queue.empty():
-                paths.extend(self.queue.get_nowait())
+                batches.append(self.queue.get_nowait())
+            paths = [path for batch, _ in batches for path in batch]
+            deep = {path for batch, shallow in batches for path in batch if path not in shallow}
             self.busy = sum(1 for path in paths if not is_internal(path))
-            self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
+            self._scan(paths, {path for _, shallow in batches for path in shallow} - deep)
+            # a bug outside one path's handling: the supervisor restarts the
             # loop after a full rescan (Node.start), so the batch is not lost
             self.busy = 0
             if "" in paths and not self.scanned.is_set():
@@ -113,11 +118,12 @@ class LocalChanges:
                 self.spawn(self.reconciler.archive_unarchived)
                 say(f"scanned the folder: {len(self.state)} paths recorded")   # (no walk of the tree)
 
-    def _scan(self, paths) -> None:
-        """One batch: expand, observe each path (several at once), record the changes."""
+    def _scan(self, paths, shallow=frozenset()) -> None:
+        """One batch: expand (but the ``shallow`` directories), observe each
+        path (several at once), record the changes."""
         if ".p2pignore" in paths:
             self.ignore.reload()
-        scanned = self._expand(paths)
+        scanned = self._expand(paths, shallow)
         # the start-up scan: Node.start marked what the history and the local state
         # disagree on; of the rest only what this scan changes needs a look
         startup = "" in paths and not self.scanned.is_set()
@@ -258,13 +264,14 @@ class LocalChanges:
             return exc
         return None
 
-    def _expand(self, paths):
+    def _expand(self, paths, shallow=frozenset()):
         """Each reported path plus, for directories, everything under it (disk or
-        record): one pool job for the batch (a burst of new directories is one
-        hand-off, not one each)."""
+        record), but a ``shallow`` one recorded as the directory it still is:
+        its content is as recorded, or reported path by path. One pool job
+        for the batch (a burst of new directories is one hand-off, not one each)."""
         out = {}
         startup = not self.scanned.is_set()
-        for path, found in self.threadpool.apply(self._expand_all, (list(dict.fromkeys(paths)), startup)):
+        for path, found in self.threadpool.apply(self._expand_all, (list(dict.fromkeys(paths)), startup, shallow)):
             if isinstance(found, Exception):   # one path never stops the batch
                 self._not_synced(path, f"unexpected error while listing: {found!r}", found)
                 out.pop(path, None)
@@ -272,22 +279,24 @@ class LocalChanges:
                 out.update(dict.fromkeys(found))
         return sorted(out)
 
-    def _expand_all(self, paths, startup: bool) -> list:
+    def _expand_all(self, paths, startup: bool, shallow) -> list:
         """In a pool thread: (path, what it expands to, or the exception that raised) for each path."""
         entries = self.state.get_many(paths)   # one query for the batch
         expanded = []
         for path in paths:
             try:
-                expanded.append((path, self._expand_one(path, entries.get(path), startup)))
+                expanded.append((path, self._expand_one(path, entries.get(path), startup, path in shallow)))
             except Exception as exc:
                 expanded.append((path, exc))
         return expanded
 
-    def _expand_one(self, path: str, entry, startup: bool) -> list:
+    def _expand_one(self, path: str, entry, startup: bool, shallow: bool = False) -> list:
         if path == "" and startup:   # the start-up scan: what may differ from the record
             return list(self.scanner.changed(remove_temporaries=True, watch=self.watch))
         full = os.path.join(self.root, path)
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
+        if shallow and on_disk_dir and path and entry is not None and entry.kind == "dir":
+            return [path]
         found = list(self.scanner.walk(path)) if on_disk_dir else [path] if path else []
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
             found += self.state.under(path)  # children that may be gone

@@ -57,18 +57,27 @@ CHANGES = (FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent,
 
 
 class Coalescer:
-    """Collects changed paths in the hub; calls ``flush(paths)`` for quiet ones."""
+    """Collects changed paths in the hub; calls ``flush(paths, shallow)`` for
+    quiet ones, ``shallow`` those of them reported only as a directory whose
+    attributes changed (its content did not: ``tar xf`` sets each
+    directory's time once it has filled it, and a scan need not list what
+    is under it once more)."""
 
-    def __init__(self, flush: Callable[[list], None], clock=time.monotonic):
+    def __init__(self, flush: Callable[[list, set], None], clock=time.monotonic):
         self._flush = flush
         self._clock = clock
         self._first: Dict[str, float] = {}
         self._last: Dict[str, float] = {}
+        self._shallow: set = set()
         self._wake = Event()
 
-    def add(self, paths: Iterable[str]) -> None:
+    def add(self, paths: Iterable[str], shallow: bool = False) -> None:
         now = self._clock()
         for path in paths:
+            if not shallow:
+                self._shallow.discard(path)
+            elif path not in self._last:
+                self._shallow.add(path)
             self._first.setdefault(path, now)
             self._last[path] = now
         self._wake.set()
@@ -92,7 +101,9 @@ class Coalescer:
                 gevent.sleep(limits.COALESCE_DELAY / 2)
                 ready = self.due(self._clock())
                 if ready:
-                    self._flush(sorted(ready))
+                    shallow = self._shallow.intersection(ready)
+                    self._shallow -= shallow
+                    self._flush(sorted(ready), shallow)
 
 
 class _Handler(FileSystemEventHandler):
@@ -119,28 +130,27 @@ class _Handler(FileSystemEventHandler):
             paths.append(self._rel(dest))
         paths = [p for p in paths if p and not is_internal(p)]
         if paths:
-            self.inbox.put(paths)
+            self.inbox.put(paths, shallow=isinstance(event, DirAttribEvent))
 
 
 class ThreadInbox:
-    """A deque filled from any thread, drained in the hub via a loop async watcher."""
+    """A deque filled from any thread, drained in the hub via a loop async
+    watcher: ``deliver(paths, shallow)``, as ``Coalescer.add``."""
 
-    def __init__(self, deliver: Callable[[list], None]):
+    def __init__(self, deliver: Callable[[list, bool], None]):
         self._items = collections.deque()
         self._deliver = deliver
         self._async = gevent.get_hub().loop.async_()
         self._async.start(self._drain)
 
-    def put(self, paths: list) -> None:  # any thread
-        self._items.append(paths)
+    def put(self, paths: list, shallow: bool = False) -> None:  # any thread
+        self._items.append((paths, shallow))
         self._async.send()
 
-    def _drain(self) -> None:  # hub
-        batch = []
+    def _drain(self) -> None:  # hub (in order: a shallow report after a deep one leaves the path deep)
         while self._items:
-            batch.extend(self._items.popleft())
-        if batch:
-            self._deliver(batch)
+            paths, shallow = self._items.popleft()
+            self._deliver(paths, shallow)
 
     def close(self) -> None:
         self._async.stop()
