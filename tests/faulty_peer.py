@@ -21,11 +21,11 @@ if mode == "once":
     real_scan = LocalChanges._scan
     fired = []
 
-    def scan_once(self, paths):
+    def scan_once(self, paths, *shallow):
         if self.scanned.is_set() and not fired:   # the first batch after the start-up scan
             fired.append(True)
             raise RuntimeError("injected fault in the local loop")
-        return real_scan(self, paths)
+        return real_scan(self, paths, *shallow)
 
     LocalChanges._scan = scan_once
 else:

@@ -218,7 +218,8 @@ def local_loop(tmp_path):
         gates=(Flag(), types.SimpleNamespace(folder=False)), folder_present=lambda: True,
         folder_missing=lambda: None, publish=lambda events, source=None: sent.extend(events),
         broken=lambda exc: None, spawn=gevent.spawn, watch=lambda directory, recursive: None)
-    loop.reconciler = types.SimpleNamespace(mark_dirty=lambda paths: None, archive_later=lambda *a: None)
+    loop.reconciler = types.SimpleNamespace(mark_dirty=lambda paths: None, archive_later=lambda *a: None,
+                                            busy=lambda paths: set())
     loop.scanned.set()
     loop.sent = sent
     return loop

@@ -4,6 +4,7 @@ look-up of the paths' heads per batch, the same events and entries as
 before, moves within one batch paired once."""
 
 import os
+import time
 
 from test_bad_names import local_loop, make
 
@@ -234,6 +235,150 @@ def test_the_start_up_scan_leaves_the_reconciler_only_what_it_did_not_settle(tmp
         ("dir", "create"), ("dir/inner.txt", "create"), ("gone/old.txt", "delete"), ("new.txt", "create"),
         ("shared", "create")]
     assert sorted(set(marked)) == ["gone", "gone/old.txt", "shared"]
+
+
+def test_a_running_scan_leaves_the_reconciler_only_what_it_did_not_settle(tmp_path):
+    """While the peer runs too, a path whose recorded event is its only head
+    holds its winner on disk: neither the new files and directories a scan
+    records (a `tar xf`) nor what a later scan finds unchanged (a file the
+    watcher reports twice, or one the reconciler just placed) is handed to
+    the reconciler. A path whose record is not its only head (a remote
+    version not written yet), a deletion and the deleted path's parent still
+    are."""
+    from p2p.history.event import Event
+    loop = local_loop(tmp_path)
+    marked = []
+    loop.reconciler.mark_dirty = marked.extend
+    os.mkdir(loop.root / "d")
+    for name in ("d/a.txt", "d/b.txt", "d/old.txt", "top.txt"):
+        make(loop.root, name, name.encode())
+    loop._scan(["d", "d/a.txt", "d/b.txt", "d/old.txt", "top.txt"])
+    assert len(loop.sent) == 5 and marked == []
+    loop._scan(["d", "d/a.txt", "top.txt"])             # reported again, unchanged
+    assert marked == []
+    other = "B" * 32
+    mine = {e.path: e for e in loop.sent}["d/b.txt"]
+    remote = Event(id=f"{other}:1", origin=other, seq=1, lamport=mine.lamport + 1, type="update", kind="file",
+                   path="d/b.txt", size=3, mode=0o644, mtime=1, hash="b" * 64, blocks=(("b" * 64, 3),),
+                   parents=(mine.id,), time=1.0)
+    assert loop.history.merge([remote.to_dict()])[0]   # its winner now, not on disk yet
+    (loop.root / "d/old.txt").unlink()
+    loop.sent.clear()
+    loop._scan(["d/a.txt", "d/b.txt", "d/old.txt", "top.txt"])
+    assert [(e.path, e.type) for e in loop.sent] == [("d/old.txt", "delete")]
+    assert sorted(set(marked)) == ["d", "d/b.txt", "d/old.txt"]
+
+
+def _reconciler(loop, jobs=None):
+    """A real reconciler over ``loop``'s history, local state and folder (no
+    fetching: what it would fetch is listed in ``wanted``), made the loop's."""
+    import gevent
+    import types
+    from gevent.event import Event as Flag
+    from p2p.folder.apply import FolderWriter
+    from p2p.net.reconciler import Reconciler
+    scanned = Flag()
+    scanned.set()
+    pool = gevent.get_hub().threadpool
+    wanted = []
+    fetcher = types.SimpleNamespace(jobs=jobs if jobs is not None else {},
+                                    want=lambda path, event: wanted.append(path))
+    reconciler = Reconciler(
+        root=loop.root, history=loop.history, state=loop.state, store=loop.scanner.store, archive=frozenset(),
+        writer=FolderWriter(loop.root, loop.state, loop.scanner.store, case_folding=False),
+        unsynced=loop.unsynced, fetcher=fetcher, rescan=loop.rescan, pools=(pool, pool), gates=(scanned,),
+        ignored=lambda path: False, quiet=lambda seconds: True, label=lambda device: device[:7],
+        spawn=gevent.spawn)
+    reconciler.wanted = wanted
+    loop.reconciler = reconciler
+    return reconciler
+
+
+def test_a_path_the_reconciler_retries_is_looked_at_once_a_scan_settles_it(tmp_path, monkeypatch):
+    """A remote directory that could not be made (a symbolic link was in the
+    way) is listed as not synced and retried after a back-off. Once the user
+    puts a directory there, the scan finds it as the history says (settled),
+    yet the reconciler still looks: the listing is cleared at once, and the
+    file that waited under it is fetched, not after the back-off."""
+    import gevent
+    from p2p import limits
+    from p2p.history.event import Event
+    from rogue import dir_event, file_event
+    monkeypatch.setattr(limits, "UNSYNCED_RETRY_MIN", 600.0)
+    loop = local_loop(tmp_path)
+    reconciler = _reconciler(loop)
+    other = "B" * 32
+    events = [Event.from_dict(dir_event(other, 1, "d")), Event.from_dict(file_event(other, 2, "d/f.txt", b"f"))]
+    assert len(loop.history.merge([e.to_dict() for e in events])[0]) == 2
+    os.mkdir(tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", loop.root / "d")
+    reconciler._reconcile_all((e.path, e) for e in events)
+    assert "d" in reconciler.blocked and "d/f.txt" in reconciler.blocked and reconciler.wanted == []
+    os.unlink(loop.root / "d")
+    os.mkdir(loop.root / "d", 0o755)
+    os.chmod(loop.root / "d", 0o755)
+    loop._scan(["d"])
+    assert loop.sent == [] and loop.state.get("d").event_id == events[0].id   # as the history says
+    running = gevent.spawn(reconciler.run)
+    try:
+        deadline = time.monotonic() + 5
+        while "d" in loop.unsynced or reconciler.wanted != ["d/f.txt"]:
+            assert time.monotonic() < deadline, (reconciler.blocked, reconciler.wanted)
+            gevent.sleep(0.01)
+    finally:
+        running.kill()
+
+
+def test_a_path_being_fetched_is_looked_at_once_a_scan_settles_it(tmp_path):
+    """A fetch in flight for a version since deleted, and the user makes a
+    file there: its event supersedes every head (settled), but the path is
+    handed to the reconciler all the same while the fetcher works on it."""
+    from p2p.history.event import Event
+    from rogue import file_event
+    loop = local_loop(tmp_path)
+    reconciler = _reconciler(loop, jobs={"f.txt": object()})
+    other = "B" * 32
+    created = Event.from_dict(file_event(other, 1, "f.txt", b"theirs"))
+    deleted = Event.from_dict({**created.to_dict(), "id": f"{other}:2", "seq": 2, "lamport": 2, "type": "delete",
+                               "size": 0, "hash": "", "blocks": [], "parents": [created.id]})
+    assert len(loop.history.merge([created.to_dict(), deleted.to_dict()])[0]) == 2
+    make(loop.root, "f.txt", b"mine")
+    loop._scan(["f.txt"])
+    assert [e.parents for e in loop.sent] == [(deleted.id,)]   # its only head now
+    assert "f.txt" in reconciler.dirty
+    del reconciler.fetcher.jobs["f.txt"]
+    reconciler.dirty.clear()
+    make(loop.root, "f.txt", b"mine, edited")
+    loop._scan(["f.txt"])
+    assert len(loop.sent) == 2 and reconciler.dirty == set()
+
+
+def test_a_recorded_directory_reported_shallow_is_observed_alone(tmp_path, monkeypatch):
+    """A directory whose attributes alone changed (``tar xf`` sets each
+    directory's time once it has filled it) is observed, not what is under
+    it, which is as recorded or reported path by path; reported as created,
+    or new to the record, it is listed whole."""
+    loop = local_loop(tmp_path)
+    os.makedirs(loop.root / "top/sub")
+    names = ["top", "top/sub"] + [f"top/sub/f{i}.txt" for i in range(5)]
+    for name in names[2:]:
+        make(loop.root, name, name.encode())
+    loop._scan(["top"])
+    assert sorted(e.path for e in loop.sent) == names
+    observed = []
+    real = loop._observe
+    monkeypatch.setattr(loop, "_observe", lambda path, *rest: observed.append(path) or real(path, *rest))
+    os.utime(loop.root / "top", ns=(1, 1))
+    loop._scan(["top"], {"top"})
+    assert observed == ["top"]
+    observed.clear()
+    loop._scan(["top"])                                 # created (or written in): listed whole
+    assert sorted(observed) == names
+    os.mkdir(loop.root / "other")
+    make(loop.root, "other/g.txt", b"g")
+    observed.clear()
+    loop._scan(["other"], {"other"})                    # not recorded yet: listed whole all the same
+    assert sorted(observed) == ["other", "other/g.txt"]
 
 
 def test_a_scan_of_many_new_files_says_its_first_lines_and_counts_the_rest(tmp_path, caplog):

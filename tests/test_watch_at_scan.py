@@ -43,7 +43,7 @@ def folder(tmp_path):
 
     def watcher(walk: bool, paths=None) -> FolderWatcher:
         """A started watcher; the paths it reports (coalesced) go to ``paths``."""
-        coalescer = Coalescer(paths.extend if paths is not None else lambda paths: None)
+        coalescer = Coalescer(lambda found, shallow: paths.extend(found) if paths is not None else None)
         greenlets.append(gevent.spawn(coalescer.run))
         w = FolderWatcher(root, coalescer, walk=walk)
         w.start()
@@ -93,3 +93,50 @@ def test_a_listing_that_stops_early_leaves_no_directory_unwatched(folder, monkey
     with pytest.raises(OSError):
         list(scanner.changed(watch=at_scan.watch))
     assert watched_paths(at_scan) == full
+
+
+def test_p2ps_own_files_are_not_handed_on_and_the_users_are(folder):
+    """A received file is written to a temporary name, then renamed: only its
+    final name is a change (the temporary one's events would each cost a
+    scan that finds nothing), as nothing under ``.p2p/`` is; a user's file
+    that merely looks like one is a change."""
+    root, _, watcher = folder
+    paths = []
+    watcher(walk=True, paths=paths)
+    temp = root / "a" / ".p2p-tmp-0123456789abcdef"
+    temp.write_bytes(b"received")
+    os.chmod(temp, 0o644)
+    os.replace(temp, root / "a" / "received.txt")
+    (root / ".p2p" / "blocks" / "00" / "pack").write_bytes(b"p2p's own")
+    (root / "a" / ".p2p-tmp-notes").write_bytes(b"the user's")
+    with gevent.Timeout(10, AssertionError(f"no event for the user's files: {paths}")):
+        while not {"a/received.txt", "a/.p2p-tmp-notes"} <= set(paths):
+            gevent.sleep(0.02)
+    gevent.sleep(0.2)
+    assert set(paths) == {"a/received.txt", "a/.p2p-tmp-notes"}
+
+
+def test_a_directory_whose_attributes_alone_changed_is_reported_shallow(folder):
+    """``tar xf`` sets each directory's time once it has filled it: a report
+    of that alone says the directory's content did not change (its scan
+    need not list it again); a created directory, or one also created or
+    written in within the same moment, is not shallow."""
+    root, _, watcher = folder
+    flushed = []
+    coalescer = Coalescer(lambda paths, shallow: flushed.append((set(paths), set(shallow))))
+    greenlet = gevent.spawn(coalescer.run)
+    w = FolderWatcher(root, coalescer, walk=True)
+    w.start()
+    try:
+        os.utime(root / "a" / "d", ns=(1, 1))
+        (root / "new").mkdir()
+        os.chmod(root / "new", 0o700)
+        with gevent.Timeout(10, AssertionError(f"not both reported: {flushed}")):
+            while not {"a/d", "new"} <= set().union(*(paths for paths, _ in flushed)):
+                gevent.sleep(0.02)
+        gevent.sleep(0.2)
+        shallow = set().union(*(flat for _, flat in flushed))
+        assert "a/d" in shallow and "new" not in shallow
+    finally:
+        w.stop()
+        greenlet.kill()

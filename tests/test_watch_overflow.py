@@ -59,7 +59,7 @@ class Watched:
     def __init__(self, root: Path):
         self.paths = []
         self.raw = []
-        self.coalescer = Coalescer(self.paths.extend)
+        self.coalescer = Coalescer(lambda paths, shallow: self.paths.extend(paths))
         self.watcher = FolderWatcher(root, self.coalescer)
         fd = self.watcher.observer._inotify_fd
         handle = fd.handle_event

@@ -200,6 +200,13 @@ class History:
         ``limits.IN_CHUNK`` (a batch of changes looks its paths up at once)."""
         return {path: self._events_of(heads) for path, heads in self._index.heads_many(list(paths)).items()}
 
+    def sole_heads(self, recorded: Dict[str, str]) -> Set[str]:
+        """The paths of ``recorded`` (path -> event id) whose only head is that
+        event: from the index alone (no log line is read), one query per
+        ``limits.IN_CHUNK`` of the paths its cache lacks."""
+        return {path for path, heads in self._index.heads_many(list(recorded)).items()
+                if len(heads) == 1 and heads[0][1] == recorded[path]}
+
     def _events_of(self, heads) -> Tuple[Event, ...]:
         return tuple(sorted((self._read(offset) for offset, _ in heads), key=lambda e: e.id))
 

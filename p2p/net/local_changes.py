@@ -90,22 +90,27 @@ class LocalChanges:
         our own temporary files are not changes. A full rescan counts as one,
         whatever the size of the folder."""
         return self.coalescer.count(lambda path: not is_internal(path)) + sum(
-            1 for batch in self.queue.queue for path in batch if not is_internal(path)) + self.busy
+            1 for batch, _ in self.queue.queue for path in batch if not is_internal(path)) + self.busy
 
-    def rescan(self, paths) -> None:
-        """Scan these paths (from the watcher, or after a write met a local edit)."""
+    def rescan(self, paths, shallow=frozenset()) -> None:
+        """Scan these paths (from the watcher, or after a write met a local
+        edit); of those in ``shallow`` (directories whose attributes changed),
+        not what is under them."""
         if self.disk.held:
             self.disk.defer(paths)   # scanned when the history can be written again
             return
-        self.queue.put(list(paths))
+        self.queue.put((list(paths), frozenset(shallow)))
 
     def run(self) -> None:
         while True:
-            paths = list(self.queue.get())
+            batches = [self.queue.get()]
             while not self.queue.empty():
-                paths.extend(self.queue.get_nowait())
+                batches.append(self.queue.get_nowait())
+            paths = [path for batch, _ in batches for path in batch]
+            deep = {path for batch, shallow in batches for path in batch if path not in shallow}
             self.busy = sum(1 for path in paths if not is_internal(path))
-            self._scan(paths)   # a bug outside one path's handling: the supervisor restarts the
+            self._scan(paths, {path for _, shallow in batches for path in shallow} - deep)
+            # a bug outside one path's handling: the supervisor restarts the
             # loop after a full rescan (Node.start), so the batch is not lost
             self.busy = 0
             if "" in paths and not self.scanned.is_set():
@@ -113,18 +118,20 @@ class LocalChanges:
                 self.spawn(self.reconciler.archive_unarchived)
                 say(f"scanned the folder: {len(self.state)} paths recorded")   # (no walk of the tree)
 
-    def _scan(self, paths) -> None:
-        """One batch: expand, observe each path (several at once), record the changes."""
+    def _scan(self, paths, shallow=frozenset()) -> None:
+        """One batch: expand (but the ``shallow`` directories), observe each
+        path (several at once), record the changes."""
         if ".p2pignore" in paths:
             self.ignore.reload()
-        scanned = self._expand(paths)
+        scanned = self._expand(paths, shallow)
         # the start-up scan: Node.start marked what the history and the local state
         # disagree on; of the rest only what this scan changes needs a look
         startup = "" in paths and not self.scanned.is_set()
         changes, busy, renamed, deleted, changed = [], [], [], [], []
         settled = set()   # paths whose recorded event is now their only head: the disk is their winner
         flushed = time.monotonic()
-        for path, result in zip(scanned, self._observed(scanned)):
+        unchanged = {}   # path -> the event its entry names, for the unchanged paths a running scan found
+        for path, (result, entry) in zip(scanned, self._observed(scanned)):
             if len(changes) >= limits.RECORD_EVERY or changes and time.monotonic() - flushed >= limits.RECORD_INTERVAL:
                 settled |= self._record_each_path_apart(changes)   # events leave while the scan goes on
                 changes, flushed = [], time.monotonic()
@@ -145,13 +152,21 @@ class LocalChanges:
                 elif result is not None:
                     (deleted if result.deleted else changes).append(result)
                     changed.append(path)
+                elif entry is not None and not startup:
+                    unchanged[path] = entry.event_id
         if busy:
             self.coalescer.add(busy)   # still being written: look again when quiet
         if renamed:
             self.rescan(renamed)       # an NFD name now has its NFC form: scan that (and what is under it)
         settled |= self._record_each_path_apart(changes + deleted)   # deletes last, together: children first
-        # (the reconciler has not run yet at start-up: nothing it blocked or retries is in a settled path)
-        looked_at = [p for p in changed if p not in settled] if startup else scanned
+        # a path whose recorded event is its only head holds its winner on disk, as recorded: the
+        # reconciler has nothing to write there, nor (the path is there) at its parent, unless it has
+        # business there of its own. At start-up Node.start marked what the history and the local state
+        # disagree on, so of the rest only what this scan changed needs a look; a running scan's
+        # unchanged paths (a file the reconciler just placed, seen by the watcher) are settled the same way
+        settled |= self.history.sole_heads(unchanged)
+        settled -= self.reconciler.busy(settled)
+        looked_at = [p for p in (changed if startup else scanned) if p not in settled]
         self.reconciler.mark_dirty(paths_to_recheck(p for p in looked_at if is_event_path(p)))
         self.activity.flush()
 
@@ -188,8 +203,8 @@ class LocalChanges:
         return settled
 
     def _observed(self, paths):
-        """What ``_observe`` says of each path, in order: ``limits.SCAN_CHUNK``
-        paths per pool job, their entries read in one query; at most
+        """What ``_observe`` says of each path, with the path's entry (None: none),
+        in order: ``limits.SCAN_CHUNK`` paths per pool job, their entries read in one query; at most
         ``limits.SCAN_THREADS`` jobs run or wait for the hub at once."""
         running = collections.deque()
         for start in range(0, len(paths), limits.SCAN_CHUNK):
@@ -203,7 +218,7 @@ class LocalChanges:
         try:
             entries = self.state.get_many(paths)
         except Exception as exc:   # each path is reported with it (the hub logs it once per path)
-            return [exc] * len(paths)
+            return [(exc, None)] * len(paths)
         results, held, since = [], [], 0   # held: small files' blocks, stored together
         for path in paths:
             results.append(self._observe(path, entries.get(path), held))
@@ -211,7 +226,7 @@ class LocalChanges:
                 results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
                 held, since = [], len(results)
         results[since:] = self._store_held(paths[since:], results[since:], held)
-        return results
+        return [(result, entries.get(path)) for path, result in zip(paths, results)]
 
     def _store_held(self, paths, results, held) -> list:
         """Store the blocks ``held`` for these paths (in a pool thread): their
@@ -249,13 +264,14 @@ class LocalChanges:
             return exc
         return None
 
-    def _expand(self, paths):
+    def _expand(self, paths, shallow=frozenset()):
         """Each reported path plus, for directories, everything under it (disk or
-        record): one pool job for the batch (a burst of new directories is one
-        hand-off, not one each)."""
+        record), but a ``shallow`` one recorded as the directory it still is:
+        its content is as recorded, or reported path by path. One pool job
+        for the batch (a burst of new directories is one hand-off, not one each)."""
         out = {}
         startup = not self.scanned.is_set()
-        for path, found in self.threadpool.apply(self._expand_all, (list(dict.fromkeys(paths)), startup)):
+        for path, found in self.threadpool.apply(self._expand_all, (list(dict.fromkeys(paths)), startup, shallow)):
             if isinstance(found, Exception):   # one path never stops the batch
                 self._not_synced(path, f"unexpected error while listing: {found!r}", found)
                 out.pop(path, None)
@@ -263,22 +279,24 @@ class LocalChanges:
                 out.update(dict.fromkeys(found))
         return sorted(out)
 
-    def _expand_all(self, paths, startup: bool) -> list:
+    def _expand_all(self, paths, startup: bool, shallow) -> list:
         """In a pool thread: (path, what it expands to, or the exception that raised) for each path."""
         entries = self.state.get_many(paths)   # one query for the batch
         expanded = []
         for path in paths:
             try:
-                expanded.append((path, self._expand_one(path, entries.get(path), startup)))
+                expanded.append((path, self._expand_one(path, entries.get(path), startup, path in shallow)))
             except Exception as exc:
                 expanded.append((path, exc))
         return expanded
 
-    def _expand_one(self, path: str, entry, startup: bool) -> list:
+    def _expand_one(self, path: str, entry, startup: bool, shallow: bool = False) -> list:
         if path == "" and startup:   # the start-up scan: what may differ from the record
             return list(self.scanner.changed(remove_temporaries=True, watch=self.watch))
         full = os.path.join(self.root, path)
         on_disk_dir = path == "" or os.path.isdir(full) and not os.path.islink(full)
+        if shallow and on_disk_dir and path and entry is not None and entry.kind == "dir":
+            return [path]
         found = list(self.scanner.walk(path)) if on_disk_dir else [path] if path else []
         if on_disk_dir or (entry is not None and entry.kind == "dir"):
             found += self.state.under(path)  # children that may be gone

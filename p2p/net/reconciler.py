@@ -178,6 +178,15 @@ class Reconciler:
         if self.dirty:
             self._wake.set()
 
+    def busy(self, paths) -> set:
+        """Of ``paths``, those this loop or the fetcher has business at, whatever
+        the disk holds: blocked (listed as not synced, retried after a
+        back-off; a look clears it once the disk holds its winner, and dirties
+        what waited under it), or content being fetched. A scan that settled
+        a path still hands these to the reconciler."""
+        blocked, jobs = self.blocked, self.fetcher.jobs
+        return {path for path in paths if path in blocked or path in jobs}
+
     def look_again_at(self, at: float, path: str) -> None:
         """Mark ``path`` dirty at time ``at``: one heap entry, not a timer
         (a greenlet) per path, so 200,000 files waiting for a peer cost
