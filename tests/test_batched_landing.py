@@ -68,6 +68,29 @@ def test_a_batch_is_two_transactions_and_spares_a_path_changed_meanwhile(tmp_pat
     assert state._db.execute("SELECT path FROM intents").fetchall() == [(b"d/f07.txt",)]   # until it is rescanned
 
 
+def test_a_file_the_user_wrote_and_the_scan_recorded_since_the_version_was_wanted_is_not_overwritten(tmp_path):
+    """The reconciler found the remote version still wanted (its event the
+    winner) and read the path's record; then the user wrote the file and the
+    local loop recorded it: the disk agrees with the record, but the record
+    is no longer the one the version was decided on."""
+    root, state, writer = folder(tmp_path)
+    commits = SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)
+    assert all(outcome.event_id for outcome in commits._commit_all(batch(writer, "old", 1)))
+    pendings = batch(writer, "new", 100)
+    for pending in pendings:
+        pending.expected = state.get(pending.path)   # as commit_remote_file reads it, right after still_wanted
+    edited = root / "d/f07.txt"
+    edited.write_bytes(b"the user's edit, scanned and recorded")
+    state.set("d/f07.txt", Entry.from_stat(os.lstat(edited), "userhash", "U" * 32))
+    outcomes = commits._commit_all(pendings)
+    assert isinstance(outcomes[7], LocalChanged)
+    assert edited.read_bytes() == b"the user's edit, scanned and recorded"
+    assert state.get("d/f07.txt").event_id == "U" * 32
+    for n, (path, content) in enumerate(contents("new").items()):
+        if n != 7:
+            assert (root / path).read_bytes() == content
+
+
 def test_a_kill_between_the_renames_and_their_record_leaves_whole_files_and_a_true_state(tmp_path):
     root, state, writer = folder(tmp_path)
     SmallCommits(root=root, history=None, state=state, writer=writer, threadpool=gevent.get_hub().threadpool)._commit_all(

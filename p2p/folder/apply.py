@@ -105,11 +105,16 @@ class FolderWriter:
         self._case_folding = case_folding
 
     # -- checks ------------------------------------------------------------
-    def _check_unchanged(self, path: str, entry=LOOK_UP) -> None:
+    def _check_unchanged(self, path: str, entry=LOOK_UP, expected=LOOK_UP) -> None:
         """LocalChanged unless ``path`` on disk is what the local state records
-        (``entry``: its record when the caller read it already)."""
+        (``entry``: its record when the caller read it already), and (unless
+        ``expected`` is LOOK_UP) that record is still ``expected``: a scan
+        that recorded the user's new file since a version was decided on
+        leaves the disk agreeing with the record, and the file is the user's."""
         if entry is LOOK_UP:
             entry = self.state.get(path)
+        if expected is not LOOK_UP and entry != expected:
+            raise LocalChanged(path)
         try:
             st = os.lstat(self.root / path)
         except FileNotFoundError:
@@ -275,7 +280,7 @@ class FolderWriter:
         placed = []
         for pending in pendings:
             try:
-                self._check_unchanged(pending.path, current.get(pending.path))
+                self._check_unchanged(pending.path, current.get(pending.path), pending.expected)
                 os.replace(pending.tmp, self.root / pending.path)
             except Exception as exc:
                 pending.abort()
@@ -341,6 +346,7 @@ class PendingFile:
         self.resumed = resumed     # an interrupted transfer's file: some blocks may be there already
         self.to_store: list = []   # (hash, bytes) of verified blocks to keep in the store with the file's commit
         self._entry: Optional[Entry] = None
+        self.expected = LOOK_UP    # the path's record when this version was last found wanted (None: no record)
         # no fd: a small file whose bytes stay here until finish() creates its temporary file
         self._memory = bytearray(event.size) if fd < 0 else None
         self._hash = RunningHash(event.size, self._read)
@@ -463,7 +469,7 @@ class PendingFile:
         the path meanwhile (LocalChanged)."""
         dest = self.writer.root / self.path
         try:
-            self.writer._check_unchanged(self.path)
+            self.writer._check_unchanged(self.path, expected=self.expected)
             if self._entry is None:
                 self.intend()
                 self.writer.state.sync()

@@ -409,8 +409,8 @@ class Reconciler:
         if not self.still_wanted(path, event):
             pending.abort()
             return
+        entry = pending.expected = self.state.get(path)   # (no yield since: what the placing checks it still is)
         self._keep_conflict_copies(path)
-        entry = self.state.get(path)
         existed = entry is not None
         if existed and entry.event_id:
             self._archive_now(path, self.history.get(entry.event_id))  # the version we replace
