@@ -174,6 +174,8 @@ def test_make_local_stamps_and_supersedes(home):
     assert history.heads("a.txt") == (gone,) and "a.txt" not in history.tree()
     with pytest.raises(ValueError, match="not in the history"):
         history.make_local("create", "dir", "new", parents=["B" * 32 + ":999"], time=1.0)
+    with pytest.raises(TypeError, match="colour"):   # a field no event has is no silent attribute
+        history.make_local("create", "dir", "new", colour="red", time=1.0)
     history.close()
 
 

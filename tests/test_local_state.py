@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from p2p import limits
@@ -30,6 +31,20 @@ def entry(path, event_id, hash="h" * 64) -> Entry:
 def reopen(state: LocalState) -> LocalState:
     """What the next process sees after a kill -9 (no close, no compaction)."""
     return LocalState(state.file)
+
+
+def test_entry_from_stat_is_the_entry_of_its_fields(tmp_path):
+    (tmp_path / "f").write_bytes(b"xyz")
+    os.chmod(tmp_path / "f", 0o4755)   # (setuid: not a synced bit)
+    (tmp_path / "d").mkdir()
+    for name, digest in (("f", "h" * 64), ("d", "")):
+        st = os.lstat(tmp_path / name)
+        made = Entry.from_stat(st, digest, "A:1")
+        assert made == Entry("file" if name == "f" else "dir", 3 if name == "f" else 0, st.st_mtime_ns, st.st_ino,
+                             0o755 if name == "f" else st.st_mode & 0o777, digest, "A:1")
+        assert hash(made) == hash(Entry(*made.row()))
+        with pytest.raises(AttributeError):   # frozen still
+            made.size = 1
 
 
 def test_every_change_survives_without_a_save(tmp_path):

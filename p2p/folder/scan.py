@@ -36,9 +36,12 @@ log = logging.getLogger("p2p.scan")
 LOOK_UP = object()   # Scanner.observe's entry when the caller has not read it
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
-    """One path whose disk state differs from the local state."""
+    """One path whose disk state differs from the local state; never changed
+    once made (not a frozen dataclass: its ``__init__``, one
+    ``object.__setattr__`` call per field, cost a scanned file 21k
+    instructions, this one's 8k)."""
     path: str
     kind: str                 # "file" or "dir"
     deleted: bool

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from p2p import limits
-from p2p.history.event import Event, InvalidEvent, is_device_id, make_id, parse_event_id
+from p2p.history.event import FIELD_NAMES, Event, InvalidEvent, is_device_id, make_id, parse_event_id
 from p2p.history.index import BadIndex, IndexDB
 from p2p.history.log import EventLog, LogBroken, LogWriteFailed
 from p2p.history.seqmark import MARK_NAME, SeqMark
@@ -288,11 +288,14 @@ class History:
         for number, spec in enumerate(specs):
             seq = first + number
             fields = {**LOCAL_EVENT_DEFAULTS, **spec}
+            if not fields.keys() <= FIELD_NAMES:
+                raise TypeError(f"not fields of an event: {sorted(fields.keys() - FIELD_NAMES)}")
             parents = fields.pop("parents")
             if parents is None:
                 parents = tuple(event.id for event in self.heads(spec["path"]))
-            event = Event(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
-                          lamport=self._lamport + 1 + number, parents=tuple(parents), **fields)
+            fields.update(id=make_id(self.device_id, seq), origin=self.device_id, seq=seq,
+                          lamport=self._lamport + 1 + number, parents=tuple(parents))
+            event = Event.of(fields)
             unknown = [p for p in event.parents if not self.knows(p)]
             if unknown:
                 raise ValueError(f"parents not in the history: {unknown}")

@@ -220,11 +220,15 @@ class LocalChanges:
         except Exception as exc:   # each path is reported with it (the hub logs it once per path)
             return [(exc, None)] * len(paths)
         results, held, since = [], [], 0   # held: small files' blocks, stored together
+        held_bytes = 0                     # (held's, counted as it grows: not summed again per path)
         for path in paths:
+            before = len(held)
             results.append(self._observe(path, entries.get(path), held))
-            if sum(len(data) for _, data in held) >= limits.PACK_WRITE_BYTES:
+            for _, data in held[before:]:
+                held_bytes += len(data)
+            if held_bytes >= limits.PACK_WRITE_BYTES:
                 results[since:] = self._store_held(paths[since:len(results)], results[since:], held)
-                held, since = [], len(results)
+                held, since, held_bytes = [], len(results), 0
         results[since:] = self._store_held(paths[since:], results[since:], held)
         return [(result, entries.get(path)) for path, result in zip(paths, results)]
 
