@@ -140,3 +140,26 @@ def test_a_file_or_nothing_at_the_path_is_not_an_obstacle(obstacles):
         writer.write_file("plain", stored_file(writer, "plain"))
     writer.write_file("new/deeper/file.txt", stored_file(writer, "new/deeper/file.txt"))
     assert (writer.root / "new/deeper/file.txt").read_bytes() == b"from a peer"
+
+
+def test_a_directory_is_made_with_its_version_s_permissions_from_the_start(tmp_path, monkeypatch):
+    """A scan that sees the new directory before its chmod (the watcher
+    reported its creation) records the permissions it finds as a local
+    change, which every peer then takes: none but the version's may show."""
+    root, home = tmp_path / "shared", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    writer = FolderWriter(root, LocalState(home / "local.db"), BlockStore(home / "blocks"), case_folding=False)
+    seen = []
+    real_mkdir = os.mkdir
+
+    def mkdir_then_look(path, mode=0o777, **kwargs):
+        real_mkdir(path, mode, **kwargs)
+        seen.append(stat.S_IMODE(os.lstat(path).st_mode))
+    monkeypatch.setattr(os, "mkdir", mkdir_then_look)
+    old_umask = os.umask(0o022)
+    try:
+        writer.make_dir("d", Event.from_dict(dir_event(ORIGIN, 1, "d")))   # mode 0o755
+    finally:
+        os.umask(old_umask)
+    assert seen == [0o755] and stat.S_IMODE(os.lstat(root / "d").st_mode) == 0o755

@@ -251,15 +251,15 @@ class FolderWriter:
         self._check_case(path)
         self._ensure_parents(path)
         dest = self.root / path
+        mode = event.mode & PERMISSIONS or 0o755
         try:
             st = os.lstat(dest)
-        except FileNotFoundError:
-            os.mkdir(dest, 0o700)
+        except FileNotFoundError:   # made with its mode (less what the umask takes): a scan that sees it
+            os.mkdir(dest, mode)    # before the chmod below must not find other permissions to record
             st = os.lstat(dest)
         if not statmod.S_ISDIR(st.st_mode):
             _refuse_special(path, path, st)
             raise LocalChanged(path)
-        mode = event.mode & PERMISSIONS or 0o755
         if statmod.S_IMODE(st.st_mode) != mode:   # the version's permissions, not the umask's
             os.chmod(dest, mode)
             st = os.lstat(dest)
