@@ -923,7 +923,8 @@ class Node:
         return lacking
 
     def status(self) -> dict:
-        now = time.time()
+        store_bytes = self.threadpool.apply(self.store.total_bytes)   # first: the rest is read without a yield,
+        now = time.time()                                             # so "missing" and the listings agree
         peers = [self._peer_status(p) for p in self.registry.peers.values()]
         known = {p.address for p in self.registry.peers.values() if p.address}
         unreached = [{"address": key, "last_error": _failure(f)} for key, f in self.registry.failures.items()]
@@ -948,7 +949,7 @@ class Node:
             "folder_state": dict(totals, events=len(self.history), replayed_at_start=self.history.replayed,
                                  pending=self.history.pending_count,
                                  local_changes=local, in_sync=not missing,
-                                 store_bytes=self.threadpool.apply(self.store.total_bytes),
+                                 store_bytes=store_bytes,
                                  store_bound=self.store_bound()),
             "not_synced": self.unsynced.listing(),
             "user_paused": self.pauses.listing(),
