@@ -137,3 +137,49 @@ def test_a_chunks_directories_are_made_together_before_its_files(tmp_path, loop)
     # with it), and x's own version in the next pass
     assert handoffs == ["make_dirs", "_outcome", "_outcome", "make_dirs"]
     assert len(transactions) <= 5   # the same, and x made as x/y's parent
+
+
+def test_a_users_file_recorded_while_a_received_version_is_committed_stays(tmp_path):
+    """commit_remote_file found the remote version still wanted; then, before
+    its rename, the user wrote the file and the local loop recorded it (the
+    disk agrees with that new record): the user's file stays, and the path
+    is scanned again (its new event decides), not overwritten by the older
+    remote version."""
+    root, home = tmp_path / "shared", tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    state = LocalState(home / "local.db")
+    writer = FolderWriter(root, state, BlockStore(home / "blocks"), case_folding=False)
+    target = root / "f.txt"
+    target.write_bytes(b"ours, before")
+    state.set("f.txt", Entry.from_stat(os.lstat(target), "oldhash", "R" * 32 + ":1"))
+    event = Event.from_dict(file_event("R" * 32, 2, "f.txt", b"the remote version"))
+    history = types.SimpleNamespace(current=lambda path: event, heads=lambda path: (event,), get=lambda event_id: None,
+                                    sync=lambda: None, device_id="Q" * 32)
+    pool = gevent.get_hub().threadpool
+    rescanned = []
+    scanned = Event_()
+    scanned.set()
+    reconciler = Reconciler(
+        root=root, history=history, state=state, store=types.SimpleNamespace(missing=lambda blocks: []),
+        archive=(), writer=writer, unsynced=Unsynced(), fetcher=types.SimpleNamespace(jobs={}),
+        rescan=rescanned.extend, pools=(pool, pool), gates=(scanned,), ignored=lambda path: False, quiet=None,
+        label=lambda device: device, spawn=gevent.spawn)
+    committing = gevent.spawn(reconciler.small_commits.run)
+    pending = writer.begin_file("f.txt", event)
+    pending.write_block([0], b"the remote version")
+    commit = reconciler.small_commits.commit
+
+    def the_user_writes_first(p):   # between still_wanted and the rename: the local loop records the user's file
+        target.write_bytes(b"the user's new file")
+        state.set("f.txt", Entry.from_stat(os.lstat(target), "userhash", "U" * 32 + ":1"))
+        return commit(p)
+    reconciler.small_commits.commit = the_user_writes_first
+    try:
+        reconciler.commit_remote_file(pending)
+    finally:
+        committing.kill()
+    assert target.read_bytes() == b"the user's new file"
+    assert state.get("f.txt").event_id == "U" * 32 + ":1"
+    assert rescanned == ["f.txt"]
+    assert sorted(os.listdir(root)) == ["f.txt"], "a temporary file stayed"
