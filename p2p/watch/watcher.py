@@ -148,9 +148,16 @@ class ThreadInbox:
         self._async.send()
 
     def _drain(self) -> None:  # hub (in order: a shallow report after a deep one leaves the path deep)
+        run, flag = [], False   # consecutive reports alike go in one delivery, not one per event
         while self._items:
             paths, shallow = self._items.popleft()
-            self._deliver(paths, shallow)
+            if run and shallow != flag:
+                self._deliver(run, flag)
+                run = []
+            run.extend(paths)
+            flag = shallow
+        if run:
+            self._deliver(run, flag)
 
     def close(self) -> None:
         self._async.stop()
